@@ -1,5 +1,77 @@
-"""persistence package."""
+"""Database access: models, engine, repositories, migrations and embedded PostgreSQL."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._db import create_engine as create_engine
+from ._db import create_sessionmaker as create_sessionmaker
+from ._embedded import EmbeddedPostgres as EmbeddedPostgres
+from ._embedded import open_embedded_postgres as open_embedded_postgres
+from ._exceptions import AlreadyExistsError as AlreadyExistsError
+from ._exceptions import EmbeddedPostgresError as EmbeddedPostgresError
+from ._exceptions import MigrationError as MigrationError
+from ._exceptions import NotFoundError as NotFoundError
+from ._exceptions import PersistenceError as PersistenceError
+from ._migrations import current_revision as current_revision
+from ._migrations import downgrade_to as downgrade_to
+from ._migrations import head_revision as head_revision
+from ._migrations import is_up_to_date as is_up_to_date
+from ._migrations import upgrade_to as upgrade_to
+from ._migrations import upgrade_to_head as upgrade_to_head
+from ._models import A2ACard as A2ACard
+from ._models import Agent as Agent
+from ._models import AgentFlow as AgentFlow
+from ._models import Base as Base
+from ._models import ChatConversation as ChatConversation
+from ._models import ChatMessage as ChatMessage
+from ._models import File as File
+from ._models import Log as Log
+from ._models import MCPServer as MCPServer
+from ._models import MCPTool as MCPTool
+from ._models import ModelConfig as ModelConfig
+from ._models import ModelProvider as ModelProvider
+from ._models import Project as Project
+from ._models import SenderType as SenderType
+from ._models import Team as Team
+from ._models import User as User
+from ._models import UserProfile as UserProfile
+from ._models import utcnow as utcnow
+from ._settings import DatabaseSettings as DatabaseSettings
+from ._settings import to_async_url as to_async_url
+
+__all__ = [
+    "A2ACard",
+    "Agent",
+    "AgentFlow",
+    "AlreadyExistsError",
+    "Base",
+    "ChatConversation",
+    "ChatMessage",
+    "DatabaseSettings",
+    "EmbeddedPostgres",
+    "EmbeddedPostgresError",
+    "File",
+    "Log",
+    "MCPServer",
+    "MCPTool",
+    "MigrationError",
+    "ModelConfig",
+    "ModelProvider",
+    "NotFoundError",
+    "PersistenceError",
+    "Project",
+    "SenderType",
+    "Team",
+    "User",
+    "UserProfile",
+    "create_engine",
+    "create_sessionmaker",
+    "current_revision",
+    "downgrade_to",
+    "head_revision",
+    "is_up_to_date",
+    "open_embedded_postgres",
+    "to_async_url",
+    "upgrade_to",
+    "upgrade_to_head",
+    "utcnow",
+]

@@ -1,0 +1,56 @@
+"""Engine and session factory."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+
+from ._settings import to_async_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+__all__ = ["create_engine", "create_sessionmaker"]
+
+# Sessions run in UTC so that server-side now() defaults are naive UTC like ours.
+_SERVER_SETTINGS = {"timezone": "UTC"}
+
+
+def create_engine(
+    url: str | URL,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    echo: bool = False,
+    **kwargs: Any,
+) -> AsyncEngine:
+    """Create an asyncpg-backed engine with a connection pool.
+
+    Args:
+        url: any PostgreSQL URL; the driver is forced to asyncpg.
+        pool_size: connections kept open.
+        max_overflow: extra connections allowed under load.
+        echo: log every statement.
+        **kwargs: passed on to :func:`sqlalchemy.ext.asyncio.create_async_engine`.
+
+    Returns:
+        The engine; nothing connects until it is used. Dispose it when done.
+    """
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    connect_args.setdefault("server_settings", _SERVER_SETTINGS)
+    return _create_async_engine(
+        to_async_url(url),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        echo=echo,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+        **kwargs,
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Return the session factory; callers own transactions (``async with sm.begin()``)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
