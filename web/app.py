@@ -1,0 +1,66 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from quart import Quart, Response
+from quart_schema import Info, QuartSchema, hide
+
+from .blueprints import BLUEPRINTS
+from .cors import install_cors
+from .errors import register_error_handlers
+from .openapi import SECURITY_SCHEMES, GenAIOpenAPIProvider
+from .services import EXTENSION_KEY, AppServices
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from .settings import Settings
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    services: AppServices | None = None,
+) -> Quart:
+    """Build the HTTP app: documentation, blueprints, error handlers and CORS.
+
+    Args:
+        settings: the process settings.
+        sessionmaker: opens one database session per unit of work.
+        services: the collaborators handed to routes (actor clients...); by default only
+            ``settings`` and ``sessionmaker``.
+
+    Returns:
+        A Quart app, not yet serving.
+    """
+    app = Quart("genai_backend")
+    # Serve "/api/agents" and "/api/agents/" alike, with no redirect to lose headers on.
+    app.url_map.strict_slashes = False
+    app.config["MAX_CONTENT_LENGTH"] = settings.MAX_UPLOAD_BYTES
+    app.config["GENAI_MAX_JSON_BYTES"] = settings.MAX_JSON_BYTES
+    app.extensions[EXTENSION_KEY] = services or AppServices(settings, sessionmaker)
+
+    QuartSchema(
+        app,
+        info=Info(title="GenAI AgentOS back-end", version="0.1.0"),
+        redoc_ui_path="/redoc",
+        scalar_ui_path=None,
+        security_schemes=SECURITY_SCHEMES,
+        openapi_provider_class=GenAIOpenAPIProvider,
+    )
+    app.add_url_rule("/", "root", _root, methods=["GET"])
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
+    register_error_handlers(app)
+    install_cors(app, settings.BACKEND_CORS_ORIGINS)
+    return app
+
+
+@hide
+async def _root() -> Response:
+    return Response(b"", status=307, headers={"Location": "/docs"})

@@ -1,0 +1,63 @@
+"""Shared response helpers and field types of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, PlainSerializer, TypeAdapter
+from quart import Response
+
+__all__ = ["PageQuery", "Timestamp", "empty_response", "format_timestamp", "json_response"]
+
+# PostgreSQL's OFFSET is a bigint.
+_MAX_OFFSET = 2**63 - 1
+
+
+def format_timestamp(value: datetime) -> str:
+    """Render ``value`` naive, in UTC, with exactly six fraction digits."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(format_timestamp, return_type=str, when_used="json"),
+    Field(json_schema_extra={"example": "2026-11-25T12:00:20.524593"}),
+]
+"""A naive ISO-8601 datetime with six fraction digits, e.g. ``2026-11-25T12:00:20.524593``."""
+
+
+class PageQuery(BaseModel):
+    """The ``offset`` and ``limit`` query parameters every list takes."""
+
+    offset: int = Field(0, ge=0, le=_MAX_OFFSET)
+    limit: int = Field(100, ge=0, le=1000)
+
+
+_adapters: dict[Any, TypeAdapter[Any]] = {}
+
+
+def json_response(value: Any, status_code: int = 200, *, model: Any = None) -> Response:
+    """Serialise ``value`` (a model, a list of models, or plain data) as a JSON response.
+
+    Args:
+        value: what to send.
+        status_code: the HTTP status.
+        model: the type to serialise ``value`` as; by default ``type(value)``.
+    """
+    if isinstance(value, BaseModel) and model is None:
+        body = value.__pydantic_serializer__.to_json(value)
+    else:
+        kind = model if model is not None else type(value)
+        adapter = _adapters.get(kind)
+        if adapter is None:
+            adapter = _adapters[kind] = TypeAdapter(kind)
+        body = adapter.dump_json(value)
+    return Response(body, status=status_code, content_type="application/json")
+
+
+def empty_response(status_code: int = 204) -> Response:
+    """Build a response with an empty body (204 by default)."""
+    return Response(b"", status=status_code)

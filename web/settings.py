@@ -1,0 +1,90 @@
+"""Process settings, read from the environment and from ``.env``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["DEFAULT_JWT_SECRET_KEY", "DEFAULT_MASTER_BE_API_KEY", "DEFAULT_SECRET_KEY", "Settings"]
+
+# Development defaults. Outside development mode a default secret is refused at start-up.
+DEFAULT_SECRET_KEY = "c41302ce0f1758f4ae5dcc65729fd50a"
+DEFAULT_JWT_SECRET_KEY = "development-jwt-secret-key-change-me"
+DEFAULT_MASTER_BE_API_KEY = "7a3fd399-3e48-46a0-ab7c-0eaf38020283::master_server_be"
+
+
+class Settings(BaseSettings):
+    """Everything the HTTP face needs to know about its deployment.
+
+    Names follow the original back-end where it had one (``SECRET_KEY``,
+    ``HASH_ALGORITHM``, ``MASTER_BE_API_KEY``, ``ROUTER_WS_URL``,
+    ``BACKEND_CORS_ORIGINS``; ``FILES_DIR`` also reads ``DEFAULT_FILES_FOLDER_NAME``).
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        case_sensitive=True,
+        extra="ignore",
+    )
+
+    ENVIRONMENT: str = "development"
+    DEBUG: bool = False
+
+    # JWT signing (user and agent tokens). Kept apart from the API-key encryption keys.
+    JWT_SECRET_KEY: str = DEFAULT_JWT_SECRET_KEY
+    HASH_ALGORITHM: str = "HS256"
+    ACCESS_TOKEN_EXPIRE_MINUTES: int = 6 * 60
+
+    # API-key encryption: new keys are written with ENCRYPTION_KEYS (``<key id>:<key>``,
+    # comma-separated, the first one writes); SECRET_KEY still reads the original's ciphertexts.
+    ENCRYPTION_KEYS: str = ""
+    SECRET_KEY: str = DEFAULT_SECRET_KEY
+
+    MASTER_BE_API_KEY: str = DEFAULT_MASTER_BE_API_KEY
+    MASTER_AGENT_TIMEOUT: float = 300.0
+
+    BACKEND_CORS_ORIGINS: Annotated[list[str], NoDecode] = ["*"]
+
+    FILES_DIR: Path = Field(
+        Path("files"), validation_alias=AliasChoices("FILES_DIR", "DEFAULT_FILES_FOLDER_NAME")
+    )
+    MAX_UPLOAD_BYTES: int = 50 * 1024 * 1024
+    MAX_JSON_BYTES: int = 1024 * 1024
+
+    HTTP_HOST: str = "0.0.0.0"
+    HTTP_PORT: int = 8000
+
+    ROUTER_WS_URL: str | None = None
+    ROUTER_HOST: str = "0.0.0.0"
+    ROUTER_PORT: int = 8080
+
+    @field_validator("BACKEND_CORS_ORIGINS", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: Any) -> Any:
+        # The original's form is "[*, http://a]"; a JSON list or a comma list also work.
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list):
+            return [str(item).strip() for item in parsed if str(item).strip()]
+        text = text.removeprefix("[").removesuffix("]")
+        return [part.strip().strip('"') for part in text.split(",") if part.strip().strip('"')]
+
+    @property
+    def is_development(self) -> bool:
+        """Tell whether the process runs in development mode."""
+        return self.ENVIRONMENT.lower() in {"development", "dev", "local", "test"}
+
+    @property
+    def user_token_lifetime_seconds(self) -> int:
+        """Return the lifetime of a user token in seconds."""
+        return self.ACCESS_TOKEN_EXPIRE_MINUTES * 60
