@@ -1,0 +1,82 @@
+"""The embedded router: the WebSocket hub that agents, the master agent and the back-end
+connect to (spec PROTOCOL.md §1), compatible with unmodified ``genai-protocol`` 1.0.9
+and 2.x clients.
+
+Endpoint: ``ws://<host>:<port>/ws`` (default port 8080); other paths get 404.
+
+Identity, from the handshake headers, first match wins:
+
+- ``API-KEY: <key>``: the back-end key gives ``master_server_be``, the master-agent key
+  ``master_server_ml``; any other key gives no identity.
+- ``X-Custom-Authorization: <agent JWT>``: the ``sub`` claim, read without checking the
+  signature (the back-end checks the token at ``agent_register``); a non-JWT value is
+  itself the id.
+- ``x-custom-invoke-key: <caller>:<target>``: a library ``send()`` socket.
+
+Close codes: **4000** ``"Missing Authorization header"`` when a socket has no identity
+(or a token claims a master id); **1013** when a connection's outbox overflows because
+the peer does not read; **1009** from the transport for frames over four times the frame
+limit; **1001** when the router stops.
+
+Frame limit: ``max_frame_bytes`` (default 1 MiB, the library client's own limit). A
+larger frame is refused with ``{"message_type": "agent_error", "error": {"error_message":
+"Frame of N bytes exceeds the limit of M bytes", "error_type":
+"InvalidJSONRequestFormat"}}`` to its sender; if it was a reply, its caller gets an
+``agent_error`` instead of waiting forever. The connection stays open.
+
+Each connection gets a unique id ``"<client id>#<n>"``, stamped as ``invoked_by`` on the
+invocations it sends; replies are routed by it. Unlike upstream, a closing socket removes
+its client id only if it still owns it, invoke sockets cause no ``agent_unregister``,
+and "Agent has been unregistered" goes to exactly the connections with calls pending on
+the closed one.
+"""
+
+from __future__ import annotations
+
+from ._connection import CLOSE_MISSING_IDENTITY as CLOSE_MISSING_IDENTITY
+from ._connection import CLOSE_OUTBOX_OVERFLOW as CLOSE_OUTBOX_OVERFLOW
+from ._envelope import AGENT_NOT_ACTIVE as AGENT_NOT_ACTIVE
+from ._envelope import AGENT_UNREGISTERED as AGENT_UNREGISTERED
+from ._envelope import ErrorType as ErrorType
+from ._envelope import MessageType as MessageType
+from ._exceptions import FrameTooLargeError as FrameTooLargeError
+from ._exceptions import InvalidFrameError as InvalidFrameError
+from ._exceptions import RouterError as RouterError
+from ._hub import RouterHub as RouterHub
+from ._identity import MASTER_SERVER_BE as MASTER_SERVER_BE
+from ._identity import MASTER_SERVER_ML as MASTER_SERVER_ML
+from ._identity import ApiKeys as ApiKeys
+from ._identity import ClientKind as ClientKind
+from ._identity import Identity as Identity
+from ._identity import identify as identify
+from ._server import DEFAULT_PORT as DEFAULT_PORT
+from ._server import RunningRouter as RunningRouter
+from ._server import open_router as open_router
+from ._table import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME_BYTES
+from ._table import Deliver as Deliver
+from ._table import RoutingTable as RoutingTable
+from ._table import TableStatistics as TableStatistics
+
+__all__ = [
+    "AGENT_NOT_ACTIVE",
+    "AGENT_UNREGISTERED",
+    "CLOSE_MISSING_IDENTITY",
+    "CLOSE_OUTBOX_OVERFLOW",
+    "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_PORT",
+    "ApiKeys",
+    "ClientKind",
+    "Deliver",
+    "ErrorType",
+    "FrameTooLargeError",
+    "Identity",
+    "InvalidFrameError",
+    "MessageType",
+    "RouterError",
+    "RouterHub",
+    "RoutingTable",
+    "RunningRouter",
+    "TableStatistics",
+    "identify",
+    "open_router",
+]

@@ -1,0 +1,349 @@
+"""The routing table: pure state transitions of the router, with no I/O.
+
+Each socket is a *connection* with a unique id, ``"<client id>#<n>"``. That id is the
+``invoked_by`` the router stamps on invocations, so two sockets with the same client id
+(two ``send()`` calls from one caller to one target, or an agent that reconnects) never
+take each other's replies. A client id maps to its most recent connection; a connection
+that closes removes the mapping only if it still owns it.
+
+Every transition returns the frames to deliver, as :class:`Deliver` values, for the
+caller to hand to the connections' outboxes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from ._envelope import (
+    AGENT_NOT_ACTIVE,
+    AGENT_UNREGISTERED,
+    ErrorType,
+    Frame,
+    MessageType,
+    agent_error,
+    dump_frame,
+    parse_frame,
+    router_error,
+)
+from ._exceptions import FrameTooLargeError, InvalidFrameError
+from ._identity import MASTER_SERVER_BE, MASTER_SERVER_ML, ApiKeys, ClientKind
+
+if TYPE_CHECKING:
+    from ._identity import Identity
+
+__all__ = ["DEFAULT_MAX_FRAME_BYTES", "Deliver", "RoutingTable", "TableStatistics"]
+
+DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
+"""1 MiB: the library's own ``websockets`` client refuses larger frames (close 1009)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deliver:
+    """Send ``text`` to the connection ``conn_id``."""
+
+    conn_id: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TableStatistics:
+    """A snapshot of the routing table."""
+
+    connections: int
+    clients: int
+    registered_agents: int
+    pending_invocations: int
+    refused_frames: int
+
+
+@dataclasses.dataclass(slots=True)
+class _Connection:
+    conn_id: str
+    identity: Identity
+    # Callers (connection ids) waiting on this connection, with their number of calls.
+    callers: Counter[str] = dataclasses.field(default_factory=Counter)
+    # Connections this one has invoked and not yet heard back from.
+    callees: Counter[str] = dataclasses.field(default_factory=Counter)
+    registration: Frame | None = None
+
+
+class RoutingTable:
+    """Client ids, connections and pending invocations of one router.
+
+    Args:
+        keys: The back-end and master-agent API keys.
+        max_frame_bytes: Frames longer than this are refused with an error frame.
+        replay_registrations: When the back-end (re)connects, forward to it the
+            ``agent_register`` of every agent connected at that moment, so a back-end
+            restart does not leave connected agents marked inactive.
+    """
+
+    def __init__(
+        self,
+        keys: ApiKeys | None = None,
+        *,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        replay_registrations: bool = True,
+    ) -> None:
+        self.keys = keys or ApiKeys()
+        self.max_frame_bytes = max_frame_bytes
+        self.replay_registrations = replay_registrations
+        self._connections: dict[str, _Connection] = {}
+        self._clients: dict[str, str] = {}
+        self._ids = itertools.count(1)
+        self._refused = 0
+
+    # -- queries -----------------------------------------------------------------
+
+    def conn_id_of(self, client_id: str) -> str | None:
+        """Return the current connection of ``client_id``, or ``None``."""
+        return self._clients.get(client_id)
+
+    def identity_of(self, conn_id: str) -> Identity | None:
+        """Return the identity of connection ``conn_id``, or ``None`` if it is gone."""
+        conn = self._connections.get(conn_id)
+        return conn.identity if conn else None
+
+    def statistics(self) -> TableStatistics:
+        """Return a snapshot of the table's sizes and counters."""
+        return TableStatistics(
+            connections=len(self._connections),
+            clients=len(self._clients),
+            registered_agents=sum(
+                1 for c in self._connections.values() if c.registration is not None
+            ),
+            pending_invocations=sum(c.callers.total() for c in self._connections.values()),
+            refused_frames=self._refused,
+        )
+
+    # -- transitions -------------------------------------------------------------
+
+    def open(self, identity: Identity) -> tuple[str, list[Deliver]]:
+        """Add a connection; it becomes the current one of its client id.
+
+        Returns:
+            The new connection id and the frames to deliver (the registrations replayed
+            to a connecting back-end).
+        """
+        conn_id = f"{identity.client_id}#{next(self._ids)}"
+        self._connections[conn_id] = _Connection(conn_id, identity)
+        self._clients[identity.client_id] = conn_id
+        out: list[Deliver] = []
+        if identity.kind is ClientKind.BACKEND and self.replay_registrations:
+            for conn in self._connections.values():
+                if conn.registration is not None and self._is_current(conn):
+                    out.append(Deliver(conn_id, dump_frame(conn.registration)))
+        return conn_id, out
+
+    def close(self, conn_id: str) -> list[Deliver]:
+        """Remove a connection, and tell whoever waits on it that it is gone.
+
+        The client id is unregistered (and ``agent_unregister`` forwarded to the
+        back-end, for agents and the master agent) only if this connection is still its
+        current one: the old socket of a reconnected agent leaves the new one alone.
+        """
+        conn = self._connections.pop(conn_id, None)
+        if conn is None:
+            return []
+        out: list[Deliver] = []
+        identity = conn.identity
+        if self._clients.get(identity.client_id) == conn_id:
+            del self._clients[identity.client_id]
+            if identity.kind in (ClientKind.AGENT, ClientKind.MASTER):
+                out += self._to_backend(
+                    {
+                        "request_payload": {
+                            "agent_uuid": identity.client_id,
+                            "message_type": str(MessageType.AGENT_UNREGISTER),
+                        }
+                    }
+                )
+        gone = dump_frame(agent_error(AGENT_UNREGISTERED, agent_uuid=identity.client_id))
+        for caller_id in conn.callers:
+            caller = self._connections.get(caller_id)
+            if caller is not None:
+                del caller.callees[conn_id]
+                out.append(Deliver(caller_id, gone))
+        for callee_id in conn.callees:
+            callee = self._connections.get(callee_id)
+            if callee is not None:
+                del callee.callers[conn_id]
+        return out
+
+    def receive(self, conn_id: str, data: str | bytes) -> list[Deliver]:
+        """Process one frame received on connection ``conn_id``.
+
+        Returns:
+            The frames to deliver. Bad frames (not JSON, too large, unknown type) are
+            answered with an error frame to the sender; they never raise.
+        """
+        sender = self._connections.get(conn_id)
+        if sender is None:
+            return []
+        try:
+            frame = parse_frame(data, limit=self.max_frame_bytes)
+        except FrameTooLargeError as exc:
+            return self._refuse_oversize(sender, data, exc)
+        except InvalidFrameError:
+            return [
+                self._reply(
+                    conn_id,
+                    router_error("Invalid JSON format", ErrorType.INVALID_JSON_REQUEST_FORMAT),
+                )
+            ]
+        message_type = frame.pop("message_type", None)
+        target = frame.pop("agent_uuid", None)
+        match message_type:
+            case MessageType.AGENT_REGISTER:
+                return self._register(sender, frame)
+            case MessageType.AGENT_INVOKE:
+                return self._invoke(sender, target, frame)
+            case MessageType.AGENT_RESPONSE | MessageType.AGENT_ERROR:
+                return self._respond(sender, str(message_type), frame)
+            case MessageType.AGENT_LOG:
+                return self._log(sender, frame)
+            case _:
+                raw = data.decode(errors="replace") if isinstance(data, bytes) else data
+                return [
+                    self._reply(
+                        conn_id,
+                        router_error(f"Unexpected exception: {raw}", ErrorType.AGENT_GENERAL_ERROR),
+                    )
+                ]
+
+    # -- message handlers --------------------------------------------------------
+
+    def _register(self, sender: _Connection, frame: Frame) -> list[Deliver]:
+        identity = sender.identity
+        if identity.kind in (ClientKind.BACKEND, ClientKind.MASTER):
+            return []
+        payload = frame.get("request_payload")
+        forward = {
+            "request_payload": {
+                **(payload if isinstance(payload, dict) else {}),
+                "agent_uuid": identity.client_id,
+                "agent_jwt": identity.agent_jwt,
+                "message_type": str(MessageType.AGENT_REGISTER),
+            }
+        }
+        if identity.kind is ClientKind.AGENT:
+            sender.registration = forward
+        return self._to_backend(forward)
+
+    def _invoke(self, sender: _Connection, target: Any, frame: Frame) -> list[Deliver]:
+        payload = frame.get("request_payload")
+        if payload is None and target is None:
+            # Upstream sends both errors; the second ends a waiting send().
+            return [
+                self._reply(
+                    sender.conn_id,
+                    router_error(
+                        "Missing request payload or agent UUID", ErrorType.NO_REQUEST_PAYLOAD
+                    ),
+                ),
+                self._reply(sender.conn_id, _not_active()),
+            ]
+        target_conn_id = self._clients.get(target) if isinstance(target, str) else None
+        if target_conn_id is None or (
+            target == MASTER_SERVER_ML and not sender.identity.may_invoke_master(self.keys)
+        ):
+            return [self._reply(sender.conn_id, _not_active())]
+        callee = self._connections[target_conn_id]
+        if (
+            isinstance(payload, dict)
+            and "error_message" in payload
+            and sender.identity.may_invoke_master(self.keys)
+        ):
+            # The back-end tells an agent to go away (a bad JWT at registration).
+            error = {**payload, "message_type": str(MessageType.AGENT_ERROR)}
+            return [Deliver(target_conn_id, dump_frame({"error": error}))]
+        frame["invoked_by"] = sender.conn_id
+        callee.callers[sender.conn_id] += 1
+        sender.callees[target_conn_id] += 1
+        return [Deliver(target_conn_id, dump_frame(frame))]
+
+    def _respond(self, sender: _Connection, message_type: str, frame: Frame) -> list[Deliver]:
+        invoked_by = frame.pop("invoked_by", None)
+        caller_id = self._resolve(invoked_by)
+        if caller_id is None:
+            return []
+        self._settle(caller_id, sender)
+        frame["message_type"] = message_type
+        return [Deliver(caller_id, dump_frame(frame))]
+
+    def _log(self, sender: _Connection, frame: Frame) -> list[Deliver]:
+        return self._to_backend(
+            {
+                "request_payload": {
+                    "message_type": str(MessageType.AGENT_LOG),
+                    "agent_uuid": sender.identity.client_id,
+                    **frame,
+                }
+            }
+        )
+
+    def _refuse_oversize(
+        self, sender: _Connection, data: str | bytes, exc: FrameTooLargeError
+    ) -> list[Deliver]:
+        self._refused += 1
+        out = [
+            self._reply(
+                sender.conn_id,
+                agent_error(str(exc), error_type=str(ErrorType.INVALID_JSON_REQUEST_FORMAT)),
+            )
+        ]
+        # An oversized reply would leave its caller waiting forever: fail the call.
+        try:
+            frame = parse_frame(data, limit=len(data) * 4)
+        except InvalidFrameError:
+            return out
+        if frame.get("message_type") in (MessageType.AGENT_RESPONSE, MessageType.AGENT_ERROR):
+            caller_id = self._resolve(frame.get("invoked_by"))
+            if caller_id is not None:
+                self._settle(caller_id, sender)
+                message = f"Response refused by the router: {exc}"
+                out.append(
+                    self._reply(
+                        caller_id,
+                        agent_error(message, error_type=str(ErrorType.AGENT_GENERAL_ERROR)),
+                    )
+                )
+        return out
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _is_current(self, conn: _Connection) -> bool:
+        return self._clients.get(conn.identity.client_id) == conn.conn_id
+
+    def _resolve(self, invoked_by: Any) -> str | None:
+        if not isinstance(invoked_by, str) or not invoked_by:
+            return None
+        if invoked_by in self._connections:
+            return invoked_by
+        # A client that addresses replies by client id, as upstream ids were.
+        return self._clients.get(invoked_by)
+
+    def _settle(self, caller_id: str, callee: _Connection) -> None:
+        if callee.callers[caller_id] > 0:
+            callee.callers[caller_id] -= 1
+            if not callee.callers[caller_id]:
+                del callee.callers[caller_id]
+            caller = self._connections[caller_id]
+            caller.callees[callee.conn_id] -= 1
+            if caller.callees[callee.conn_id] <= 0:
+                del caller.callees[callee.conn_id]
+
+    def _to_backend(self, frame: Frame) -> list[Deliver]:
+        backend = self._clients.get(MASTER_SERVER_BE)
+        return [Deliver(backend, dump_frame(frame))] if backend is not None else []
+
+    @staticmethod
+    def _reply(conn_id: str, frame: Frame) -> Deliver:
+        return Deliver(conn_id, dump_frame(frame))
+
+
+def _not_active() -> Frame:
+    return agent_error(AGENT_NOT_ACTIVE, error_type=str(ErrorType.AGENT_NOT_ACTIVE))
