@@ -1,0 +1,389 @@
+"""Actors, their refs, and the cell that keeps an actor's identity across restarts."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import TaskStatus
+
+from ._exceptions import ActorDeadError, MailboxFullError
+from ._introspection import ActorInfo, FailureInfo
+from ._mailbox import EMPTY, Mailbox, MailboxStatistics
+from ._messages import STOP, Ask, Down
+from ._state import ActorState
+
+if TYPE_CHECKING:
+    from ._introspection import SupervisorInfo
+    from ._system import ActorSystem
+
+__all__ = ["DEFAULT_ASK_TIMEOUT", "Actor", "ActorRef", "Cell"]
+
+logger = logging.getLogger("runtime")
+
+MsgT = TypeVar("MsgT")
+
+DEFAULT_ASK_TIMEOUT = 5.0
+
+# The actor loop yields to the scheduler at least this often even when every
+# handler returns without waiting, so a busy actor cannot starve the others.
+_YIELD_EVERY = 16
+
+
+class Actor(Generic[MsgT]):
+    """Base class of actors: override `handle`, and `on_start` / `on_stop` if needed.
+
+    The runtime sets `ref`, `name` and `system` before calling `on_start`. An
+    actor handles one message at a time.
+    """
+
+    ref: ActorRef[MsgT]
+    name: str
+    system: ActorSystem
+
+    async def on_start(self) -> None:
+        """Prepare the actor; an exception here reaches whoever started it."""
+
+    async def handle(self, message: MsgT) -> Any:
+        """Handle one message; the return value answers an `ask`.
+
+        An exception crashes the actor (its supervisor decides what next) and a
+        pending `ask` fails with `ActorDeadError` chained to it.
+        """
+        return None
+
+    async def on_stop(self) -> None:
+        """Release resources; called on a graceful stop and after a crash."""
+
+    def watch(self, other: ActorRef[Any]) -> None:
+        """Receive a `Down` message when `other` stops or restarts (does not wait)."""
+        other.watch(self.ref)
+
+    def unwatch(self, other: ActorRef[Any]) -> None:
+        """Stop receiving `Down` messages about `other` (does not wait)."""
+        other.unwatch(self.ref)
+
+    def stop(self) -> None:
+        """Ask the runtime to stop this actor after the current message (does not wait).
+
+        This is a normal exit: a `PERMANENT` child is started again by its supervisor.
+        """
+        self.ref._cell.mailbox.put_control(STOP)
+
+
+class ActorRef(Generic[MsgT]):
+    """The address of an actor, typed by the messages it accepts.
+
+    The ref of a supervised child is stable across restarts: messages sent
+    while it restarts wait in its mailbox.
+    """
+
+    __slots__ = ("_cell", "_mailbox")
+
+    def __init__(self, cell: Cell) -> None:
+        self._cell = cell
+        self._mailbox = cell.mailbox
+
+    @property
+    def name(self) -> str:
+        """The actor's path, which is also its registry name."""
+        return self._cell.path
+
+    @property
+    def is_alive(self) -> bool:
+        """Whether messages sent now will be handled (true while restarting)."""
+        return not self._mailbox.closed
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self._cell.path!r} {self._cell.state.value}>"
+
+    async def tell(self, message: MsgT) -> None:
+        """Send `message` without waiting for it to be handled.
+
+        Waits only under the WAIT overflow policy while the mailbox is full. A
+        message to a stopped actor becomes a dead letter.
+
+        Raises:
+            MailboxFullError: The overflow policy refused the message.
+        """
+        with contextlib.suppress(ActorDeadError):
+            await self._mailbox.put(message)
+
+    def tell_nowait(self, message: MsgT) -> None:
+        """Send `message`, never waiting; a full WAIT mailbox raises instead.
+
+        Raises:
+            MailboxFullError: The mailbox is full (WAIT or FAIL policy).
+        """
+        mailbox = self._mailbox
+        try:
+            accepted = mailbox.offer(message)
+        except ActorDeadError:
+            return
+        if not accepted:
+            mailbox.rejected += 1
+            raise MailboxFullError(f"mailbox of {self._cell.path!r} is full")
+
+    # A per-call deadline is part of ask's contract (DESIGN: ask has a default timeout).
+    async def ask(
+        self,
+        message: MsgT,
+        *,
+        timeout: float | None = DEFAULT_ASK_TIMEOUT,  # noqa: ASYNC109
+    ) -> Any:
+        """Send `message` and wait for the value `handle` returns.
+
+        Args:
+            message: The request.
+            timeout: Seconds to wait for the reply (including waiting for room in
+                the mailbox); ``None`` waits forever. A late reply is dropped.
+
+        Raises:
+            TimeoutError: No reply before `timeout`.
+            ActorDeadError: The actor is stopped, or stopped or crashed before
+                replying (chained to the crash).
+            MailboxFullError: The overflow policy refused the request.
+        """
+        mailbox = self._mailbox
+        if mailbox.closed:
+            raise ActorDeadError(f"actor {self._cell.path!r} is not running")
+        slot = Ask(message, anyio.Event())
+        try:
+            with anyio.fail_after(timeout):
+                await mailbox.put(slot)
+                await slot.wait()
+        finally:
+            if not slot.done:
+                slot.abandoned = True
+        if slot.error is not None:
+            raise slot.error
+        return slot.value
+
+    def statistics(self) -> MailboxStatistics:
+        """Return a frozen snapshot of the mailbox counters (does not wait)."""
+        return self._mailbox.statistics()
+
+    def watch(self, watcher: ActorRef[Any]) -> None:
+        """Deliver `Down(self, reason)` to `watcher` when this actor stops or restarts.
+
+        The watch survives restarts and ends when this actor stops for good. If
+        it is not alive now, `watcher` gets ``Down(self, "noproc")`` at once.
+        Does not wait.
+        """
+        self._cell.add_watcher(watcher)
+
+    def unwatch(self, watcher: ActorRef[Any]) -> None:
+        """Remove a watch set by `watch` (does not wait)."""
+        self._cell.watchers.pop(id(watcher._cell), None)
+
+    def child(self, name: str) -> ActorRef[Any]:
+        """Return the ref of child `name` of this supervisor (registry name ``f"{path}.{name}"``).
+
+        Raises:
+            KeyError: No such child.
+        """
+        return self._cell.system.registry.lookup(self._cell.child_path(name))
+
+
+class Runnable(Protocol):
+    """What a cell can run besides an `Actor`: the supervisors."""
+
+    kind: str
+
+    async def _run(self, cell: Cell, task_status: TaskStatus[Any]) -> None: ...
+
+    def _request_stop(self) -> None: ...
+
+    def _snapshot(self, cell: Cell) -> SupervisorInfo: ...
+
+
+Factory = Callable[[], Any]
+
+
+class Cell:
+    """The persistent identity of one child: mailbox, ref, state, watchers."""
+
+    def __init__(self, path: str, name: str, system: ActorSystem, mailbox: Mailbox) -> None:
+        self.path = path
+        self.name = name
+        self.system = system
+        self.mailbox = mailbox
+        self.ref: ActorRef[Any] = ActorRef(self)
+        self.kind = "actor"
+        self.state = ActorState.STARTING
+        self.restarts = 0
+        self.last_failure: FailureInfo | None = None
+        self.backoff_until: float | None = None
+        self.started_at = 0.0
+        self.watchers: dict[int, ActorRef[Any]] = {}
+        self.instance: Any = None
+        self.idle_timeout: float | None = None
+        self.stop_requested = False
+
+    def child_path(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def set_state(self, new: ActorState) -> None:
+        self.state.check_transition(new)
+        self.state = new
+
+    # -- running -----------------------------------------------------------
+
+    async def run(self, factory: Factory, *, task_status: TaskStatus[Any]) -> str:
+        """Create the instance with `factory` and run it until it exits.
+
+        `task_status.started(ref)` is called once `on_start` finished; an error
+        before that propagates to the starter.
+
+        Returns:
+            ``"stopped"`` on a normal exit, ``"idle"`` when passivated.
+        """
+        self.set_state(ActorState.STARTING)
+        self.mailbox.reopen()
+        self.stop_requested = False
+        self.started_at = self.system.clock.now()
+        instance = factory()
+        self.instance = instance
+        if isinstance(instance, Actor):
+            self.kind = "actor"
+            return await self._run_actor(instance, task_status)
+        if not hasattr(instance, "_run"):
+            raise TypeError(f"factory of {self.path!r} returned {instance!r}, not an actor")
+        runnable: Runnable = instance
+        self.kind = runnable.kind
+        await runnable._run(self, task_status)
+        return "stopped"
+
+    async def _run_actor(self, actor: Actor[Any], task_status: TaskStatus[Any]) -> str:
+        actor.ref = self.ref
+        actor.name = self.path
+        actor.system = self.system
+        await actor.on_start()
+        self.set_state(ActorState.RUNNING)
+        task_status.started(self.ref)
+        try:
+            reason = await self._loop(actor)
+        except Exception:
+            await actor.on_stop()
+            raise
+        if self.state is ActorState.RUNNING:
+            self.set_state(ActorState.STOPPING)
+        await actor.on_stop()
+        return reason
+
+    async def _loop(self, actor: Actor[Any]) -> str:
+        mailbox = self.mailbox
+        handle = actor.handle
+        count = 0
+        while True:
+            item = mailbox.get_nowait()
+            if item is EMPTY:
+                if mailbox.closed:
+                    return "stopped"
+                if self.idle_timeout is None:
+                    await mailbox.wait_readable()
+                else:
+                    with anyio.move_on_after(self.idle_timeout):
+                        await mailbox.wait_readable()
+                    if self._idle():
+                        return "idle"
+                continue
+            if type(item) is Ask:
+                try:
+                    result = await handle(item.message)
+                except Exception as exc:
+                    error = ActorDeadError(f"actor {self.path!r} crashed handling the request")
+                    error.__cause__ = exc
+                    item.set_error(error)
+                    raise
+                else:
+                    item.set_result(result)
+                finally:
+                    # Cancelled mid-request (shutdown deadline): the asker must not hang.
+                    if not item.done:
+                        item.set_error(ActorDeadError(f"actor {self.path!r} was stopped"))
+            elif item is STOP:
+                self.stop_requested = True
+                return "stopped"
+            else:
+                await handle(item)
+            count += 1
+            if count % _YIELD_EVERY == 0:
+                await anyio.lowlevel.checkpoint()
+
+    def _idle(self) -> bool:
+        mailbox = self.mailbox
+        if not mailbox.is_empty():
+            return False
+        # Close at once, with no wait in between, so that nothing can slip into
+        # the mailbox of an actor that is passivating.
+        mailbox.close()
+        return True
+
+    def request_stop(self) -> None:
+        """Ask the running instance to stop gracefully (does not wait)."""
+        if self.state is not ActorState.STOPPING:
+            self.set_state(ActorState.STOPPING)
+        if isinstance(self.instance, Actor):
+            self.mailbox.put_control(STOP)
+        elif self.instance is not None:
+            runnable: Runnable = self.instance
+            runnable._request_stop()
+
+    # -- outcomes, decided by the supervisor -------------------------------
+
+    def record_failure(self, error: BaseException) -> None:
+        self.last_failure = FailureInfo.from_exception(error, self.system.clock.wall())
+
+    def mark_restarting(self, error: BaseException | None) -> None:
+        """The instance is gone and another will start: keep the mailbox, tell watchers."""
+        self.set_state(ActorState.RESTARTING)
+        self._notify("restarting", error, final=False)
+
+    def terminate(self, state: ActorState, error: BaseException | None = None) -> None:
+        """Stop for good: close the mailbox (failing queued asks) and tell watchers."""
+        self.set_state(state)
+        self.backoff_until = None
+        self.mailbox.close()
+        self._notify("failed" if state is ActorState.FAILED else "stopped", error, final=True)
+
+    def add_watcher(self, watcher: ActorRef[Any]) -> None:
+        if self.mailbox.closed:
+            watcher._mailbox.put_control(Down(self.ref, "noproc"))
+        else:
+            self.watchers[id(watcher._cell)] = watcher
+
+    def _notify(self, reason: str, error: BaseException | None, *, final: bool) -> None:
+        if not self.watchers:
+            return
+        down = Down(self.ref, reason, error)
+        for watcher in list(self.watchers.values()):
+            if not watcher._mailbox.put_control(down):
+                self.watchers.pop(id(watcher._cell), None)
+        if final:
+            self.watchers.clear()
+
+    def snapshot(self) -> ActorInfo | SupervisorInfo:
+        if self.kind != "actor" and self.instance is not None:
+            runnable: Runnable = self.instance
+            return runnable._snapshot(self)
+        return ActorInfo(
+            name=self.name,
+            path=self.path,
+            kind="actor",
+            state=self.state,
+            restarts=self.restarts,
+            last_failure=self.last_failure,
+            backoff_until=self.backoff_wall(),
+            mailbox=self.mailbox.statistics(),
+        )
+
+    def backoff_wall(self) -> float | None:
+        if self.backoff_until is None:
+            return None
+        clock = self.system.clock
+        return clock.wall() + max(0.0, self.backoff_until - clock.now())
