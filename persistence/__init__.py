@@ -37,32 +37,56 @@ from ._models import UserProfile as UserProfile
 from ._models import utcnow as utcnow
 from ._settings import DatabaseSettings as DatabaseSettings
 from ._settings import to_async_url as to_async_url
+from .repositories import AgentRepository as AgentRepository
+from .repositories import ChatRepository as ChatRepository
+from .repositories import ConfigRepository as ConfigRepository
+from .repositories import FileRepository as FileRepository
+from .repositories import FlowRepository as FlowRepository
+from .repositories import LogEntry as LogEntry
+from .repositories import LogRepository as LogRepository
+from .repositories import MessagePage as MessagePage
+from .repositories import NewLog as NewLog
+from .repositories import ProfileRepository as ProfileRepository
+from .repositories import ProviderRepository as ProviderRepository
+from .repositories import UserRepository as UserRepository
 
 __all__ = [
     "A2ACard",
     "Agent",
     "AgentFlow",
+    "AgentRepository",
     "AlreadyExistsError",
     "Base",
     "ChatConversation",
     "ChatMessage",
+    "ChatRepository",
+    "ConfigRepository",
     "DatabaseSettings",
     "EmbeddedPostgres",
     "EmbeddedPostgresError",
     "File",
+    "FileRepository",
+    "FlowRepository",
     "Log",
+    "LogEntry",
+    "LogRepository",
     "MCPServer",
     "MCPTool",
+    "MessagePage",
     "MigrationError",
     "ModelConfig",
     "ModelProvider",
+    "NewLog",
     "NotFoundError",
     "PersistenceError",
+    "ProfileRepository",
     "Project",
+    "ProviderRepository",
     "SenderType",
     "Team",
     "User",
     "UserProfile",
+    "UserRepository",
     "create_engine",
     "create_sessionmaker",
     "current_revision",

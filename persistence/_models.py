@@ -197,6 +197,7 @@ class ModelProvider(Base):
     configs: Mapped[list[ModelConfig]] = relationship(
         back_populates="provider",
         lazy="raise",
+        cascade="all, delete-orphan",
         passive_deletes=True,
         order_by="ModelConfig.created_at",
     )

@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import persistence
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(name="alice")
+async def _alice(db_session: AsyncSession) -> persistence.User:
+    return await persistence.UserRepository(db_session).add("alice", "hash-a")
+
+
+@pytest.fixture(name="bob")
+async def _bob(db_session: AsyncSession) -> persistence.User:
+    return await persistence.UserRepository(db_session).add("bob", "hash-b")

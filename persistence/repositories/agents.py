@@ -1,0 +1,161 @@
+"""Agents (the ``agents`` table)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from sqlalchemy import Select, select, update
+
+from .._exceptions import NotFoundError
+from .._models import Agent
+from ._base import Repository, apply_changes
+
+__all__ = ["AgentRepository"]
+
+_PATCHABLE = ("name", "alias", "description", "input_parameters", "jwt", "is_active")
+
+
+def _newest_first(stmt: Select[tuple[Agent]]) -> Select[tuple[Agent]]:
+    return stmt.order_by(Agent.created_at.desc(), Agent.id.desc())
+
+
+class AgentRepository(Repository):
+    """Agents, scoped to their creator unless a method says otherwise."""
+
+    async def add(
+        self,
+        *,
+        id: uuid.UUID,
+        name: str,
+        alias: str,
+        description: str,
+        jwt: str,
+        creator_id: uuid.UUID,
+        input_parameters: Any,
+        is_active: bool = False,
+    ) -> Agent:
+        """Add an agent.
+
+        Raises:
+            AlreadyExistsError: the id, alias or jwt is taken (see ``constraint``).
+        """
+        await self._ensure_absent(Agent, id, "agents_pkey")
+        agent = Agent(
+            id=id,
+            name=name,
+            alias=alias,
+            description=description,
+            jwt=jwt,
+            creator_id=creator_id,
+            input_parameters=input_parameters,
+            is_active=is_active,
+        )
+        async with self._writing():
+            self.session.add(agent)
+        return agent
+
+    async def get(self, agent_id: uuid.UUID, *, owner_id: uuid.UUID) -> Agent | None:
+        """Return the owner's agent, or None."""
+        return await self.session.scalar(
+            select(Agent).where(Agent.id == agent_id, Agent.creator_id == owner_id)
+        )
+
+    async def get_any_owner(self, agent_id: uuid.UUID) -> Agent | None:
+        """Return the agent whoever owns it (router events and id-clash checks only)."""
+        return await self.session.get(Agent, agent_id)
+
+    async def list_for_user(
+        self,
+        owner_id: uuid.UUID,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> Sequence[Agent]:
+        """List the owner's agents.
+
+        With ``name`` (exact) and/or ``description`` (case-insensitive substring), newest
+        first. Without a filter, only agents whose name and description are both
+        non-empty, oldest first.
+        """
+        stmt = select(Agent).where(Agent.creator_id == owner_id)
+        if name is None and description is None:
+            stmt = stmt.where(Agent.name != "", Agent.description != "").order_by(
+                Agent.created_at, Agent.id
+            )
+        else:
+            if name is not None:
+                stmt = stmt.where(Agent.name == name)
+            if description is not None:
+                stmt = stmt.where(Agent.description.icontains(description, autoescape=True))
+            stmt = _newest_first(stmt)
+        return (await self.session.scalars(stmt.offset(offset).limit(limit))).all()
+
+    async def list_active_for_user(
+        self, owner_id: uuid.UUID, *, offset: int = 0, limit: int = 100
+    ) -> Sequence[Agent]:
+        """List the owner's active agents, newest first."""
+        stmt = _newest_first(
+            select(Agent).where(Agent.creator_id == owner_id, Agent.is_active.is_(True))
+        )
+        return (await self.session.scalars(stmt.offset(offset).limit(limit))).all()
+
+    async def active_ids(
+        self, owner_id: uuid.UUID, agent_ids: Collection[uuid.UUID]
+    ) -> set[uuid.UUID]:
+        """Return which of *agent_ids* are active agents of the owner."""
+        if not agent_ids:
+            return set()
+        rows = await self.session.scalars(
+            select(Agent.id).where(
+                Agent.creator_id == owner_id,
+                Agent.is_active.is_(True),
+                Agent.id.in_(list(agent_ids)),
+            )
+        )
+        return set(rows)
+
+    async def patch(self, agent_id: uuid.UUID, *, owner_id: uuid.UUID, **changes: Any) -> Agent:
+        """Change fields of the owner's agent (name, alias, description, ...).
+
+        Raises:
+            NotFoundError: no such agent of this owner.
+            AlreadyExistsError: the new alias or jwt is taken.
+        """
+        agent = await self.get(agent_id, owner_id=owner_id)
+        if agent is None:
+            raise NotFoundError(f"agent {agent_id} not found")
+        async with self._writing():
+            apply_changes(agent, changes, _PATCHABLE)
+        return agent
+
+    async def delete(self, agent_id: uuid.UUID, *, owner_id: uuid.UUID) -> None:
+        """Delete the owner's agent.
+
+        Raises:
+            NotFoundError: no such agent of this owner.
+        """
+        agent = await self.get(agent_id, owner_id=owner_id)
+        if agent is None:
+            raise NotFoundError(f"agent {agent_id} not found")
+        await self.session.delete(agent)
+        await self.session.flush()
+
+    async def set_active(self, agent_id: uuid.UUID, is_active: bool) -> Agent | None:
+        """Mark an agent (whoever owns it) active or inactive; return it, or None."""
+        agent = await self.get_any_owner(agent_id)
+        if agent is not None:
+            agent.is_active = is_active
+            await self.session.flush()
+        return agent
+
+    async def mark_all_inactive(self) -> int:
+        """Mark every agent inactive (at startup); return how many were active."""
+        result = await self.session.execute(
+            update(Agent).where(Agent.is_active.is_(True)).values(is_active=False),
+            execution_options={"synchronize_session": "fetch"},
+        )
+        return int(getattr(result, "rowcount", 0))

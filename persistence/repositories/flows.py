@@ -1,0 +1,145 @@
+"""Agent flows (the ``agentworkflows`` table) and their eligibility rule."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from sqlalchemy import cast, func, literal, select, update
+from sqlalchemy.dialects.postgresql import JSONB
+
+from .._exceptions import NotFoundError
+from .._models import Agent, AgentFlow
+from ._base import Repository, apply_changes
+
+__all__ = ["FlowRepository", "flow_item_ids", "is_eligible"]
+
+_PATCHABLE = ("name", "alias", "description", "flow", "is_active")
+
+
+def flow_item_ids(flow: Any) -> list[tuple[str, str]]:
+    """Return the ``(id, type)`` of each item, reading the first release's form too."""
+    items: list[tuple[str, str]] = []
+    if not isinstance(flow, list):
+        return items
+    for item in flow:
+        if isinstance(item, dict):
+            item_id = item.get("id", item.get("agent_id"))
+            items.append((str(item_id), str(item.get("type", "genai"))))
+    return items
+
+
+def is_eligible(flow: AgentFlow, active_agent_ids: Collection[uuid.UUID]) -> bool:
+    """Whether every item of *flow* is one of *active_agent_ids* (the owner's active agents).
+
+    MCP and A2A items are never eligible yet.
+    """
+    active = {str(a) for a in active_agent_ids}
+    items = flow_item_ids(flow.flow)
+    return bool(items) and all(t == "genai" and i in active for i, t in items)
+
+
+class FlowRepository(Repository):
+    """Agent flows, scoped to their creator."""
+
+    async def add(
+        self,
+        *,
+        name: str,
+        alias: str,
+        description: str,
+        flow: list[dict[str, Any]],
+        creator_id: uuid.UUID,
+        is_active: bool = True,
+        id: uuid.UUID | None = None,
+    ) -> AgentFlow:
+        """Add a flow.
+
+        Raises:
+            AlreadyExistsError: the alias is taken.
+        """
+        row = AgentFlow(
+            id=id or uuid.uuid4(),
+            name=name,
+            alias=alias,
+            description=description,
+            flow=flow,
+            creator_id=creator_id,
+            is_active=is_active,
+        )
+        async with self._writing():
+            self.session.add(row)
+        return row
+
+    async def get(self, flow_id: uuid.UUID, *, owner_id: uuid.UUID) -> AgentFlow | None:
+        """Return the owner's flow, or None."""
+        return await self.session.scalar(
+            select(AgentFlow).where(AgentFlow.id == flow_id, AgentFlow.creator_id == owner_id)
+        )
+
+    async def list_for_user(
+        self, owner_id: uuid.UUID, *, offset: int = 0, limit: int | None = 100
+    ) -> Sequence[AgentFlow]:
+        """List the owner's flows, newest first (all of them when ``limit`` is None)."""
+        stmt = (
+            select(AgentFlow)
+            .where(AgentFlow.creator_id == owner_id)
+            .order_by(AgentFlow.created_at.desc(), AgentFlow.id.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+        return (await self.session.scalars(stmt)).all()
+
+    async def list_eligible_for_user(self, owner_id: uuid.UUID) -> list[AgentFlow]:
+        """List the owner's flows whose every item is valid now, newest first."""
+        flows = await self.list_for_user(owner_id, limit=None)
+        active = set(
+            await self.session.scalars(
+                select(Agent.id).where(Agent.creator_id == owner_id, Agent.is_active.is_(True))
+            )
+        )
+        return [f for f in flows if is_eligible(f, active)]
+
+    async def patch(self, flow_id: uuid.UUID, *, owner_id: uuid.UUID, **changes: Any) -> AgentFlow:
+        """Change fields of the owner's flow.
+
+        Raises:
+            NotFoundError: no such flow of this owner.
+            AlreadyExistsError: the new alias is taken.
+        """
+        row = await self.get(flow_id, owner_id=owner_id)
+        if row is None:
+            raise NotFoundError(f"flow {flow_id} not found")
+        async with self._writing():
+            apply_changes(row, changes, _PATCHABLE)
+        return row
+
+    async def delete(self, flow_id: uuid.UUID, *, owner_id: uuid.UUID) -> None:
+        """Delete the owner's flow.
+
+        Raises:
+            NotFoundError: no such flow of this owner.
+        """
+        row = await self.get(flow_id, owner_id=owner_id)
+        if row is None:
+            raise NotFoundError(f"flow {flow_id} not found")
+        await self.session.delete(row)
+        await self.session.flush()
+
+    async def deactivate_containing(
+        self, agent_id: uuid.UUID, *, owner_id: uuid.UUID | None = None
+    ) -> int:
+        """Mark inactive every flow (of the owner, if given) listing the agent; return the count."""
+        contains = cast(AgentFlow.flow, JSONB).contains(
+            cast(literal(json.dumps([{"id": str(agent_id)}])), JSONB)
+        )
+        stmt = update(AgentFlow).where(contains, AgentFlow.is_active.is_(True))
+        if owner_id is not None:
+            stmt = stmt.where(AgentFlow.creator_id == owner_id)
+        result = await self.session.execute(
+            stmt.values(is_active=False, updated_at=func.now()),
+            execution_options={"synchronize_session": "fetch"},
+        )
+        return int(getattr(result, "rowcount", 0))
