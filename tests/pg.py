@@ -1,8 +1,8 @@
 """Pytest plugin: a fresh PostgreSQL database per test run, and fixtures around it.
 
-The server is ``postgresql://postgres@127.0.0.1:5432`` when it answers, else the
-embedded one under ``.test-cache/pgdata``. The run's database gets a unique name, is
-migrated to head at session start and dropped at the end.
+The server is ``postgresql://postgres@127.0.0.1:5432`` when it answers, else (or when
+``TEST_POSTGRES=embedded``) the embedded one under ``.test-cache/pgdata``. The run's
+database gets a unique name, is migrated to head at session start and dropped at the end.
 
 Fixtures:
     database_url (session): asyncpg URL of the run's database.
@@ -65,7 +65,7 @@ async def _admin(url: str, statement: str) -> None:
 
 @pytest.fixture(scope="session")
 def _server_url() -> Iterator[str]:
-    if _local_server_reachable():
+    if os.environ.get("TEST_POSTGRES") != "embedded" and _local_server_reachable():
         yield persistence.to_async_url(LOCAL_SERVER)
         return
     CACHE_DIR.mkdir(exist_ok=True)
