@@ -11,7 +11,7 @@ from quart_schema.validation import (
     QUART_SCHEMA_REQUEST_ATTRIBUTE,
 )
 
-from .validation import PATH_TYPES_ATTRIBUTE
+from .validation import EMPTY_RESPONSE_ATTRIBUTE, PATH_TYPES_ATTRIBUTE
 
 if TYPE_CHECKING:
     from werkzeug.routing import Rule
@@ -99,6 +99,8 @@ class GenAIOpenAPIProvider(OpenAPIProvider):
                     _typed_parameter(parameter, path_types) for parameter in operation["parameters"]
                 ]
                 responses = operation["responses"] = dict(operation["responses"])
+                if (empty := getattr(func, EMPTY_RESPONSE_ATTRIBUTE, None)) is not None:
+                    responses[empty] = {"description": "No Content"}
                 if operation.get("security"):
                     responses.setdefault(401, _error_response("Not authenticated", "HTTPError"))
                 responses.setdefault(400, _error_response("Bad request", "HTTPError"))

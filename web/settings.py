@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     JWT_SECRET_KEY: str = DEFAULT_JWT_SECRET_KEY
     HASH_ALGORITHM: str = "HS256"
     ACCESS_TOKEN_EXPIRE_MINUTES: int = 6 * 60
+    BCRYPT_ROUNDS: int = Field(12, ge=4, le=31)
 
     # API-key encryption: new keys are written with ENCRYPTION_KEYS (``<key id>:<key>``,
     # comma-separated, the first one writes); SECRET_KEY still reads the original's ciphertexts.

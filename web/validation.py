@@ -27,6 +27,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from .errors import Location, RequestValidationError, validation_errors
 
 __all__ = [
+    "EMPTY_RESPONSE_ATTRIBUTE",
     "NUL_MESSAGE",
     "PATH_TYPES_ATTRIBUTE",
     "parse_json_body",
@@ -41,6 +42,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 PATH_TYPES_ATTRIBUTE = "_genai_path_types"
+EMPTY_RESPONSE_ATTRIBUTE = "_genai_empty_response"
 NUL_MESSAGE = "Value error, Input must not contain NUL characters"
 
 _JSON_SUBTYPES = ("json",)
@@ -232,10 +234,14 @@ def validate_path(**types: Any) -> Callable[[F], F]:
 def responds(model: Any, status_code: int = 200) -> Callable[[F], F]:
     """Document that the route answers ``status_code`` with a body of ``model``.
 
-    It only documents: routes build their responses with :func:`web.common.json_response`.
+    ``model=None`` documents an empty body (a 204). It only documents: routes build
+    their responses with :func:`web.common.json_response`.
     """
 
     def decorator(func: F) -> F:
+        if model is None:
+            setattr(func, EMPTY_RESPONSE_ATTRIBUTE, status_code)
+            return func
         schemas = dict(getattr(func, QUART_SCHEMA_RESPONSE_ATTRIBUTE, {}))
         schemas[status_code] = (model, None)
         setattr(func, QUART_SCHEMA_RESPONSE_ATTRIBUTE, schemas)

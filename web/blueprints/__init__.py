@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from quart import Blueprint
 
-if TYPE_CHECKING:
-    from quart import Blueprint
+from . import agents, flows, integrations, profiles, users
 
 __all__ = ["BLUEPRINTS"]
 
-BLUEPRINTS: tuple[Blueprint, ...] = ()
+BLUEPRINTS: tuple[Blueprint, ...] = (
+    users.blueprint,
+    profiles.blueprint,
+    agents.blueprint,
+    flows.blueprint,
+    integrations.blueprint,
+)

@@ -1,0 +1,327 @@
+"""GenAI agents: registration, reads, updates, deletion and the active-tools list."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, field_validator
+from quart import Blueprint
+from quart_schema import tag_blueprint
+
+from persistence import Agent, AlreadyExistsError
+
+from ..auth import (
+    Caller,
+    issue_agent_token,
+    requires_service,
+    requires_user,
+    requires_user_or_agent,
+)
+from ..common import PageQuery, Timestamp, empty_response, format_timestamp, json_response
+from ..errors import APIError
+from ..services import services
+from ..store import AgentStore, FlowStore, flow_item_ids, make_alias
+from ..validation import responds, validate_body, validate_path, validate_query
+
+__all__ = ["AgentDTO", "blueprint", "normalise_name"]
+
+blueprint = Blueprint("agents", __name__)
+tag_blueprint(blueprint, ["agents"])
+
+NAME_LIMIT = 55
+
+
+def normalise_name(name: str, kind: str = "Agent") -> str:
+    """Lowercase ``name`` and turn spaces into ``_``; refuse more than 55 characters."""
+    if len(name) > NAME_LIMIT:
+        raise ValueError(f"{kind} name must be less than {NAME_LIMIT} characters")
+    return name.replace(" ", "_").lower()
+
+
+def _schema_object(value: dict[Any, Any] | str) -> dict[Any, Any]:
+    if isinstance(value, dict):
+        return value
+    try:
+        parsed = json.loads(value)
+    except (ValueError, RecursionError):
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ValueError("input_parameters must be a JSON object")
+    return parsed
+
+
+def named_schema(schema: Any, name: str) -> Any:
+    """Return ``schema`` with ``function.name`` set to ``name`` when a function exists."""
+    if isinstance(schema, dict) and isinstance(schema.get("function"), dict):
+        return {**schema, "function": {**schema["function"], "name": name}}
+    return schema
+
+
+class RegisterAgentBody(BaseModel):
+    id: Any = None
+    name: str
+    description: str
+    input_parameters: dict[Any, Any] | str
+    is_active: bool | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return normalise_name(value)
+
+    @field_validator("input_parameters")
+    @classmethod
+    def _schema(cls, value: dict[Any, Any] | str) -> dict[Any, Any]:
+        return _schema_object(value)
+
+
+class PatchAgentBody(BaseModel):
+    name: str
+    description: str
+    input_parameters: dict[Any, Any] | str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return normalise_name(value)
+
+    @field_validator("input_parameters")
+    @classmethod
+    def _schema(cls, value: dict[Any, Any] | str) -> dict[Any, Any]:
+        return _schema_object(value)
+
+
+class RegisteredAgent(BaseModel):
+    id: UUID
+    name: str
+    alias: str
+    description: str
+    input_parameters: Any
+    jwt: str
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class AgentDTO(BaseModel):
+    agent_id: UUID
+    agent_name: str
+    agent_alias: str
+    agent_description: str
+    agent_schema: Any
+    is_active: bool
+    agent_jwt: str | None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @classmethod
+    def of(cls, agent: Agent, *, rename: bool = True) -> AgentDTO:
+        """Build the DTO; ``rename`` puts the name into ``agent_schema.function.name``."""
+        schema = agent.input_parameters
+        return cls(
+            agent_id=agent.id,
+            agent_name=agent.name,
+            agent_alias=agent.alias,
+            agent_description=agent.description,
+            agent_schema=named_schema(schema, agent.name) if rename else schema,
+            is_active=agent.is_active,
+            agent_jwt=agent.jwt,
+            created_at=agent.created_at,
+            updated_at=agent.updated_at,
+        )
+
+
+class AgentListQuery(PageQuery):
+    name: str | None = None
+    description: str | None = None
+
+
+class ActiveQuery(PageQuery):
+    agent_type: Literal["genai", "mcp", "a2a", "all"] = "all"
+    user_id: UUID | None = None
+
+
+class ActiveOut(BaseModel):
+    count_active_connections: int
+    active_connections: list[dict[str, Any]]
+
+
+@blueprint.get("/api/agents/")
+@requires_user_or_agent
+@validate_query(AgentListQuery)
+@responds(list[AgentDTO])
+async def list_agents(query: AgentListQuery, caller: Caller) -> Any:
+    """List the caller's agents (see the filters)."""
+    async with services().sessionmaker() as session:
+        agents = await AgentStore(session).list(
+            caller.user_id,
+            name=query.name,
+            description=query.description,
+            offset=query.offset,
+            limit=query.limit,
+        )
+    return json_response([AgentDTO.of(agent) for agent in agents], model=list[AgentDTO])
+
+
+@blueprint.get("/api/agents/active")
+@requires_service
+@validate_query(ActiveQuery)
+@responds(ActiveOut)
+async def active_agents(query: ActiveQuery, caller: Caller) -> Any:
+    """List what the caller's master agent may use: eligible flows, then active agents."""
+    items: list[dict[str, Any]] = []
+    if query.agent_type in {"genai", "all"}:
+        async with services().sessionmaker() as session:
+            flows = await FlowStore(session).list_all(caller.user_id)
+            store = AgentStore(session)
+            everything = await store.list_active(caller.user_id)
+            page = await store.list_active(caller.user_id, offset=query.offset, limit=query.limit)
+        active = {str(agent.id): agent for agent in everything}
+        items += [flow_item(flow, active) for flow in flows if _eligible(flow, active)]
+        items += [agent_item(agent) for agent in page]
+    out = {"count_active_connections": len(items), "active_connections": items}
+    return json_response(out, model=dict[str, Any])
+
+
+def _eligible(flow: Any, active: dict[str, Agent]) -> bool:
+    items = flow.flow if isinstance(flow.flow, list) else []
+    return bool(items) and all(
+        isinstance(item, dict)
+        and item.get("type", "genai") == "genai"
+        and str(item.get("id", item.get("agent_id", ""))).lower() in active
+        for item in items
+    )
+
+
+def agent_item(agent: Agent) -> dict[str, Any]:
+    """Render an active agent as a unified item (name = alias)."""
+    return {
+        "id": str(agent.id),
+        "name": agent.alias,
+        "type": "genai",
+        "agent_schema": named_schema(agent.input_parameters, agent.alias),
+        "created_at": format_timestamp(agent.created_at),
+        "updated_at": format_timestamp(agent.updated_at),
+        "is_active": True,
+    }
+
+
+def flow_item(flow: Any, active: dict[str, Agent]) -> dict[str, Any]:
+    """Render an eligible flow as a unified item, its schema taken from its first agent."""
+    ids = flow_item_ids(flow.flow)
+    schema = active[ids[0]].input_parameters
+    if isinstance(schema, dict) and isinstance(schema.get("function"), dict):
+        function = dict(schema["function"])
+        if function.get("name"):
+            function["name"] = flow.alias
+        if function.get("description"):
+            function["description"] = flow.description
+        schema = {**schema, "function": function}
+    return {
+        "id": str(flow.id),
+        "name": flow.alias,
+        "type": "flow",
+        "agent_schema": schema,
+        "flow": ids,
+        "created_at": format_timestamp(flow.created_at),
+        "updated_at": format_timestamp(flow.updated_at),
+        "is_active": flow.is_active,
+    }
+
+
+@blueprint.get("/api/agents/<agent_id>")
+@requires_user_or_agent
+@validate_path(agent_id=UUID)
+@responds(AgentDTO)
+async def get_agent(agent_id: UUID, caller: Caller) -> Any:
+    """Return one of the caller's agents."""
+    async with services().sessionmaker() as session:
+        agent = await AgentStore(session).get(caller.user_id, agent_id)
+    if agent is None:
+        raise APIError(400, f"Agent '{agent_id}' does not exist")
+    return json_response(AgentDTO.of(agent))
+
+
+@blueprint.post("/api/agents/register")
+@requires_user
+@validate_body(RegisterAgentBody)
+@responds(RegisteredAgent)
+async def register_agent(data: RegisterAgentBody, caller: Caller) -> Any:
+    """Create an agent record and issue its non-expiring token."""
+    agent_id = _agent_id(data)
+    found = services()
+    agent = Agent(
+        id=agent_id,
+        name=data.name,
+        alias=make_alias(data.name),
+        description=data.description,
+        input_parameters=data.input_parameters,
+        jwt=issue_agent_token(agent_id, caller.user_id, found.settings),
+        creator_id=caller.user_id,
+        is_active=False,
+    )
+    already = APIError(400, f"Agent with {agent_id} already exists")
+    try:
+        async with found.sessionmaker.begin() as session:
+            store = AgentStore(session)
+            if await store.exists(agent_id):
+                raise already
+            agent = await store.add(agent)
+    except AlreadyExistsError:
+        raise already from None
+    return json_response(
+        RegisteredAgent.model_validate(
+            {**_columns(agent), "input_parameters": agent.input_parameters}
+        )
+    )
+
+
+def _agent_id(data: RegisterAgentBody) -> UUID:
+    if "id" not in data.model_fields_set:
+        return uuid4()
+    if data.id is None:
+        raise APIError(400, "Parameter 'id' must not be a null")
+    try:
+        if isinstance(data.id, str):
+            return UUID(data.id)
+    except ValueError:
+        pass
+    raise APIError(400, "Parameter 'id' must be a valid uuid")
+
+
+def _columns(row: Any) -> dict[str, Any]:
+    return {column.key: getattr(row, column.key) for column in row.__mapper__.column_attrs}
+
+
+@blueprint.patch("/api/agents/<agent_id>")
+@requires_user
+@validate_path(agent_id=UUID)
+@validate_body(PatchAgentBody)
+@responds(AgentDTO)
+async def patch_agent(agent_id: UUID, data: PatchAgentBody, caller: Caller) -> Any:
+    """Replace an agent's name, description and schema; the alias stays."""
+    async with services().sessionmaker.begin() as session:
+        agent = await AgentStore(session).get(caller.user_id, agent_id)
+        if agent is None:
+            raise APIError(400, f"Agent '{agent_id}' does not exist")
+        agent.name = data.name
+        agent.description = data.description
+        agent.input_parameters = data.input_parameters
+        await session.flush()
+        await session.refresh(agent)
+        out = AgentDTO.of(agent, rename=False)
+    return json_response(out)
+
+
+@blueprint.delete("/api/agents/<agent_id>")
+@requires_user
+@validate_path(agent_id=UUID)
+@responds(None, 204)
+async def delete_agent(agent_id: UUID, caller: Caller) -> Any:
+    """Delete one of the caller's agents; their flows using it become inactive."""
+    async with services().sessionmaker.begin() as session:
+        deleted = await AgentStore(session).delete(caller.user_id, agent_id)
+    if not deleted:
+        raise APIError(400, f"Agent {agent_id} was not found")
+    return empty_response()

@@ -1,0 +1,232 @@
+"""Agent flows: ordered lists of the caller's agents run as one tool."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, field_validator
+from quart import Blueprint
+from quart_schema import tag_blueprint
+
+from persistence import AgentFlow
+
+from ..auth import Caller, requires_user
+from ..common import PageQuery, Timestamp, empty_response, json_response
+from ..errors import APIError
+from ..services import services
+from ..store import FlowStore, flow_item_ids, make_alias
+from ..validation import responds, validate_body, validate_path, validate_query
+from .agents import normalise_name
+
+__all__ = ["blueprint"]
+
+blueprint = Blueprint("flows", __name__)
+tag_blueprint(blueprint, ["agentflows"])
+
+ITEM_TYPES = ("genai", "mcp", "a2a")
+NOT_ACTIVE = (
+    "One or more agents were not registered previously or are not active: {ids}. "
+    "Make sure agent was registered by you and is active before including it into the agent flow"
+)
+
+
+class FlowItem(BaseModel):
+    id: str
+    type: str
+
+
+def _item(raw: Any) -> FlowItem:
+    # Raised as 400s from inside validation, as the original does.
+    if not isinstance(raw, dict):
+        raise APIError(400, "Agent ID is not a valid UUID")
+    if "id" not in raw and "agent_id" in raw:
+        raw = {"id": raw["agent_id"], "type": raw.get("type", "genai")}
+    try:
+        item_id = str(UUID(raw["id"])) if isinstance(raw.get("id"), str) else None
+    except ValueError:
+        item_id = None
+    if item_id is None:
+        raise APIError(400, "Agent ID is not a valid UUID")
+    if raw.get("type") not in ITEM_TYPES:
+        raise APIError(400, "Agent type must be one of 'genai', 'mcp', or 'a2a'")
+    return FlowItem(id=item_id, type=raw["type"])
+
+
+class FlowBody(BaseModel):
+    name: str
+    description: str
+    flow: list[Any]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return normalise_name(value, "Flow")
+
+    @field_validator("flow")
+    @classmethod
+    def _flow(cls, value: list[Any]) -> list[FlowItem]:
+        if len(value) <= 1:
+            raise ValueError("Agentflow must contain more than 1 agent")
+        return [_item(raw) for raw in value]
+
+
+class FlowRow(BaseModel):
+    id: UUID
+    name: str
+    alias: str
+    description: str
+    flow: list[FlowItem]
+    is_active: bool
+    creator_id: UUID | None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class FlowDTO(BaseModel):
+    id: UUID
+    name: str
+    description: str
+    flow: list[FlowItem]
+    is_active: bool
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+def _stored_items(raw: Any) -> list[FlowItem]:
+    items = raw if isinstance(raw, list) else []
+    return [
+        FlowItem(id=item_id, type=str(item.get("type", "genai")))
+        for item, item_id in zip(
+            (i for i in items if isinstance(i, dict)), flow_item_ids(items), strict=False
+        )
+    ]
+
+
+def _dto(flow: AgentFlow, active_ids: set[str]) -> FlowDTO:
+    items = _stored_items(flow.flow)
+    return FlowDTO(
+        id=flow.id,
+        name=flow.name,
+        description=flow.description,
+        flow=items,
+        is_active=bool(items)
+        and all(item.type == "genai" and item.id in active_ids for item in items),
+        created_at=flow.created_at,
+        updated_at=flow.updated_at,
+    )
+
+
+def _row(flow: AgentFlow) -> FlowRow:
+    return FlowRow(
+        id=flow.id,
+        name=flow.name,
+        alias=flow.alias,
+        description=flow.description,
+        flow=_stored_items(flow.flow),
+        is_active=flow.is_active,
+        creator_id=flow.creator_id,
+        created_at=flow.created_at,
+        updated_at=flow.updated_at,
+    )
+
+
+async def _check(store: FlowStore, caller: Caller, data: FlowBody) -> list[dict[str, str]]:
+    if data.name == "":
+        raise APIError(400, "'name' parameter must not be empty string")
+    if data.description == "":
+        raise APIError(400, "'description' parameter must not be empty string")
+    genai = {UUID(item.id) for item in data.flow if item.type == "genai"}
+    valid = {str(i) for i in await store.valid_genai_ids(caller.user_id, genai)}
+    # MCP and A2A items are never valid until they are supported.
+    invalid = sorted({item.id for item in data.flow if item.id not in valid})
+    if invalid:
+        raise APIError(400, NOT_ACTIVE.format(ids=invalid))
+    return [item.model_dump() for item in data.flow]
+
+
+@blueprint.get("/api/agentflows/")
+@requires_user
+@validate_query(PageQuery)
+@responds(list[FlowDTO])
+async def list_flows(query: PageQuery, caller: Caller) -> Any:
+    """List the caller's flows, newest first, with their activity recomputed."""
+    async with services().sessionmaker() as session:
+        store = FlowStore(session)
+        flows = await store.list(caller.user_id, offset=query.offset, limit=query.limit)
+        active = await store.active_agent_ids(caller.user_id) if flows else set()
+    return json_response([_dto(flow, active) for flow in flows], model=list[FlowDTO])
+
+
+@blueprint.get("/api/agentflows/<agentflow_id>")
+@requires_user
+@validate_path(agentflow_id=UUID)
+@responds(FlowDTO)
+async def get_flow(agentflow_id: UUID, caller: Caller) -> Any:
+    """Return one of the caller's flows."""
+    async with services().sessionmaker() as session:
+        store = FlowStore(session)
+        flow = await store.get(caller.user_id, agentflow_id)
+        if flow is None:
+            raise APIError(400, f"Flow with id '{agentflow_id}' does not exist")
+        active = await store.active_agent_ids(caller.user_id)
+    return json_response(_dto(flow, active))
+
+
+@blueprint.post("/api/agentflows/register")
+@blueprint.post("/api/agentflows/register-flow")
+@requires_user
+@validate_body(FlowBody)
+@responds(FlowRow)
+async def register_flow(data: FlowBody, caller: Caller) -> Any:
+    """Create a flow of the caller's active agents."""
+    async with services().sessionmaker.begin() as session:
+        store = FlowStore(session)
+        items = await _check(store, caller, data)
+        flow = await store.add(
+            AgentFlow(
+                id=uuid4(),
+                name=data.name,
+                alias=make_alias(data.name),
+                description=data.description,
+                flow=items,
+                is_active=True,
+                creator_id=caller.user_id,
+            )
+        )
+        out = _row(flow)
+    return json_response(out)
+
+
+@blueprint.patch("/api/agentflows/<agentflow_id>")
+@requires_user
+@validate_path(agentflow_id=UUID)
+@validate_body(FlowBody)
+@responds(FlowRow)
+async def patch_flow(agentflow_id: UUID, data: FlowBody, caller: Caller) -> Any:
+    """Replace a flow's name, description and items; the alias is regenerated."""
+    async with services().sessionmaker.begin() as session:
+        store = FlowStore(session)
+        items = await _check(store, caller, data)
+        flow = await store.get(caller.user_id, agentflow_id)
+        if flow is None:
+            raise APIError(400, f"Agentflow with ID '{agentflow_id}' was not found")
+        flow.name, flow.description, flow.flow = data.name, data.description, items
+        flow.alias, flow.is_active = make_alias(data.name), True
+        await session.flush()
+        await session.refresh(flow)
+        out = _row(flow)
+    return json_response(out)
+
+
+@blueprint.delete("/api/agentflows/<agentflow_id>")
+@requires_user
+@validate_path(agentflow_id=UUID)
+@responds(None, 204)
+async def delete_flow(agentflow_id: UUID, caller: Caller) -> Any:
+    """Delete one of the caller's flows."""
+    async with services().sessionmaker.begin() as session:
+        deleted = await FlowStore(session).delete(caller.user_id, agentflow_id)
+    if not deleted:
+        raise APIError(400, f"agentflow {agentflow_id} was not found")
+    return empty_response()
