@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from ._crypto import ApiKeyCipher as ApiKeyCipher
+from ._crypto import parse_key_ring as parse_key_ring
 from ._db import create_engine as create_engine
 from ._db import create_sessionmaker as create_sessionmaker
 from ._embedded import EmbeddedPostgres as EmbeddedPostgres
 from ._embedded import open_embedded_postgres as open_embedded_postgres
 from ._exceptions import AlreadyExistsError as AlreadyExistsError
+from ._exceptions import ApiKeyDecryptionError as ApiKeyDecryptionError
 from ._exceptions import EmbeddedPostgresError as EmbeddedPostgresError
 from ._exceptions import MigrationError as MigrationError
 from ._exceptions import NotFoundError as NotFoundError
@@ -56,6 +59,8 @@ __all__ = [
     "AgentFlow",
     "AgentRepository",
     "AlreadyExistsError",
+    "ApiKeyCipher",
+    "ApiKeyDecryptionError",
     "Base",
     "ChatConversation",
     "ChatMessage",
@@ -94,6 +99,7 @@ __all__ = [
     "head_revision",
     "is_up_to_date",
     "open_embedded_postgres",
+    "parse_key_ring",
     "to_async_url",
     "upgrade_to",
     "upgrade_to_head",

@@ -6,13 +6,15 @@ Class tree::
     ├── NotFoundError
     ├── AlreadyExistsError
     ├── MigrationError
-    └── EmbeddedPostgresError
+    ├── EmbeddedPostgresError
+    └── ApiKeyDecryptionError
 """
 
 from __future__ import annotations
 
 __all__ = [
     "AlreadyExistsError",
+    "ApiKeyDecryptionError",
     "EmbeddedPostgresError",
     "MigrationError",
     "NotFoundError",
@@ -46,3 +48,7 @@ class MigrationError(PersistenceError):
 
 class EmbeddedPostgresError(PersistenceError):
     """Raised when the embedded PostgreSQL server fails to start or stop."""
+
+
+class ApiKeyDecryptionError(PersistenceError):
+    """Raised when a stored API key cannot be decrypted with any configured key."""

@@ -9,11 +9,20 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["DEFAULT_JWT_SECRET_KEY", "DEFAULT_MASTER_BE_API_KEY", "DEFAULT_SECRET_KEY", "Settings"]
+from persistence import ApiKeyCipher
+
+__all__ = [
+    "DEFAULT_ENCRYPTION_KEYS",
+    "DEFAULT_JWT_SECRET_KEY",
+    "DEFAULT_MASTER_BE_API_KEY",
+    "DEFAULT_SECRET_KEY",
+    "Settings",
+]
 
 # Development defaults. Outside development mode a default secret is refused at start-up.
 DEFAULT_SECRET_KEY = "c41302ce0f1758f4ae5dcc65729fd50a"
 DEFAULT_JWT_SECRET_KEY = "development-jwt-secret-key-change-me"
+DEFAULT_ENCRYPTION_KEYS = "dev:development-api-key-encryption-key-change-me"
 DEFAULT_MASTER_BE_API_KEY = "7a3fd399-3e48-46a0-ab7c-0eaf38020283::master_server_be"
 
 
@@ -43,7 +52,7 @@ class Settings(BaseSettings):
 
     # API-key encryption: new keys are written with ENCRYPTION_KEYS (``<key id>:<key>``,
     # comma-separated, the first one writes); SECRET_KEY still reads the original's ciphertexts.
-    ENCRYPTION_KEYS: str = ""
+    ENCRYPTION_KEYS: str = DEFAULT_ENCRYPTION_KEYS
     SECRET_KEY: str = DEFAULT_SECRET_KEY
 
     MASTER_BE_API_KEY: str = DEFAULT_MASTER_BE_API_KEY
@@ -84,6 +93,14 @@ class Settings(BaseSettings):
     def is_development(self) -> bool:
         """Tell whether the process runs in development mode."""
         return self.ENVIRONMENT.lower() in {"development", "dev", "local", "test"}
+
+    def api_key_cipher(self) -> ApiKeyCipher:
+        """Build the cipher for provider API keys from ``ENCRYPTION_KEYS`` and ``SECRET_KEY``.
+
+        Raises:
+            ValueError: ``ENCRYPTION_KEYS`` is malformed or empty.
+        """
+        return ApiKeyCipher.from_key_ring(self.ENCRYPTION_KEYS, legacy_secrets=[self.SECRET_KEY])
 
     @property
     def user_token_lifetime_seconds(self) -> int:
