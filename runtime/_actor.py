@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, TypeVarTuple
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from ._exceptions import ActorDeadError, MailboxFullError
 from ._introspection import ActorInfo, FailureInfo
@@ -26,6 +27,7 @@ __all__ = ["DEFAULT_ASK_TIMEOUT", "Actor", "ActorRef", "Cell"]
 logger = logging.getLogger("runtime")
 
 MsgT = TypeVar("MsgT")
+PosArgsT = TypeVarTuple("PosArgsT")
 
 DEFAULT_ASK_TIMEOUT = 5.0
 
@@ -44,6 +46,7 @@ class Actor(Generic[MsgT]):
     ref: ActorRef[MsgT]
     name: str
     system: ActorSystem
+    _task_group: TaskGroup | None = None
 
     async def on_start(self) -> None:
         """Prepare the actor; an exception here reaches whoever started it."""
@@ -66,6 +69,38 @@ class Actor(Generic[MsgT]):
     def unwatch(self, other: ActorRef[Any]) -> None:
         """Stop receiving `Down` messages about `other` (does not wait)."""
         other.unwatch(self.ref)
+
+    def start_soon(
+        self,
+        fn: Callable[[*PosArgsT], Awaitable[Any]],
+        *args: *PosArgsT,
+        name: str | None = None,
+    ) -> None:
+        """Run ``fn(*args)`` as a task owned by this actor (does not wait).
+
+        For work an actor must do besides handling messages, such as reading a
+        socket. The task may be started from `on_start` on; it is cancelled after
+        `on_stop`, when the actor stops or crashes. If it raises, the actor crashes
+        with that exception, exactly as if `handle` had raised it, and its
+        supervisor decides what next.
+
+        Raises:
+            RuntimeError: The actor is not running (before `on_start` or after it stopped).
+        """
+        task_group = self._task_group
+        if task_group is None:
+            raise RuntimeError(f"{type(self).__name__} is not running; cannot start a task")
+        mailbox = self.ref._cell.mailbox
+
+        async def guarded() -> None:
+            try:
+                await fn(*args)
+            except Exception as exc:
+                # Crash through the mailbox so that the failure takes the same path as
+                # one in `handle` (on_stop, then the supervisor), not a task-group one.
+                mailbox.put_control(_TaskCrashed(exc))
+
+        task_group.start_soon(guarded, name=name or getattr(fn, "__qualname__", None))
 
     def stop(self) -> None:
         """Ask the runtime to stop this actor after the current message (does not wait).
@@ -189,6 +224,13 @@ class ActorRef(Generic[MsgT]):
         return self._cell.system.registry.lookup(self._cell.child_path(name))
 
 
+@dataclass(frozen=True, slots=True)
+class _TaskCrashed:
+    """Control item: a task started with `Actor.start_soon` raised `error`."""
+
+    error: Exception
+
+
 class Runnable(Protocol):
     """What a cell can run besides an `Actor`: the supervisors."""
 
@@ -262,6 +304,25 @@ class Cell:
         actor.ref = self.ref
         actor.name = self.path
         actor.system = self.system
+        error: Exception | None = None
+        reason = "stopped"
+        async with anyio.create_task_group() as task_group:
+            actor._task_group = task_group
+            try:
+                reason = await self._run_started(actor, task_status)
+            except Exception as exc:
+                # Raised outside the task group below, so that the starter and the
+                # supervisor see the actor's own exception, not a group around it.
+                error = exc
+            finally:
+                # The actor's own tasks never outlive it.
+                actor._task_group = None
+                task_group.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        return reason
+
+    async def _run_started(self, actor: Actor[Any], task_status: TaskStatus[Any]) -> str:
         await actor.on_start()
         self.set_state(ActorState.RUNNING)
         task_status.started(self.ref)
@@ -309,6 +370,8 @@ class Cell:
             elif item is STOP:
                 self.stop_requested = True
                 return "stopped"
+            elif type(item) is _TaskCrashed:
+                raise item.error
             else:
                 await handle(item)
             count += 1
