@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-from . import agents, flows, integrations, profiles, users
+from . import agents, flows, integrations, llm, profiles, users
 
 __all__ = ["BLUEPRINTS"]
 
@@ -14,4 +14,5 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     agents.blueprint,
     flows.blueprint,
     integrations.blueprint,
+    llm.blueprint,
 )
