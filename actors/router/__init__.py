@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from ._connection import CLOSE_MISSING_IDENTITY as CLOSE_MISSING_IDENTITY
 from ._connection import CLOSE_OUTBOX_OVERFLOW as CLOSE_OUTBOX_OVERFLOW
+from ._connection import ConnectionActor as ConnectionActor
+from ._connection import SendFrame as SendFrame
 from ._envelope import AGENT_NOT_ACTIVE as AGENT_NOT_ACTIVE
 from ._envelope import AGENT_UNREGISTERED as AGENT_UNREGISTERED
 from ._envelope import ErrorType as ErrorType
@@ -42,16 +44,25 @@ from ._envelope import MessageType as MessageType
 from ._exceptions import FrameTooLargeError as FrameTooLargeError
 from ._exceptions import InvalidFrameError as InvalidFrameError
 from ._exceptions import RouterError as RouterError
+from ._hub import DEFAULT_PORT as DEFAULT_PORT
+from ._hub import CloseConnection as CloseConnection
+from ._hub import GetStatistics as GetStatistics
+from ._hub import HubMessage as HubMessage
+from ._hub import OpenConnection as OpenConnection
+from ._hub import ReceiveFrame as ReceiveFrame
+from ._hub import RouterConfig as RouterConfig
 from ._hub import RouterHub as RouterHub
+from ._hub import router_children as router_children
 from ._identity import MASTER_SERVER_BE as MASTER_SERVER_BE
 from ._identity import MASTER_SERVER_ML as MASTER_SERVER_ML
 from ._identity import ApiKeys as ApiKeys
 from ._identity import ClientKind as ClientKind
 from ._identity import Identity as Identity
 from ._identity import identify as identify
-from ._server import DEFAULT_PORT as DEFAULT_PORT
 from ._server import RunningRouter as RunningRouter
 from ._server import open_router as open_router
+from ._switchboard import Outbox as Outbox
+from ._switchboard import Switchboard as Switchboard
 from ._table import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME_BYTES
 from ._table import Deliver as Deliver
 from ._table import RoutingTable as RoutingTable
@@ -66,17 +77,28 @@ __all__ = [
     "DEFAULT_PORT",
     "ApiKeys",
     "ClientKind",
+    "CloseConnection",
+    "ConnectionActor",
     "Deliver",
     "ErrorType",
     "FrameTooLargeError",
+    "GetStatistics",
+    "HubMessage",
     "Identity",
     "InvalidFrameError",
     "MessageType",
+    "OpenConnection",
+    "Outbox",
+    "ReceiveFrame",
+    "RouterConfig",
     "RouterError",
     "RouterHub",
     "RoutingTable",
     "RunningRouter",
+    "SendFrame",
+    "Switchboard",
     "TableStatistics",
     "identify",
     "open_router",
+    "router_children",
 ]

@@ -1,31 +1,42 @@
 """One WebSocket connection: identify it, then pump frames between it and the hub.
 
-Reading and writing run in two tasks. Frames for the socket wait in a bounded outbox
-that only this connection's sender task drains, so a slow or dead peer delays nobody
-but itself.
+The socket's handler task reads frames and tells them to the hub. Frames for the socket
+go to its :class:`ConnectionActor`, whose bounded mailbox is the connection's outbox and
+whose handler writes to the socket, so a slow or dead peer delays nobody but itself. A
+full outbox closes the connection with code 1013.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
+from websockets.protocol import State
+
+from runtime import Actor, ActorDeadError, MailboxFullError
 
 from ._identity import identify
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
-    from ._hub import RouterHub
+    from runtime import ActorRef, DynamicSupervisor
+
+    from ._hub import HubMessage
+    from ._identity import ApiKeys
 
 __all__ = [
     "CLOSE_MISSING_IDENTITY",
     "CLOSE_OUTBOX_OVERFLOW",
     "DEFAULT_OUTBOX_CAPACITY",
-    "StreamOutbox",
+    "ActorOutbox",
+    "ConnectionActor",
+    "SendFrame",
     "serve_connection",
 ]
 
@@ -36,68 +47,94 @@ CLOSE_OUTBOX_OVERFLOW = int(CloseCode.TRY_AGAIN_LATER)  # 1013
 DEFAULT_OUTBOX_CAPACITY = 1000
 
 
-class StreamOutbox:
-    """A bounded outbox on an anyio memory stream."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class SendFrame:
+    """Write ``text`` to the socket."""
 
-    def __init__(self, capacity: int = DEFAULT_OUTBOX_CAPACITY) -> None:
-        self._send, self.receive = anyio.create_memory_object_stream[str](capacity)
+    text: str
+
+
+class ConnectionActor(Actor[SendFrame]):
+    """The sender of one socket; its mailbox is the socket's outbox."""
+
+    def __init__(self, ws: ServerConnection) -> None:
+        self.ws = ws
+
+    async def handle(self, message: SendFrame) -> Any:
+        # A closed socket is noticed by its reader, which removes the connection.
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send(message.text)
+
+    async def on_stop(self) -> None:
+        if self.ws.state is State.OPEN:  # after a crash: do not leave the peer waiting
+            await self.ws.close(CloseCode.INTERNAL_ERROR, "Internal error")
+
+
+class ActorOutbox:
+    """The outbox of a connection: its actor's mailbox, told without waiting."""
+
+    def __init__(self, ref: ActorRef[SendFrame]) -> None:
+        self.ref = ref
         self.overflowed = anyio.Event()
 
     def send_nowait(self, text: str) -> bool:
-        """Queue ``text``; return ``False`` if the outbox is full or closed."""
+        """Queue ``text``; return ``False`` if the outbox is full."""
         try:
-            self._send.send_nowait(text)
-        except (anyio.WouldBlock, anyio.ClosedResourceError):
+            self.ref.tell_nowait(SendFrame(text))
+        except MailboxFullError:
             return False
         return True
 
     def overflow(self) -> None:
-        """End the outbox and have the connection closed with code 1013."""
+        """Have the connection closed with code 1013 (does not wait)."""
         self.overflowed.set()
-        self._send.close()
-
-    def close(self) -> None:
-        """End the outbox; the sender stops once it has drained it."""
-        self._send.close()
 
 
 async def serve_connection(
-    ws: ServerConnection, hub: RouterHub, *, capacity: int = DEFAULT_OUTBOX_CAPACITY
+    ws: ServerConnection,
+    *,
+    hub: ActorRef[HubMessage],
+    connections: DynamicSupervisor,
+    keys: ApiKeys,
 ) -> None:
     """Serve one accepted socket until it closes.
 
     A socket without an identity is closed with code 4000, reason ``"Missing
     Authorization header"``, as upstream does after accepting it.
     """
-    identity = identify(ws.request.headers.get, hub.table.keys) if ws.request else None
+    from ._hub import CloseConnection, OpenConnection, ReceiveFrame
+
+    identity = identify(ws.request.headers.get, keys) if ws.request else None
     if identity is None:
         await ws.close(CLOSE_MISSING_IDENTITY, "Missing Authorization header")
         return
-    outbox = StreamOutbox(capacity)
-    conn_id = hub.open(identity, outbox)
+    key = str(ws.id)
+    try:
+        ref = await connections.get_or_start(key, lambda: ConnectionActor(ws))
+        outbox = ActorOutbox(ref)
+        conn_id: str = await hub.ask(OpenConnection(identity, outbox))
+    except (ActorDeadError, TimeoutError):
+        await ws.close(CloseCode.GOING_AWAY, "Router stopping")
+        return
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_send_loop, ws, outbox)
             tg.start_soon(_close_on_overflow, ws, outbox)
-            try:
+            with contextlib.suppress(ConnectionClosed):
                 while True:
-                    hub.receive(conn_id, await ws.recv(decode=False))
-            except ConnectionClosed:
-                pass
-            finally:
-                hub.close(conn_id)
-                outbox.close()
-                tg.cancel_scope.cancel()
-    except* ConnectionClosed:
-        pass
+                    await hub.tell(ReceiveFrame(conn_id, await ws.recv(decode=False)))
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                hub.tell_nowait(CloseConnection(conn_id))
+            except MailboxFullError:
+                with anyio.move_on_after(5):  # never hang a stopping router
+                    await hub.tell(CloseConnection(conn_id))
+            with contextlib.suppress(KeyError, ActorDeadError):
+                await connections.stop_child(key)
 
 
-async def _send_loop(ws: ServerConnection, outbox: StreamOutbox) -> None:
-    async with outbox.receive:
-        async for text in outbox.receive:
-            await ws.send(text)
-
-
-async def _close_on_overflow(ws: ServerConnection, outbox: StreamOutbox) -> None:
+async def _close_on_overflow(ws: ServerConnection, outbox: ActorOutbox) -> None:
     await outbox.overflowed.wait()
+    logger.warning("closing %s: its outbox is full", ws.id)
     await ws.close(CLOSE_OUTBOX_OVERFLOW, "Outbox overflow")

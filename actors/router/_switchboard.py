@@ -1,4 +1,4 @@
-"""The hub: the routing table plus the outbox of every open connection.
+"""The switchboard: the routing table plus the outbox of every open connection.
 
 All its methods are synchronous and never wait, so on one event loop they run atomically:
 a frame is routed, and its effects queued on the target outboxes, before the next frame
@@ -17,13 +17,13 @@ if TYPE_CHECKING:
     from ._identity import Identity
     from ._table import Deliver, TableStatistics
 
-__all__ = ["Outbox", "RouterHub"]
+__all__ = ["Outbox", "Switchboard"]
 
 logger = logging.getLogger(__name__)
 
 
 class Outbox(Protocol):
-    """Where the hub puts the frames for one connection."""
+    """Where the switchboard puts the frames for one connection."""
 
     def send_nowait(self, text: str) -> bool:
         """Queue ``text`` for the socket; return ``False`` if the outbox is full."""
@@ -34,7 +34,7 @@ class Outbox(Protocol):
         ...
 
 
-class RouterHub:
+class Switchboard:
     """Route frames between connections according to a :class:`RoutingTable`.
 
     Args:

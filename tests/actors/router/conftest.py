@@ -110,7 +110,7 @@ async def _backend(router: RunningRouter) -> AsyncIterator[Peer]:
     async with open_peer(router.url, **{"API-KEY": BACKEND_KEY}) as peer:
         with anyio.fail_after(2):
             # The table has no change notification; poll it.
-            while router.hub.table.conn_id_of(MASTER_SERVER_BE) is None:  # noqa: ASYNC110
+            while router.hub.switchboard.table.conn_id_of(MASTER_SERVER_BE) is None:  # noqa: ASYNC110
                 await anyio.sleep(0.005)
         yield peer
 

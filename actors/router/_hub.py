@@ -1,0 +1,218 @@
+"""The router hub actor: it owns the routing table and the listening socket.
+
+Each accepted socket gets a :class:`~._connection.ConnectionActor` (its bounded outbox
+and sender) from a sibling ``DynamicSupervisor``; the socket's reader tells the hub what
+arrives. The hub handles one message at a time, so the table needs no lock, and it never
+waits on a socket: frames go to the connections' outboxes without waiting.
+
+Place it with :func:`router_children`::
+
+    Supervisor([*router_children(port=8080), ChildSpec("session", ...)],
+               strategy=Strategy.REST_FOR_ONE)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.server import serve
+
+from runtime import (
+    Actor,
+    ChildSpec,
+    DynamicSupervisor,
+    OverflowPolicy,
+    Restart,
+)
+
+from ._connection import DEFAULT_OUTBOX_CAPACITY, serve_connection
+from ._switchboard import Switchboard
+from ._table import DEFAULT_MAX_FRAME_BYTES, RoutingTable
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import Server, ServerConnection
+    from websockets.http11 import Request, Response
+
+    from ._identity import ApiKeys, Identity
+    from ._switchboard import Outbox
+    from ._table import TableStatistics
+
+__all__ = [
+    "DEFAULT_PORT",
+    "TRANSPORT_LIMIT_FACTOR",
+    "WS_PATH",
+    "CloseConnection",
+    "GetStatistics",
+    "HubMessage",
+    "OpenConnection",
+    "ReceiveFrame",
+    "RouterConfig",
+    "RouterHub",
+    "router_children",
+]
+
+DEFAULT_PORT = 8080
+WS_PATH = "/ws"
+TRANSPORT_LIMIT_FACTOR = 4
+"""Frames up to this many times the frame limit are read and refused with an error
+frame; larger ones make the transport close the socket with code 1009."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """Where the router listens and its limits.
+
+    Attributes:
+        host: The interface to listen on.
+        port: The port; 0 picks a free one (``RouterHub.port`` tells which).
+        keys: The back-end and master-agent API keys (upstream defaults if ``None``).
+        max_frame_bytes: Larger frames are refused with an error frame.
+        outbox_capacity: Frames queued per connection before it is closed (1013).
+        replay_registrations: Replay connected agents' registrations to a back-end
+            that (re)connects.
+        ping_interval: Seconds between WebSocket pings; ``None`` turns them off.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    keys: ApiKeys | None = None
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    outbox_capacity: int = DEFAULT_OUTBOX_CAPACITY
+    replay_registrations: bool = True
+    ping_interval: float | None = 20
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OpenConnection:
+    """Add a connection (ask: answers its connection id)."""
+
+    identity: Identity
+    outbox: Outbox
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReceiveFrame:
+    """Route one frame received on ``conn_id``."""
+
+    conn_id: str
+    data: str | bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CloseConnection:
+    """Remove the connection ``conn_id``, whose socket has closed."""
+
+    conn_id: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GetStatistics:
+    """Ask for a :class:`TableStatistics` snapshot."""
+
+
+HubMessage = OpenConnection | ReceiveFrame | CloseConnection | GetStatistics
+
+
+class RouterHub(Actor[HubMessage]):
+    """Serve ``ws://host:port/ws`` and route every frame (spec PROTOCOL.md §1).
+
+    Args:
+        config: Address and limits.
+        connections: Registry path of the ``DynamicSupervisor`` that runs the
+            connection actors; by default the sibling named ``connections``.
+    """
+
+    def __init__(self, config: RouterConfig | None = None, *, connections: str | None = None):
+        self.config = config or RouterConfig()
+        self._connections_path = connections
+        self.switchboard = Switchboard()
+        self.port: int | None = None
+        self._server: Server | None = None
+
+    async def on_start(self) -> None:
+        config = self.config
+        self.switchboard = Switchboard(
+            RoutingTable(
+                config.keys,
+                max_frame_bytes=config.max_frame_bytes,
+                replay_registrations=config.replay_registrations,
+            )
+        )
+        supervisor = self.system.supervisor(self._sibling("connections"))
+        if not isinstance(supervisor, DynamicSupervisor):
+            raise TypeError(f"{supervisor!r} is not a DynamicSupervisor")
+        handler = functools.partial(
+            serve_connection, hub=self.ref, connections=supervisor, keys=self.switchboard.table.keys
+        )
+        self._server = await serve(
+            handler,
+            config.host,
+            config.port,
+            process_request=_only_ws_path,
+            compression=None,
+            max_size=config.max_frame_bytes * TRANSPORT_LIMIT_FACTOR,
+            ping_interval=config.ping_interval,
+        )
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
+
+    async def handle(self, message: HubMessage) -> Any:
+        match message:
+            case ReceiveFrame(conn_id, data):
+                self.switchboard.receive(conn_id, data)
+            case OpenConnection(identity, outbox):
+                return self.switchboard.open(identity, outbox)
+            case CloseConnection(conn_id):
+                self.switchboard.close(conn_id)
+            case GetStatistics():
+                return self.switchboard.statistics()
+        return None
+
+    async def on_stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    def statistics(self) -> TableStatistics:
+        """Return a snapshot of the routing table (does not wait)."""
+        return self.switchboard.statistics()
+
+    def _sibling(self, name: str) -> str:
+        if self._connections_path is not None:
+            return self._connections_path
+        parent = self.ref.name.rpartition(".")[0]
+        return f"{parent}.{name}" if parent else name
+
+
+def router_children(
+    config: RouterConfig | None = None, *, hub: str = "hub", connections: str = "connections"
+) -> list[ChildSpec]:
+    """Return the child specs of the embedded router, in start order.
+
+    ``connections`` (a ``DynamicSupervisor`` of temporary connection actors with
+    fail-fast bounded mailboxes) comes first, then ``hub``. Put them first in a
+    ``REST_FOR_ONE`` supervisor: a restart of the hub drops every socket.
+    """
+    config = config or RouterConfig()
+
+    def connections_supervisor() -> DynamicSupervisor:
+        return DynamicSupervisor(
+            capacity=config.outbox_capacity,
+            overflow=OverflowPolicy.FAIL,
+            restart=Restart.TEMPORARY,
+            shutdown=1.0,
+        )
+
+    return [
+        ChildSpec(connections, connections_supervisor),
+        ChildSpec(hub, functools.partial(RouterHub, config)),
+    ]
+
+
+def _only_ws_path(ws: ServerConnection, request: Request) -> Response | None:
+    if request.path.partition("?")[0] != WS_PATH:
+        return ws.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+    return None
