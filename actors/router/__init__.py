@@ -24,6 +24,13 @@ larger frame is refused with ``{"message_type": "agent_error", "error": {"error_
 "InvalidJSONRequestFormat"}}`` to its sender; if it was a reply, its caller gets an
 ``agent_error`` instead of waiting forever. The connection stays open.
 
+Running it: ``async with open_router(host, port) as router`` (``port=0`` picks one;
+``router.url`` is the agents' ``ROUTER_WS_URL``), or inside a supervision tree with
+``Supervisor([*router_children(RouterConfig(...)), ...], strategy=REST_FOR_ONE)``:
+a ``connections`` ``DynamicSupervisor`` (one ``ConnectionActor`` per socket, its
+bounded mailbox being the socket's outbox) followed by the ``hub`` (``RouterHub``,
+owning the routing table and the listening socket).
+
 Each connection gets a unique id ``"<client id>#<n>"``, stamped as ``invoked_by`` on the
 invocations it sends; replies are routed by it. Unlike upstream, a closing socket removes
 its client id only if it still owns it, invoke sockets cause no ``agent_unregister``,
