@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from ._exceptions import ActorDeadError, MailboxFullError
 from ._introspection import ActorInfo, FailureInfo
-from ._mailbox import EMPTY, Mailbox, MailboxStatistics
+from ._mailbox import Mailbox, MailboxStatistics
 from ._messages import STOP, Ask, Down
 from ._state import ActorState
 
@@ -33,7 +32,10 @@ DEFAULT_ASK_TIMEOUT = 5.0
 
 # The actor loop yields to the scheduler at least this often even when every
 # handler returns without waiting, so a busy actor cannot starve the others.
-_YIELD_EVERY = 16
+_YIELD_MASK = 15
+# A sender that never has to wait still yields this often, so a tight `tell`
+# loop under a dropping policy cannot starve the event loop.
+_YIELD_EVERY_SENDS = 32
 
 
 class Actor(Generic[MsgT]):
@@ -145,8 +147,16 @@ class ActorRef(Generic[MsgT]):
         Raises:
             MailboxFullError: The overflow policy refused the message.
         """
-        with contextlib.suppress(ActorDeadError):
-            await self._mailbox.put(message)
+        mailbox = self._mailbox
+        try:
+            if mailbox.offer(message):
+                mailbox._sends += 1
+                if mailbox._sends % _YIELD_EVERY_SENDS == 0:
+                    await anyio.lowlevel.checkpoint()
+                return
+            await mailbox.put(message)
+        except ActorDeadError:
+            pass
 
     def tell_nowait(self, message: MsgT) -> None:
         """Send `message`, never waiting; a full WAIT mailbox raises instead.
@@ -186,11 +196,15 @@ class ActorRef(Generic[MsgT]):
         mailbox = self._mailbox
         if mailbox.closed:
             raise ActorDeadError(f"actor {self._cell.path!r} is not running")
-        slot = Ask(message, anyio.Event())
+        slot = Ask(message, mailbox._loop)
         try:
-            with anyio.fail_after(timeout):
-                await mailbox.put(slot)
-                await slot.wait()
+            if not mailbox.offer(slot):
+                # Full under WAIT: waiting for room counts against the deadline.
+                with anyio.fail_after(timeout):
+                    await mailbox.put(slot)
+                    await slot.wait(None)
+            else:
+                await slot.wait(timeout)
         finally:
             if not slot.done:
                 slot.abandoned = True
@@ -339,10 +353,20 @@ class Cell:
     async def _loop(self, actor: Actor[Any]) -> str:
         mailbox = self.mailbox
         handle = actor.handle
+        # The hot path reads the mailbox's queues directly (see Mailbox.get_nowait).
+        control = mailbox._control
+        items = mailbox._items
+        putters = mailbox._putters
         count = 0
         while True:
-            item = mailbox.get_nowait()
-            if item is EMPTY:
+            if control:
+                item = control.popleft()
+            elif items:
+                item = items.popleft()
+                mailbox.processed += 1
+                if putters:
+                    putters.popleft().set()
+            else:
                 if mailbox.closed:
                     return "stopped"
                 if self.idle_timeout is None:
@@ -375,7 +399,7 @@ class Cell:
             else:
                 await handle(item)
             count += 1
-            if count % _YIELD_EVERY == 0:
+            if not count & _YIELD_MASK:
                 await anyio.lowlevel.checkpoint()
 
     def _idle(self) -> bool:

@@ -14,7 +14,7 @@ import anyio
 import anyio.lowlevel
 
 from ._exceptions import ActorDeadError, MailboxFullError
-from ._messages import Ask
+from ._messages import Ask, running_loop
 
 __all__ = ["EMPTY", "Mailbox", "MailboxStatistics", "OverflowPolicy"]
 
@@ -96,6 +96,7 @@ class Mailbox:
         "_control",
         "_getter",
         "_items",
+        "_loop",
         "_putters",
         "_sends",
         "capacity",
@@ -132,7 +133,9 @@ class Mailbox:
         self.on_dead_letter = on_dead_letter
         self._items: deque[Any] = deque()
         self._control: deque[Any] = deque()
-        self._getter: anyio.Event | None = None
+        # The reading actor parks on a bare future under asyncio (cheap), else an anyio Event.
+        self._loop = running_loop()
+        self._getter: Any = None
         self._putters: deque[anyio.Event] = deque()
         self._closed = False
         self._sends = 0
@@ -159,15 +162,14 @@ class Mailbox:
             self._drop(item, "stopped")
             raise ActorDeadError(f"actor {self.name!r} is not running")
         items = self._items
-        if len(items) < self._capacity:
+        depth = len(items)
+        if depth < self._capacity:
             items.append(item)
             self.received += 1
-            if len(items) > self.high_water:
-                self.high_water = len(items)
-            getter = self._getter
-            if getter is not None:
-                self._getter = None
-                getter.set()
+            if depth >= self.high_water:
+                self.high_water = depth + 1
+            if self._getter is not None:
+                self._wake_getter()
             return True
         policy = self.overflow
         if policy is OverflowPolicy.WAIT:
@@ -231,10 +233,8 @@ class Mailbox:
         if self._closed:
             return False
         self._control.append(item)
-        getter = self._getter
-        if getter is not None:
-            self._getter = None
-            getter.set()
+        if self._getter is not None:
+            self._wake_getter()
         return True
 
     # -- the reading actor -------------------------------------------------
@@ -257,12 +257,25 @@ class Mailbox:
         if self._control or self._items or self._closed:
             await anyio.lowlevel.checkpoint()
             return
-        event = self._getter = anyio.Event()
+        loop = self._loop
+        waiter: Any
+        waiter = self._getter = loop.create_future() if loop is not None else anyio.Event()
         try:
-            await event.wait()
+            if loop is None:
+                await waiter.wait()
+            else:
+                await waiter
         finally:
-            if self._getter is event:
+            if self._getter is waiter:
                 self._getter = None
+
+    def _wake_getter(self) -> None:
+        getter = self._getter
+        self._getter = None
+        if self._loop is None:
+            getter.set()
+        elif not getter.done():
+            getter.set_result(None)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -274,10 +287,8 @@ class Mailbox:
             self._drop(self._items.popleft(), "stopped")
         while self._putters:
             self._putters.popleft().set()
-        getter = self._getter
-        if getter is not None:
-            self._getter = None
-            getter.set()
+        if self._getter is not None:
+            self._wake_getter()
 
     def is_empty(self) -> bool:
         """Whether no message and no control item is queued."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 if TYPE_CHECKING:
     from ._actor import ActorRef
@@ -43,30 +46,75 @@ class Ask:
     """A one-shot reply slot carried in the mailbox for `ActorRef.ask`.
 
     The slot belongs to the caller: once the caller stops waiting (timeout or
-    cancellation) it is abandoned and a late reply is dropped.
+    cancellation) it is abandoned and a late reply is dropped. Under asyncio it
+    waits on a bare future, which costs far less than an event plus a cancel
+    scope per request; elsewhere it uses anyio primitives.
     """
 
-    __slots__ = ("_event", "abandoned", "done", "error", "message", "value")
+    __slots__ = ("_event", "_future", "abandoned", "done", "error", "message", "value")
 
-    def __init__(self, message: Any, event: Any) -> None:
+    def __init__(self, message: Any, loop: asyncio.AbstractEventLoop | None) -> None:
         self.message = message
-        self._event = event
         self.value: Any = None
         self.error: BaseException | None = None
         self.done = False
         self.abandoned = False
+        if loop is not None:
+            self._future: asyncio.Future[None] | None = loop.create_future()
+            self._event: anyio.Event | None = None
+        else:
+            self._future = None
+            self._event = anyio.Event()
+
+    def _wake(self) -> None:
+        future = self._future
+        if future is not None:
+            if not future.done():
+                future.set_result(None)
+        else:
+            assert self._event is not None
+            self._event.set()
 
     def set_result(self, value: Any) -> None:
         if not self.done:
             self.done = True
             self.value = value
-            self._event.set()
+            self._wake()
 
     def set_error(self, error: BaseException) -> None:
         if not self.done:
             self.done = True
             self.error = error
-            self._event.set()
+            self._wake()
 
-    async def wait(self) -> None:
-        await self._event.wait()
+    async def wait(self, timeout: float | None) -> None:  # noqa: ASYNC109
+        """Wait for the reply; raise `TimeoutError` after `timeout` seconds."""
+        future = self._future
+        if future is None:
+            assert self._event is not None
+            with anyio.fail_after(timeout):
+                await self._event.wait()
+            return
+        if timeout is None:
+            await future
+            return
+        timer = future.get_loop().call_later(timeout, _expire, future)
+        try:
+            await future
+        finally:
+            timer.cancel()
+        if not self.done:
+            raise TimeoutError
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """Return the running asyncio loop, or None under another backend."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
