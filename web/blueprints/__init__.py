@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-from . import agents, flows, integrations, llm, profiles, users
+from . import agents, chats, flows, integrations, llm, logs, profiles, users
 
 __all__ = ["BLUEPRINTS"]
 
@@ -15,4 +15,6 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     flows.blueprint,
     integrations.blueprint,
     llm.blueprint,
+    logs.blueprint,
+    chats.blueprint,
 )
