@@ -1,0 +1,222 @@
+"""LogFanout: push live ``agent_log`` frames to the sockets of the log's owner."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from runtime import Actor, ActorRef, ChildSpec, MailboxFullError, Restart
+
+if TYPE_CHECKING:
+    from persistence import LogEntry
+    from runtime import ActorSystem
+
+    from ._outbox import SocketOutbox
+
+__all__ = [
+    "LogFanout",
+    "LogFanoutClient",
+    "LogSink",
+    "LogsStored",
+    "SubscribeLogs",
+    "UnsubscribeLogs",
+    "log_fanout_spec",
+    "log_frame",
+]
+
+# The fan-out only moves frames to in-memory outboxes, so its mailbox drains fast; the
+# registry waits for room rather than lose a live log.
+_CAPACITY = 10_000
+
+
+class LogSink(Protocol):
+    """Where the registry reports the log lines it has just stored."""
+
+    async def logs_stored(self, logs: Sequence[LogEntry]) -> None:
+        """Take stored logs for delivery; waits only for room in a mailbox."""
+        ...
+
+
+# -- messages ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeLogs:
+    """Send the logs of ``user_id``'s ``session_id`` to ``outbox``."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    outbox: SocketOutbox
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeLogs:
+    """Stop sending logs to ``outbox``."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    outbox: SocketOutbox
+
+
+@dataclass(frozen=True, slots=True)
+class LogsStored:
+    """These log lines were stored; push them to their owners' sockets."""
+
+    logs: tuple[LogEntry, ...]
+
+
+FanoutMessage = SubscribeLogs | UnsubscribeLogs | LogsStored
+
+
+# -- pure helpers -----------------------------------------------------------------------
+
+
+def _timestamp(value: datetime) -> str:
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def log_frame(log: LogEntry) -> str:
+    """Render the ``agent_log`` frame of one stored log (ENDPOINTS.md §9)."""
+    body: dict[str, Any] = {
+        "type": "agent_log",
+        "log": {
+            "session_id": str(log.session_id),
+            "request_id": str(log.request_id),
+            "log_level": log.log_level,
+            "message": log.message,
+            "creator_id": str(log.creator_id) if log.creator_id is not None else None,
+            "agent_id": log.agent_id,
+            "created_at": _timestamp(log.created_at),
+            "updated_at": _timestamp(log.updated_at),
+        },
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+_Key = tuple[uuid.UUID, uuid.UUID]
+
+
+class _Table:
+    """Who listens to which (owner, session); no I/O."""
+
+    def __init__(self) -> None:
+        self._outboxes: dict[_Key, list[SocketOutbox]] = {}
+
+    def add(self, key: _Key, outbox: SocketOutbox) -> None:
+        found = self._outboxes.setdefault(key, [])
+        if outbox not in found:
+            found.append(outbox)
+
+    def remove(self, key: _Key, outbox: SocketOutbox) -> None:
+        found = self._outboxes.get(key)
+        if found is None:
+            return
+        if outbox in found:
+            found.remove(outbox)
+        if not found:
+            del self._outboxes[key]
+
+    def targets(self, key: _Key) -> list[SocketOutbox]:
+        found = self._outboxes.get(key)
+        if not found:
+            return []
+        live = [outbox for outbox in found if not outbox.closed]
+        if len(live) != len(found):
+            if live:
+                self._outboxes[key] = live
+            else:
+                del self._outboxes[key]
+        return live
+
+    def __len__(self) -> int:
+        return sum(len(found) for found in self._outboxes.values())
+
+
+# -- the actor --------------------------------------------------------------------------
+
+
+class LogFanout(Actor[FanoutMessage]):
+    """Route each stored log to the sockets its owner has open on its session.
+
+    A log goes to the outboxes subscribed under (``log.creator_id``, ``log.session_id``)
+    and to no one else; a log without an owner goes nowhere. A full outbox closes itself
+    (its socket is too slow), it never holds the fan-out up.
+    """
+
+    def __init__(self) -> None:
+        self._table = _Table()
+        self.delivered = 0
+
+    async def handle(self, message: FanoutMessage) -> Any:
+        match message:
+            case SubscribeLogs(user_id, session_id, outbox):
+                self._table.add((user_id, session_id), outbox)
+            case UnsubscribeLogs(user_id, session_id, outbox):
+                self._table.remove((user_id, session_id), outbox)
+            case LogsStored(logs):
+                for log in logs:
+                    self._push(log)
+        return None
+
+    def _push(self, log: LogEntry) -> None:
+        if log.creator_id is None:
+            return
+        targets = self._table.targets((log.creator_id, log.session_id))
+        if not targets:
+            return
+        text = log_frame(log)
+        for outbox in targets:
+            if outbox.send_nowait(text):
+                self.delivered += 1
+
+
+def log_fanout_spec(name: str = "fanout") -> ChildSpec:
+    """Return the child spec of the permanent `LogFanout` actor."""
+    return ChildSpec(name, LogFanout, restart=Restart.PERMANENT, capacity=_CAPACITY)
+
+
+class LogFanoutClient:
+    """Typed access to the `LogFanout` at ``path``; implements `LogSink`.
+
+    Args:
+        system: The actor system that runs the fan-out.
+        path: Its registry path.
+    """
+
+    def __init__(self, system: ActorSystem, path: str = "fanout") -> None:
+        self._system = system
+        self._path = path
+
+    @property
+    def ref(self) -> ActorRef[FanoutMessage]:
+        """The fan-out's ref (stable across its restarts)."""
+        ref: ActorRef[FanoutMessage] = self._system.ref_of(self._path)
+        return ref
+
+    async def logs_stored(self, logs: Sequence[LogEntry]) -> None:
+        """Push ``logs`` to their owners' sockets; waits only for mailbox room."""
+        if logs:
+            await self.ref.tell(LogsStored(tuple(logs)))
+
+    async def subscribe(
+        self, user_id: uuid.UUID, session_id: uuid.UUID, outbox: SocketOutbox
+    ) -> None:
+        """Send ``user_id``'s logs of ``session_id`` to ``outbox`` from now on.
+
+        Waits until the fan-out has registered it.
+        """
+        await self.ref.ask(SubscribeLogs(user_id, session_id, outbox))
+
+    def unsubscribe_nowait(
+        self, user_id: uuid.UUID, session_id: uuid.UUID, outbox: SocketOutbox
+    ) -> None:
+        """Forget ``outbox`` (does not wait; a closed outbox is dropped anyway)."""
+        # A closed outbox is pruned on the next log anyway, so a full mailbox or a
+        # stopped fan-out loses nothing here.
+        with contextlib.suppress(MailboxFullError, KeyError):
+            self.ref.tell_nowait(UnsubscribeLogs(user_id, session_id, outbox))
