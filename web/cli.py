@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import sys
 from collections.abc import Sequence
 
 __all__ = ["build_parser", "main"]
@@ -13,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="genai-backend",
         description="GenAI AgentOS back-end: REST API, front-end WebSocket and agent router.",
+        epilog="Settings come from the environment and from .env (see README.md).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -29,7 +33,43 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
     args = build_parser().parse_args(argv)
-    raise SystemExit(f"genai-backend: '{args.command}' is not available yet")
+    # Imported here so that `--help` stays instant.
+    from persistence import DatabaseSettings, PersistenceError
+
+    from ._server import DatabaseBehindError
+    from .settings import Settings
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings()
+    db_settings = DatabaseSettings()
+    try:
+        if args.command == "migrate":
+            return asyncio.run(_migrate(db_settings))
+        from ._server import serve
+
+        asyncio.run(serve(settings, db_settings, migrate=args.migrate))
+    except (DatabaseBehindError, PersistenceError, OSError) as exc:
+        print(f"genai-backend: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+async def _migrate(db_settings: object) -> int:
+    from persistence import DatabaseSettings, open_embedded_postgres, upgrade_to_head
+
+    assert isinstance(db_settings, DatabaseSettings)
+    url = db_settings.url()
+    if url is None:
+        async with open_embedded_postgres(db_settings.resolved_pgdata_dir()) as server:
+            await upgrade_to_head(server.url())
+    else:
+        await upgrade_to_head(url)
+    print("genai-backend: the database is at the newest revision")
+    return 0
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from persistence import ApiKeyCipher
 __all__ = [
     "DEFAULT_ENCRYPTION_KEYS",
     "DEFAULT_JWT_SECRET_KEY",
+    "DEFAULT_MASTER_AGENT_API_KEY",
     "DEFAULT_MASTER_BE_API_KEY",
     "DEFAULT_SECRET_KEY",
     "Settings",
@@ -24,6 +25,7 @@ DEFAULT_SECRET_KEY = "c41302ce0f1758f4ae5dcc65729fd50a"
 DEFAULT_JWT_SECRET_KEY = "development-jwt-secret-key-change-me"
 DEFAULT_ENCRYPTION_KEYS = "dev:development-api-key-encryption-key-change-me"
 DEFAULT_MASTER_BE_API_KEY = "7a3fd399-3e48-46a0-ab7c-0eaf38020283::master_server_be"
+DEFAULT_MASTER_AGENT_API_KEY = "e1adc3d8-fca1-40b2-b90a-7b48290f2d6a::master_server_ml"
 
 
 class Settings(BaseSettings):
@@ -56,6 +58,8 @@ class Settings(BaseSettings):
     SECRET_KEY: str = DEFAULT_SECRET_KEY
 
     MASTER_BE_API_KEY: str = DEFAULT_MASTER_BE_API_KEY
+    # The key the master agent connects to the router with (its id is master_server_ml).
+    MASTER_AGENT_API_KEY: str = DEFAULT_MASTER_AGENT_API_KEY
     MASTER_AGENT_TIMEOUT: float = 300.0
 
     BACKEND_CORS_ORIGINS: Annotated[list[str], NoDecode] = ["*"]
@@ -68,6 +72,10 @@ class Settings(BaseSettings):
 
     HTTP_HOST: str = "0.0.0.0"
     HTTP_PORT: int = 8000
+    # Bearer token that opens /health and /metrics from beyond loopback ("" = loopback only).
+    OPERATOR_TOKEN: str = ""
+    # Seconds open requests and chat turns get to finish once a stop begins.
+    SHUTDOWN_GRACE_SECONDS: float = Field(10.0, ge=0)
 
     ROUTER_WS_URL: str | None = None
     ROUTER_HOST: str = "0.0.0.0"

@@ -1,0 +1,166 @@
+"""Operator endpoints: liveness, readiness and the supervision tree."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+from quart import Quart
+from quart.testing import QuartClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from runtime import Actor, ActorSystem, ChildSpec, RestartIntensity, open_actor_system
+from web import AppServices, Settings, create_app
+
+REMOTE = {"client": ("10.1.2.3", 40000)}
+
+
+class Idle(Actor[Any]):
+    pass
+
+
+class Crasher(Actor[Any]):
+    async def handle(self, message: Any) -> None:
+        raise RuntimeError(message)
+
+
+@pytest.fixture(name="system")
+async def _system() -> AsyncIterator[ActorSystem]:
+    async with open_actor_system(ChildSpec("idle", Idle)) as system:
+        yield system
+
+
+@pytest.fixture(name="services")
+def _services(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], system: ActorSystem
+) -> AppServices:
+    connected = {"connected": True}
+
+    async def router_status() -> dict[str, Any]:
+        return dict(connected)
+
+    services = AppServices(settings, sessionmaker)
+    services.extras.update(
+        system=system, router_status=router_status, draining=anyio.Event(), connected=connected
+    )
+    return services
+
+
+@pytest.fixture(name="app")
+def _app(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], services: AppServices
+) -> Quart:
+    return create_app(settings, sessionmaker, services=services)
+
+
+class TestLiveness:
+    async def test_live_answers_without_anything_else(self, client: QuartClient) -> None:
+        response = await client.get("/health/live", scope_base=REMOTE)
+        assert response.status_code == 200
+        assert await response.get_json() == {"alive": True}
+
+
+class TestReadiness:
+    async def test_ready_when_everything_is_up(self, client: QuartClient) -> None:
+        response = await client.get("/health/ready", scope_base=REMOTE)
+        assert response.status_code == 200
+        assert await response.get_json() == {"ready": True, "reason": "ready"}
+
+    async def test_not_ready_while_the_router_session_is_down(
+        self, client: QuartClient, services: AppServices
+    ) -> None:
+        services.extras["connected"]["connected"] = False
+        response = await client.get("/health/ready")
+        assert response.status_code == 503
+        body = await response.get_json()
+        assert body["ready"] is False
+        assert body["reason"].startswith("router session not connected")
+
+    async def test_not_ready_while_draining(
+        self, client: QuartClient, services: AppServices
+    ) -> None:
+        services.extras["draining"].set()
+        response = await client.get("/health/ready")
+        assert response.status_code == 503
+        assert (await response.get_json())["reason"] == "draining: the server is stopping"
+
+    async def test_not_ready_without_a_tree(
+        self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        client = create_app(settings, sessionmaker).test_client()
+        response = await client.get("/health/ready")
+        assert response.status_code == 503
+        assert (await response.get_json())["reason"] == "the supervision tree is not running"
+
+    async def test_not_ready_when_the_root_is_over_its_restart_intensity(
+        self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        async with open_actor_system(
+            ChildSpec("crasher", Crasher), intensity=RestartIntensity(max_restarts=0, period=60)
+        ) as system:
+            services = AppServices(settings, sessionmaker)
+            services.extras["system"] = system
+            client = create_app(settings, sessionmaker, services=services).test_client()
+            await system.ref_of("crasher").tell("crash")
+            with anyio.fail_after(5):
+                while not system.failed:  # noqa: ASYNC110 - the tree has no event for this
+                    await anyio.sleep(0.01)
+            response = await client.get("/health/ready")
+            assert response.status_code == 503
+            assert (await response.get_json())["reason"] == (
+                "a supervisor exceeded its restart intensity"
+            )
+            health = await (await client.get("/health")).get_json()
+            assert health["status"] == "failed"
+            crasher = health["tree"]["children"][0]
+            assert crasher["last_failure"]["message"] == "crash"
+
+
+class TestHealth:
+    async def test_tree_on_loopback(self, client: QuartClient) -> None:
+        response = await client.get("/health")
+        assert response.status_code == 200
+        body = await response.get_json()
+        assert body["status"] == "ok"
+        assert body["ready"] is True
+        assert body["database"]["ok"] is True
+        assert body["router"] == {"connected": True}
+        tree = body["tree"]
+        assert tree["state"] == "running"
+        (child,) = tree["children"]
+        assert child["name"] == "idle"
+        assert child["state"] == "running"
+        assert child["mailbox"]["capacity"] == 1000
+        json.dumps(body)
+
+    async def test_refused_from_elsewhere_without_the_operator_token(
+        self, client: QuartClient
+    ) -> None:
+        response = await client.get("/health", scope_base=REMOTE)
+        assert response.status_code == 403
+        assert (await response.get_json())["detail"].startswith("Health details are available")
+
+    async def test_open_from_elsewhere_with_the_operator_token(
+        self, client: QuartClient, settings: Settings
+    ) -> None:
+        settings.OPERATOR_TOKEN = "op-secret"
+        response = await client.get(
+            "/health", scope_base=REMOTE, headers={"Authorization": "Bearer op-secret"}
+        )
+        assert response.status_code == 200
+        wrong = await client.get(
+            "/health", scope_base=REMOTE, headers={"Authorization": "Bearer nope"}
+        )
+        assert wrong.status_code == 403
+
+    async def test_no_secret_in_the_body(self, client: QuartClient, settings: Settings) -> None:
+        text = (await (await client.get("/health")).get_data()).decode()
+        for secret in (settings.JWT_SECRET_KEY, settings.MASTER_BE_API_KEY, settings.SECRET_KEY):
+            assert secret not in text
+
+    async def test_documented_in_openapi(self, client: QuartClient) -> None:
+        paths = (await (await client.get("/openapi.json")).get_json())["paths"]
+        assert {"/health", "/health/live", "/health/ready"} <= set(paths)

@@ -1,0 +1,85 @@
+"""The HTTP face as an actor: hypercorn serving the Quart app under the supervision tree."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config
+from hypercorn.utils import wrap_app
+
+from runtime import Actor
+
+if TYPE_CHECKING:
+    from hypercorn.config import Sockets
+    from quart import Quart
+
+__all__ = ["GetAddresses", "HttpServer", "hypercorn_config"]
+
+logger = logging.getLogger("web.http")
+
+
+def hypercorn_config(host: str, port: int, *, graceful_timeout: float = 5.0) -> Config:
+    """Return a hypercorn configuration that serves on ``host:port``."""
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.graceful_timeout = graceful_timeout
+    config.accesslog = None
+    # Our own loggers report; hypercorn's error log would duplicate them.
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+@dataclass(frozen=True, slots=True)
+class GetAddresses:
+    """Ask for the ``(host, port)`` pairs the server listens on."""
+
+
+class HttpServer(Actor[GetAddresses]):
+    """Serve `app` with hypercorn for as long as the actor runs.
+
+    The sockets are bound in `on_start`, so a taken port fails the start (and
+    reaches whoever started the tree) instead of failing later in the background.
+    Stopping the actor shuts hypercorn down gracefully: open requests and
+    WebSockets get `graceful_timeout` to finish.
+
+    Args:
+        app: The Quart app.
+        config: Hypercorn's configuration (see `hypercorn_config`).
+    """
+
+    def __init__(self, app: Quart, config: Config) -> None:
+        self.app = app
+        self.config = config
+        self.addresses: list[tuple[str, int]] = []
+        self._shutdown = anyio.Event()
+        self._finished = anyio.Event()
+
+    async def on_start(self) -> None:
+        sockets = self.config.create_sockets()
+        self.addresses = [sock.getsockname()[:2] for sock in sockets.insecure_sockets]
+        self.start_soon(self._serve, sockets)
+
+    async def _serve(self, sockets: Sockets) -> None:
+        try:
+            await worker_serve(
+                wrap_app(self.app, self.config.wsgi_max_body_size, None),
+                self.config,
+                sockets=sockets,
+                shutdown_trigger=self._shutdown.wait,
+            )
+        finally:
+            self._finished.set()
+        if not self._shutdown.is_set():
+            raise RuntimeError("the HTTP server stopped by itself")
+
+    async def handle(self, message: GetAddresses) -> list[tuple[str, int]]:
+        return list(self.addresses)
+
+    async def on_stop(self) -> None:
+        self._shutdown.set()
+        with anyio.move_on_after(self.config.graceful_timeout + 1):
+            await self._finished.wait()
