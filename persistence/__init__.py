@@ -52,6 +52,8 @@ from .repositories import NewLog as NewLog
 from .repositories import ProfileRepository as ProfileRepository
 from .repositories import ProviderRepository as ProviderRepository
 from .repositories import UserRepository as UserRepository
+from .repositories import flow_item_ids as flow_item_ids
+from .repositories import is_eligible as is_eligible
 
 __all__ = [
     "A2ACard",
@@ -96,7 +98,9 @@ __all__ = [
     "create_sessionmaker",
     "current_revision",
     "downgrade_to",
+    "flow_item_ids",
     "head_revision",
+    "is_eligible",
     "is_up_to_date",
     "open_embedded_postgres",
     "parse_key_ring",

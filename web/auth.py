@@ -25,10 +25,11 @@ from pydantic import TypeAdapter, ValidationError
 from quart import request
 from quart_schema.openapi import QUART_SCHEMA_SECURITY_ATTRIBUTE
 
+from persistence import AgentRepository, UserRepository
+
 from .errors import APIError, RequestValidationError, validation_errors
 from .openapi import API_KEY_SCHEME, USER_SCHEME
 from .services import services
-from .store import AuthStore
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -169,10 +170,9 @@ async def resolve_token(token: str, *, allow_agent: bool) -> Caller | None:
         return None
     owner = _as_uuid(claims.get("user_id")) if allow_agent and "exp" in claims else None
     async with found.sessionmaker() as session:
-        store = AuthStore(session)
-        if await store.user_exists(subject):
+        if await UserRepository(session).exists(subject):
             return Caller(subject)
-        if owner is not None and await store.agent_token_is_live(subject, owner):
+        if owner is not None and await AgentRepository(session).exists(subject, owner_id=owner):
             return Caller(owner, subject)
     return None
 

@@ -17,7 +17,7 @@ __all__ = ["AgentRepository"]
 _PATCHABLE = ("name", "alias", "description", "input_parameters", "jwt", "is_active")
 
 
-def _newest_first(stmt: Select[tuple[Agent]]) -> Select[tuple[Agent]]:
+def _newest_first(stmt: Select[Agent]) -> Select[Agent]:
     return stmt.order_by(Agent.created_at.desc(), Agent.id.desc())
 
 
@@ -62,6 +62,13 @@ class AgentRepository(Repository):
             select(Agent).where(Agent.id == agent_id, Agent.creator_id == owner_id)
         )
 
+    async def exists(self, agent_id: uuid.UUID, *, owner_id: uuid.UUID | None = None) -> bool:
+        """Tell whether the agent exists (as the owner's, if ``owner_id`` is given)."""
+        stmt = select(Agent.id).where(Agent.id == agent_id)
+        if owner_id is not None:
+            stmt = stmt.where(Agent.creator_id == owner_id)
+        return await self.session.scalar(stmt) is not None
+
     async def get_any_owner(self, agent_id: uuid.UUID) -> Agent | None:
         """Return the agent whoever owns it (router events and id-clash checks only)."""
         return await self.session.get(Agent, agent_id)
@@ -95,28 +102,24 @@ class AgentRepository(Repository):
         return (await self.session.scalars(stmt.offset(offset).limit(limit))).all()
 
     async def list_active_for_user(
-        self, owner_id: uuid.UUID, *, offset: int = 0, limit: int = 100
+        self, owner_id: uuid.UUID, *, offset: int = 0, limit: int | None = 100
     ) -> Sequence[Agent]:
-        """List the owner's active agents, newest first."""
+        """List the owner's active agents, newest first (all of them when ``limit`` is None)."""
         stmt = _newest_first(
             select(Agent).where(Agent.creator_id == owner_id, Agent.is_active.is_(True))
         )
         return (await self.session.scalars(stmt.offset(offset).limit(limit))).all()
 
     async def active_ids(
-        self, owner_id: uuid.UUID, agent_ids: Collection[uuid.UUID]
+        self, owner_id: uuid.UUID, agent_ids: Collection[uuid.UUID] | None = None
     ) -> set[uuid.UUID]:
-        """Return which of *agent_ids* are active agents of the owner."""
-        if not agent_ids:
-            return set()
-        rows = await self.session.scalars(
-            select(Agent.id).where(
-                Agent.creator_id == owner_id,
-                Agent.is_active.is_(True),
-                Agent.id.in_(list(agent_ids)),
-            )
-        )
-        return set(rows)
+        """Return which of *agent_ids* (all, when None) are active agents of the owner."""
+        stmt = select(Agent.id).where(Agent.creator_id == owner_id, Agent.is_active.is_(True))
+        if agent_ids is not None:
+            if not agent_ids:
+                return set()
+            stmt = stmt.where(Agent.id.in_(list(agent_ids)))
+        return set(await self.session.scalars(stmt))
 
     async def patch(self, agent_id: uuid.UUID, *, owner_id: uuid.UUID, **changes: Any) -> Agent:
         """Change fields of the owner's agent (name, alias, description, ...).

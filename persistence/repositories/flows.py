@@ -7,12 +7,13 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import cast, func, literal, select, update
+from sqlalchemy import cast, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 
 from .._exceptions import NotFoundError
-from .._models import Agent, AgentFlow
+from .._models import AgentFlow
 from ._base import Repository, apply_changes
+from .agents import AgentRepository
 
 __all__ = ["FlowRepository", "flow_item_ids", "is_eligible"]
 
@@ -20,14 +21,17 @@ _PATCHABLE = ("name", "alias", "description", "flow", "is_active")
 
 
 def flow_item_ids(flow: Any) -> list[tuple[str, str]]:
-    """Return the ``(id, type)`` of each item, reading the first release's form too."""
+    """Return the ``(id, type)`` of each item, reading the first release's form too.
+
+    Ids are lowercased, as ``str(UUID)`` writes them.
+    """
     items: list[tuple[str, str]] = []
     if not isinstance(flow, list):
         return items
     for item in flow:
         if isinstance(item, dict):
             item_id = item.get("id", item.get("agent_id"))
-            items.append((str(item_id), str(item.get("type", "genai"))))
+            items.append((str(item_id).lower(), str(item.get("type", "genai"))))
     return items
 
 
@@ -95,11 +99,9 @@ class FlowRepository(Repository):
     async def list_eligible_for_user(self, owner_id: uuid.UUID) -> list[AgentFlow]:
         """List the owner's flows whose every item is valid now, newest first."""
         flows = await self.list_for_user(owner_id, limit=None)
-        active = set(
-            await self.session.scalars(
-                select(Agent.id).where(Agent.creator_id == owner_id, Agent.is_active.is_(True))
-            )
-        )
+        if not flows:
+            return []
+        active = await AgentRepository(self.session).active_ids(owner_id)
         return [f for f in flows if is_eligible(f, active)]
 
     async def patch(self, flow_id: uuid.UUID, *, owner_id: uuid.UUID, **changes: Any) -> AgentFlow:
@@ -131,9 +133,17 @@ class FlowRepository(Repository):
     async def deactivate_containing(
         self, agent_id: uuid.UUID, *, owner_id: uuid.UUID | None = None
     ) -> int:
-        """Mark inactive every flow (of the owner, if given) listing the agent; return the count."""
-        contains = cast(AgentFlow.flow, JSONB).contains(
-            cast(literal(json.dumps([{"id": str(agent_id)}])), JSONB)
+        """Mark inactive every flow (of the owner, if given) listing the agent; return the count.
+
+        Items of the first release's form (``{"agent_id": ...}``) count too.
+        """
+        contains = or_(
+            *(
+                cast(AgentFlow.flow, JSONB).contains(
+                    cast(literal(json.dumps([{key: str(agent_id)}])), JSONB)
+                )
+                for key in ("id", "agent_id")
+            )
         )
         stmt = update(AgentFlow).where(contains, AgentFlow.is_active.is_(True))
         if owner_id is not None:

@@ -24,6 +24,11 @@ class UserRepository(Repository):
         """Return the user, or None."""
         return await self.session.get(User, user_id)
 
+    async def exists(self, user_id: uuid.UUID) -> bool:
+        """Tell whether the user exists, without loading it."""
+        found = await self.session.scalar(select(User.id).where(User.id == user_id))
+        return found is not None
+
     async def get_by_username(self, username: str) -> User | None:
         """Return the user with this exact username, or None."""
         return await self.session.scalar(select(User).where(User.username == username))

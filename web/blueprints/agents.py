@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import secrets
+import string
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
@@ -10,7 +12,16 @@ from pydantic import BaseModel, field_validator
 from quart import Blueprint
 from quart_schema import tag_blueprint
 
-from persistence import Agent, AlreadyExistsError
+from persistence import (
+    Agent,
+    AgentFlow,
+    AgentRepository,
+    AlreadyExistsError,
+    FlowRepository,
+    NotFoundError,
+    flow_item_ids,
+    is_eligible,
+)
 
 from ..auth import (
     Caller,
@@ -22,10 +33,9 @@ from ..auth import (
 from ..common import PageQuery, Timestamp, empty_response, format_timestamp, json_response
 from ..errors import APIError
 from ..services import services
-from ..store import AgentStore, FlowStore, flow_item_ids, make_alias
 from ..validation import responds, validate_body, validate_path, validate_query
 
-__all__ = ["AgentDTO", "blueprint", "normalise_name"]
+__all__ = ["AgentDTO", "blueprint", "make_alias", "normalise_name"]
 
 blueprint = Blueprint("agents", __name__)
 tag_blueprint(blueprint, ["agents"])
@@ -38,6 +48,11 @@ def normalise_name(name: str, kind: str = "Agent") -> str:
     if len(name) > NAME_LIMIT:
         raise ValueError(f"{kind} name must be less than {NAME_LIMIT} characters")
     return name.replace(" ", "_").lower()
+
+
+def make_alias(name: str) -> str:
+    """Return ``<name>_<6 random lowercase letters>``."""
+    return f"{name}_{''.join(secrets.choice(string.ascii_lowercase) for _ in range(6))}"
 
 
 def _schema_object(value: dict[Any, Any] | str) -> dict[Any, Any]:
@@ -154,7 +169,7 @@ class ActiveOut(BaseModel):
 async def list_agents(query: AgentListQuery, caller: Caller) -> Any:
     """List the caller's agents (see the filters)."""
     async with services().sessionmaker() as session:
-        agents = await AgentStore(session).list(
+        agents = await AgentRepository(session).list_for_user(
             caller.user_id,
             name=query.name,
             description=query.description,
@@ -173,25 +188,18 @@ async def active_agents(query: ActiveQuery, caller: Caller) -> Any:
     items: list[dict[str, Any]] = []
     if query.agent_type in {"genai", "all"}:
         async with services().sessionmaker() as session:
-            flows = await FlowStore(session).list_all(caller.user_id)
-            store = AgentStore(session)
-            everything = await store.list_active(caller.user_id)
-            page = await store.list_active(caller.user_id, offset=query.offset, limit=query.limit)
+            flows = await FlowRepository(session).list_for_user(caller.user_id, limit=None)
+            agents = AgentRepository(session)
+            everything = await agents.list_active_for_user(caller.user_id, limit=None)
+            page = await agents.list_active_for_user(
+                caller.user_id, offset=query.offset, limit=query.limit
+            )
         active = {str(agent.id): agent for agent in everything}
-        items += [flow_item(flow, active) for flow in flows if _eligible(flow, active)]
+        active_ids = [agent.id for agent in everything]
+        items += [flow_item(flow, active) for flow in flows if is_eligible(flow, active_ids)]
         items += [agent_item(agent) for agent in page]
     out = {"count_active_connections": len(items), "active_connections": items}
     return json_response(out, model=dict[str, Any])
-
-
-def _eligible(flow: Any, active: dict[str, Agent]) -> bool:
-    items = flow.flow if isinstance(flow.flow, list) else []
-    return bool(items) and all(
-        isinstance(item, dict)
-        and item.get("type", "genai") == "genai"
-        and str(item.get("id", item.get("agent_id", ""))).lower() in active
-        for item in items
-    )
 
 
 def agent_item(agent: Agent) -> dict[str, Any]:
@@ -207,9 +215,9 @@ def agent_item(agent: Agent) -> dict[str, Any]:
     }
 
 
-def flow_item(flow: Any, active: dict[str, Agent]) -> dict[str, Any]:
+def flow_item(flow: AgentFlow, active: dict[str, Agent]) -> dict[str, Any]:
     """Render an eligible flow as a unified item, its schema taken from its first agent."""
-    ids = flow_item_ids(flow.flow)
+    ids = [item_id for item_id, _ in flow_item_ids(flow.flow)]
     schema = active[ids[0]].input_parameters
     if isinstance(schema, dict) and isinstance(schema.get("function"), dict):
         function = dict(schema["function"])
@@ -237,7 +245,7 @@ def flow_item(flow: Any, active: dict[str, Agent]) -> dict[str, Any]:
 async def get_agent(agent_id: UUID, caller: Caller) -> Any:
     """Return one of the caller's agents."""
     async with services().sessionmaker() as session:
-        agent = await AgentStore(session).get(caller.user_id, agent_id)
+        agent = await AgentRepository(session).get(agent_id, owner_id=caller.user_id)
     if agent is None:
         raise APIError(400, f"Agent '{agent_id}' does not exist")
     return json_response(AgentDTO.of(agent))
@@ -251,30 +259,20 @@ async def register_agent(data: RegisterAgentBody, caller: Caller) -> Any:
     """Create an agent record and issue its non-expiring token."""
     agent_id = _agent_id(data)
     found = services()
-    agent = Agent(
-        id=agent_id,
-        name=data.name,
-        alias=make_alias(data.name),
-        description=data.description,
-        input_parameters=data.input_parameters,
-        jwt=issue_agent_token(agent_id, caller.user_id, found.settings),
-        creator_id=caller.user_id,
-        is_active=False,
-    )
-    already = APIError(400, f"Agent with {agent_id} already exists")
     try:
         async with found.sessionmaker.begin() as session:
-            store = AgentStore(session)
-            if await store.exists(agent_id):
-                raise already
-            agent = await store.add(agent)
+            agent = await AgentRepository(session).add(
+                id=agent_id,
+                name=data.name,
+                alias=make_alias(data.name),
+                description=data.description,
+                input_parameters=data.input_parameters,
+                jwt=issue_agent_token(agent_id, caller.user_id, found.settings),
+                creator_id=caller.user_id,
+            )
     except AlreadyExistsError:
-        raise already from None
-    return json_response(
-        RegisteredAgent.model_validate(
-            {**_columns(agent), "input_parameters": agent.input_parameters}
-        )
-    )
+        raise APIError(400, f"Agent with {agent_id} already exists") from None
+    return json_response(RegisteredAgent.model_validate(agent, from_attributes=True))
 
 
 def _agent_id(data: RegisterAgentBody) -> UUID:
@@ -290,10 +288,6 @@ def _agent_id(data: RegisterAgentBody) -> UUID:
     raise APIError(400, "Parameter 'id' must be a valid uuid")
 
 
-def _columns(row: Any) -> dict[str, Any]:
-    return {column.key: getattr(row, column.key) for column in row.__mapper__.column_attrs}
-
-
 @blueprint.patch("/api/agents/<agent_id>")
 @requires_user
 @validate_path(agent_id=UUID)
@@ -301,17 +295,18 @@ def _columns(row: Any) -> dict[str, Any]:
 @responds(AgentDTO)
 async def patch_agent(agent_id: UUID, data: PatchAgentBody, caller: Caller) -> Any:
     """Replace an agent's name, description and schema; the alias stays."""
-    async with services().sessionmaker.begin() as session:
-        agent = await AgentStore(session).get(caller.user_id, agent_id)
-        if agent is None:
-            raise APIError(400, f"Agent '{agent_id}' does not exist")
-        agent.name = data.name
-        agent.description = data.description
-        agent.input_parameters = data.input_parameters
-        await session.flush()
-        await session.refresh(agent)
-        out = AgentDTO.of(agent, rename=False)
-    return json_response(out)
+    try:
+        async with services().sessionmaker.begin() as session:
+            agent = await AgentRepository(session).patch(
+                agent_id,
+                owner_id=caller.user_id,
+                name=data.name,
+                description=data.description,
+                input_parameters=data.input_parameters,
+            )
+    except NotFoundError:
+        raise APIError(400, f"Agent '{agent_id}' does not exist") from None
+    return json_response(AgentDTO.of(agent, rename=False))
 
 
 @blueprint.delete("/api/agents/<agent_id>")
@@ -320,8 +315,10 @@ async def patch_agent(agent_id: UUID, data: PatchAgentBody, caller: Caller) -> A
 @responds(None, 204)
 async def delete_agent(agent_id: UUID, caller: Caller) -> Any:
     """Delete one of the caller's agents; their flows using it become inactive."""
-    async with services().sessionmaker.begin() as session:
-        deleted = await AgentStore(session).delete(caller.user_id, agent_id)
-    if not deleted:
-        raise APIError(400, f"Agent {agent_id} was not found")
+    try:
+        async with services().sessionmaker.begin() as session:
+            await AgentRepository(session).delete(agent_id, owner_id=caller.user_id)
+            await FlowRepository(session).deactivate_containing(agent_id, owner_id=caller.user_id)
+    except NotFoundError:
+        raise APIError(400, f"Agent {agent_id} was not found") from None
     return empty_response()

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
-from uuid import UUID, uuid4
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from pydantic import BaseModel, field_validator
 from quart import Blueprint
 from quart_schema import tag_blueprint
 
-from persistence import AgentFlow
+from persistence import (
+    AgentFlow,
+    AgentRepository,
+    FlowRepository,
+    NotFoundError,
+    flow_item_ids,
+    is_eligible,
+)
 
 from ..auth import Caller, requires_user
 from ..common import PageQuery, Timestamp, empty_response, json_response
 from ..errors import APIError
 from ..services import services
-from ..store import FlowStore, flow_item_ids, make_alias
 from ..validation import responds, validate_body, validate_path, validate_query
-from .agents import normalise_name
+from .agents import make_alias, normalise_name
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 __all__ = ["blueprint"]
 
@@ -94,24 +103,16 @@ class FlowDTO(BaseModel):
 
 
 def _stored_items(raw: Any) -> list[FlowItem]:
-    items = raw if isinstance(raw, list) else []
-    return [
-        FlowItem(id=item_id, type=str(item.get("type", "genai")))
-        for item, item_id in zip(
-            (i for i in items if isinstance(i, dict)), flow_item_ids(items), strict=False
-        )
-    ]
+    return [FlowItem(id=item_id, type=kind) for item_id, kind in flow_item_ids(raw)]
 
 
-def _dto(flow: AgentFlow, active_ids: set[str]) -> FlowDTO:
-    items = _stored_items(flow.flow)
+def _dto(flow: AgentFlow, active_ids: set[UUID]) -> FlowDTO:
     return FlowDTO(
         id=flow.id,
         name=flow.name,
         description=flow.description,
-        flow=items,
-        is_active=bool(items)
-        and all(item.type == "genai" and item.id in active_ids for item in items),
+        flow=_stored_items(flow.flow),
+        is_active=is_eligible(flow, active_ids),
         created_at=flow.created_at,
         updated_at=flow.updated_at,
     )
@@ -131,13 +132,13 @@ def _row(flow: AgentFlow) -> FlowRow:
     )
 
 
-async def _check(store: FlowStore, caller: Caller, data: FlowBody) -> list[dict[str, str]]:
+async def _check(session: AsyncSession, caller: Caller, data: FlowBody) -> list[dict[str, str]]:
     if data.name == "":
         raise APIError(400, "'name' parameter must not be empty string")
     if data.description == "":
         raise APIError(400, "'description' parameter must not be empty string")
     genai = {UUID(item.id) for item in data.flow if item.type == "genai"}
-    valid = {str(i) for i in await store.valid_genai_ids(caller.user_id, genai)}
+    valid = {str(i) for i in await AgentRepository(session).active_ids(caller.user_id, genai)}
     # MCP and A2A items are never valid until they are supported.
     invalid = sorted({item.id for item in data.flow if item.id not in valid})
     if invalid:
@@ -152,9 +153,10 @@ async def _check(store: FlowStore, caller: Caller, data: FlowBody) -> list[dict[
 async def list_flows(query: PageQuery, caller: Caller) -> Any:
     """List the caller's flows, newest first, with their activity recomputed."""
     async with services().sessionmaker() as session:
-        store = FlowStore(session)
-        flows = await store.list(caller.user_id, offset=query.offset, limit=query.limit)
-        active = await store.active_agent_ids(caller.user_id) if flows else set()
+        flows = await FlowRepository(session).list_for_user(
+            caller.user_id, offset=query.offset, limit=query.limit
+        )
+        active = await AgentRepository(session).active_ids(caller.user_id) if flows else set()
     return json_response([_dto(flow, active) for flow in flows], model=list[FlowDTO])
 
 
@@ -165,11 +167,10 @@ async def list_flows(query: PageQuery, caller: Caller) -> Any:
 async def get_flow(agentflow_id: UUID, caller: Caller) -> Any:
     """Return one of the caller's flows."""
     async with services().sessionmaker() as session:
-        store = FlowStore(session)
-        flow = await store.get(caller.user_id, agentflow_id)
+        flow = await FlowRepository(session).get(agentflow_id, owner_id=caller.user_id)
         if flow is None:
             raise APIError(400, f"Flow with id '{agentflow_id}' does not exist")
-        active = await store.active_agent_ids(caller.user_id)
+        active = await AgentRepository(session).active_ids(caller.user_id)
     return json_response(_dto(flow, active))
 
 
@@ -181,21 +182,15 @@ async def get_flow(agentflow_id: UUID, caller: Caller) -> Any:
 async def register_flow(data: FlowBody, caller: Caller) -> Any:
     """Create a flow of the caller's active agents."""
     async with services().sessionmaker.begin() as session:
-        store = FlowStore(session)
-        items = await _check(store, caller, data)
-        flow = await store.add(
-            AgentFlow(
-                id=uuid4(),
-                name=data.name,
-                alias=make_alias(data.name),
-                description=data.description,
-                flow=items,
-                is_active=True,
-                creator_id=caller.user_id,
-            )
+        items = await _check(session, caller, data)
+        flow = await FlowRepository(session).add(
+            name=data.name,
+            alias=make_alias(data.name),
+            description=data.description,
+            flow=items,
+            creator_id=caller.user_id,
         )
-        out = _row(flow)
-    return json_response(out)
+    return json_response(_row(flow))
 
 
 @blueprint.patch("/api/agentflows/<agentflow_id>")
@@ -205,18 +200,21 @@ async def register_flow(data: FlowBody, caller: Caller) -> Any:
 @responds(FlowRow)
 async def patch_flow(agentflow_id: UUID, data: FlowBody, caller: Caller) -> Any:
     """Replace a flow's name, description and items; the alias is regenerated."""
-    async with services().sessionmaker.begin() as session:
-        store = FlowStore(session)
-        items = await _check(store, caller, data)
-        flow = await store.get(caller.user_id, agentflow_id)
-        if flow is None:
-            raise APIError(400, f"Agentflow with ID '{agentflow_id}' was not found")
-        flow.name, flow.description, flow.flow = data.name, data.description, items
-        flow.alias, flow.is_active = make_alias(data.name), True
-        await session.flush()
-        await session.refresh(flow)
-        out = _row(flow)
-    return json_response(out)
+    try:
+        async with services().sessionmaker.begin() as session:
+            items = await _check(session, caller, data)
+            flow = await FlowRepository(session).patch(
+                agentflow_id,
+                owner_id=caller.user_id,
+                name=data.name,
+                description=data.description,
+                flow=items,
+                alias=make_alias(data.name),
+                is_active=True,
+            )
+    except NotFoundError:
+        raise APIError(400, f"Agentflow with ID '{agentflow_id}' was not found") from None
+    return json_response(_row(flow))
 
 
 @blueprint.delete("/api/agentflows/<agentflow_id>")
@@ -225,8 +223,9 @@ async def patch_flow(agentflow_id: UUID, data: FlowBody, caller: Caller) -> Any:
 @responds(None, 204)
 async def delete_flow(agentflow_id: UUID, caller: Caller) -> Any:
     """Delete one of the caller's flows."""
-    async with services().sessionmaker.begin() as session:
-        deleted = await FlowStore(session).delete(caller.user_id, agentflow_id)
-    if not deleted:
-        raise APIError(400, f"agentflow {agentflow_id} was not found")
+    try:
+        async with services().sessionmaker.begin() as session:
+            await FlowRepository(session).delete(agentflow_id, owner_id=caller.user_id)
+    except NotFoundError:
+        raise APIError(400, f"agentflow {agentflow_id} was not found") from None
     return empty_response()

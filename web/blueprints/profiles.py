@@ -9,11 +9,12 @@ from pydantic import BaseModel
 from quart import Blueprint
 from quart_schema import tag_blueprint
 
+from persistence import NotFoundError, ProfileRepository
+
 from ..auth import Caller, requires_user
 from ..common import json_response
 from ..errors import APIError
 from ..services import services
-from ..store import UserStore
 from ..validation import responds, validate_body, validate_path
 
 __all__ = ["blueprint"]
@@ -44,9 +45,11 @@ def _not_found(user_id: UUID) -> APIError:
 @responds(ProfileOut)
 async def get_profile(user_id: UUID, caller: Caller) -> Any:
     """Return the caller's own profile."""
+    if user_id != caller.user_id:
+        raise _not_found(user_id)
     async with services().sessionmaker() as session:
-        profile = await UserStore(session).get_profile(user_id)
-    if profile is None or user_id != caller.user_id:
+        profile = await ProfileRepository(session).get(user_id)
+    if profile is None:
         raise _not_found(user_id)
     return json_response(ProfileOut.model_validate(profile, from_attributes=True))
 
@@ -58,11 +61,13 @@ async def get_profile(user_id: UUID, caller: Caller) -> Any:
 @responds(ProfileOut)
 async def patch_profile(user_id: UUID, data: ProfilePatch, caller: Caller) -> Any:
     """Change the fields sent of the caller's own profile."""
-    async with services().sessionmaker.begin() as session:
-        profile = await UserStore(session).get_profile(user_id)
-        if profile is None or user_id != caller.user_id:
-            raise _not_found(user_id)
-        for field in data.model_fields_set:
-            setattr(profile, field, getattr(data, field))
-        out = ProfileOut.model_validate(profile, from_attributes=True)
-    return json_response(out)
+    if user_id != caller.user_id:
+        raise _not_found(user_id)
+    try:
+        async with services().sessionmaker.begin() as session:
+            profile = await ProfileRepository(session).patch(
+                user_id, **data.model_dump(include=data.model_fields_set)
+            )
+    except NotFoundError:
+        raise _not_found(user_id) from None
+    return json_response(ProfileOut.model_validate(profile, from_attributes=True))

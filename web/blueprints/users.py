@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 from quart import Blueprint
 from quart_schema import tag_blueprint
 
-from persistence import AlreadyExistsError
+from persistence import AlreadyExistsError, UserRepository
 
 from ..auth import (
     dummy_hash,
@@ -21,7 +21,6 @@ from ..auth import (
 from ..common import Timestamp, json_response
 from ..errors import APIError
 from ..services import services
-from ..store import UserStore
 from ..validation import responds, validate_body, validate_form
 
 __all__ = ["blueprint"]
@@ -95,7 +94,7 @@ async def register(data: RegisterBody) -> Any:
     hashed = await hash_password(data.password, found.settings.BCRYPT_ROUNDS)
     try:
         async with found.sessionmaker.begin() as session:
-            user = await UserStore(session).add(data.username, hashed)
+            user = await UserRepository(session).add(data.username, hashed)
     except AlreadyExistsError:
         raise APIError(400, f"User '{data.username}' already exists") from None
     return json_response(UserOut.model_validate(user, from_attributes=True))
@@ -108,7 +107,7 @@ async def login(data: LoginForm) -> Any:
     """Exchange a username and password (OAuth2 password form) for a user token."""
     found = services()
     async with found.sessionmaker() as session:
-        user = await UserStore(session).get_by_username(data.username)
+        user = await UserRepository(session).get_by_username(data.username)
     # Verify against a dummy hash when the user is missing: same cost either way.
     hashed = user.password if user is not None else await dummy_hash(found.settings.BCRYPT_ROUNDS)
     if not await verify_password(data.password, hashed) or user is None:
