@@ -76,7 +76,8 @@ class DynamicSupervisor(SupervisorBase):
         return []
 
     def _forget(self, child: _Child) -> None:
-        super()._forget(child)
+        if child in self._children:
+            self._children.remove(child)
         activation = self._by_key.get(child.key)
         if activation is not None and activation.child is child:
             del self._by_key[child.key]

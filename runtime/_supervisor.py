@@ -112,7 +112,9 @@ class SupervisorBase:
         return [child]
 
     def _forget(self, child: _Child) -> None:
-        if child in self._children:
+        # OTP keeps a stopped transient or permanent child in the list; a temporary
+        # one is deleted.
+        if child.spec.restart is Restart.TEMPORARY and child in self._children:
             self._children.remove(child)
 
     # -- running -------------------------------------------------------------

@@ -1,0 +1,259 @@
+"""Supervisors: strategies, restart types, intensity, backoff, shutdown order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from runtime import (
+    Actor,
+    ActorDeadError,
+    ActorState,
+    Backoff,
+    ChildSpec,
+    Restart,
+    RestartIntensity,
+    Strategy,
+    Supervisor,
+    SupervisorInfo,
+    open_actor_system,
+)
+from runtime.testing import FakeClock, wait_for, wait_for_state
+
+from .conftest import Lifecycle
+
+Log = list[tuple[str, str]]
+
+
+def specs(log: Log, *labels: str, restart: Restart = Restart.PERMANENT) -> list[ChildSpec]:
+    return [
+        ChildSpec(label, lambda label=label: Lifecycle(log, label), restart=restart)  # type: ignore[misc]
+        for label in labels
+    ]
+
+
+async def crash(ref: Any) -> None:
+    with pytest.raises(ActorDeadError):
+        await ref.ask("crash")
+
+
+class TestStrategies:
+    async def test_one_for_one_restarts_only_the_crashed_child(self) -> None:
+        log: Log = []
+        async with open_actor_system(
+            *specs(log, "a", "b", "c"), intensity=RestartIntensity(5)
+        ) as system:
+            assert log == [("start", "a"), ("start", "b"), ("start", "c")]
+            log.clear()
+            await crash(system.ref_of("b"))
+            assert await system.ref_of("b").ask("ping") == "ping"
+            assert log == [("stop", "b"), ("start", "b")]
+            assert system.snapshot().find("b").restarts == 1  # type: ignore[union-attr]
+
+    async def test_one_for_all_restarts_every_child_in_order(self) -> None:
+        log: Log = []
+        sup = ChildSpec(
+            "sup",
+            lambda: Supervisor(specs(log, "a", "b", "c"), strategy=Strategy.ONE_FOR_ALL),
+        )
+        async with open_actor_system(sup) as system:
+            log.clear()
+            await crash(system.ref_of("sup.b"))
+            await wait_for(lambda: len(log) == 6)
+            assert log == [
+                ("stop", "b"),
+                ("stop", "c"),
+                ("stop", "a"),
+                ("start", "a"),
+                ("start", "b"),
+                ("start", "c"),
+            ]
+
+    async def test_rest_for_one_restarts_the_child_and_later_ones(self) -> None:
+        log: Log = []
+        sup = ChildSpec(
+            "sup",
+            lambda: Supervisor(specs(log, "a", "b", "c"), strategy=Strategy.REST_FOR_ONE),
+        )
+        async with open_actor_system(sup) as system:
+            log.clear()
+            await crash(system.ref_of("sup.b"))
+            await wait_for(lambda: len(log) == 4)
+            assert log == [("stop", "b"), ("stop", "c"), ("start", "b"), ("start", "c")]
+
+
+class TestRestartTypes:
+    async def test_permanent_restarts_after_a_normal_exit(self) -> None:
+        log: Log = []
+        async with open_actor_system(*specs(log, "p")) as system:
+            ref = system.ref_of("p")
+            await ref.tell("exit")
+            assert await ref.ask("ping") == "ping"
+            assert log == [("start", "p"), ("stop", "p"), ("start", "p")]
+
+    async def test_transient_stays_down_after_a_normal_exit(self) -> None:
+        log: Log = []
+        async with open_actor_system(*specs(log, "t", restart=Restart.TRANSIENT)) as system:
+            ref = system.ref_of("t")
+            await crash(ref)
+            assert await ref.ask("ping") == "ping"  # restarted after the crash
+            await ref.tell("exit")
+            await wait_for_state(system, "t", ActorState.STOPPED)
+            assert not ref.is_alive
+
+    async def test_temporary_is_never_restarted(self) -> None:
+        log: Log = []
+        async with open_actor_system(*specs(log, "tmp", restart=Restart.TEMPORARY)) as system:
+            ref = system.ref_of("tmp")
+            await crash(ref)
+            await wait_for(lambda: not ref.is_alive)
+            with pytest.raises(ActorDeadError):
+                await ref.ask("ping")
+            assert system.snapshot().find("tmp") is None  # removed, as OTP does
+
+
+class TestIntensity:
+    async def test_exceeding_it_escalates_to_the_parent(self) -> None:
+        log: Log = []
+        inner = ChildSpec(
+            "inner",
+            lambda: Supervisor(specs(log, "w"), intensity=RestartIntensity(1, 60.0)),
+        )
+        clock = FakeClock()
+        async with open_actor_system(
+            inner, intensity=RestartIntensity(5, 60.0), clock=clock
+        ) as system:
+            worker = system.ref_of("inner.w")
+            await crash(worker)
+            await crash(worker)  # second restart in the window: inner gives up
+            await wait_for(
+                lambda: system.snapshot().find("inner").restarts == 1  # type: ignore[union-attr]
+            )
+            await wait_for_state(system, "inner.w", ActorState.RUNNING)
+            info = system.snapshot().find("inner")
+            assert isinstance(info, SupervisorInfo)
+            assert info.last_failure is not None
+            assert info.last_failure.type.endswith("RestartIntensityError")
+            # The worker's ref survives its parent's restart.
+            assert await worker.ask("ping") == "ping"
+            assert not system.failed
+
+    async def test_root_exhaustion_marks_the_system_failed_but_keeps_it_up(self) -> None:
+        log: Log = []
+        async with open_actor_system(
+            *specs(log, "a", "b"), intensity=RestartIntensity(0, 5.0), clock=FakeClock()
+        ) as system:
+            assert system.ready
+            await crash(system.ref_of("a"))
+            await wait_for(lambda: system.failed)
+            assert not system.ready
+            assert system.degraded
+            snapshot = system.snapshot()
+            assert snapshot.over_intensity
+            assert snapshot.find("a").state is ActorState.FAILED  # type: ignore[union-attr]
+            assert await system.ref_of("b").ask("still up") == "still up"
+
+    async def test_old_restarts_leave_the_window(self) -> None:
+        log: Log = []
+        clock = FakeClock()
+        async with open_actor_system(
+            *specs(log, "a"), intensity=RestartIntensity(1, 5.0), clock=clock
+        ) as system:
+            ref = system.ref_of("a")
+            await crash(ref)
+            assert await ref.ask("ping") == "ping"
+            clock.advance(6.0)
+            await crash(ref)
+            assert await ref.ask("ping") == "ping"
+            assert not system.failed
+
+
+class TestBackoff:
+    def test_delay_grows_caps_and_jitters(self) -> None:
+        backoff = Backoff(initial=1.0, maximum=5.0, multiplier=2.0, jitter=0.5)
+        assert backoff.delay(0, rng=lambda lo, hi: 0.0) == 1.0
+        assert backoff.delay(2, rng=lambda lo, hi: 0.0) == 4.0
+        assert backoff.delay(10, rng=lambda lo, hi: hi) == 5.0
+        assert backoff.delay(1, rng=lambda lo, hi: lo) == 1.0
+        for attempt in range(6):
+            assert 0.0 <= backoff.delay(attempt) <= 5.0
+
+    async def test_restart_waits_for_the_delay(self) -> None:
+        log: Log = []
+        clock = FakeClock()
+        backoff = Backoff(initial=10.0, maximum=100.0, jitter=0.0)
+        async with open_actor_system(
+            *specs(log, "s"), intensity=RestartIntensity(10, 60.0), backoff=backoff, clock=clock
+        ) as system:
+            ref = system.ref_of("s")
+            await crash(ref)
+            await wait_for(lambda: clock.sleepers == 1)
+            info = system.snapshot().find("s")
+            assert info is not None
+            assert info.state is ActorState.RESTARTING
+            assert info.backoff_until is not None
+            assert info.backoff_until == pytest.approx(clock.wall() + 10.0)
+            await ref.tell("queued while restarting")
+            clock.advance(9.0)
+            await anyio.wait_all_tasks_blocked()
+            assert system.snapshot().find("s").state is ActorState.RESTARTING  # type: ignore[union-attr]
+            clock.advance(1.0)
+            await wait_for_state(system, "s", ActorState.RUNNING)
+            assert system.snapshot().find("s").backoff_until is None  # type: ignore[union-attr]
+            assert ref.statistics().dead_letters == 0
+            # The second consecutive crash waits twice as long.
+            await crash(ref)
+            await wait_for(lambda: clock.sleepers == 1)
+            clock.advance(19.0)
+            await anyio.wait_all_tasks_blocked()
+            assert system.snapshot().find("s").state is ActorState.RESTARTING  # type: ignore[union-attr]
+            clock.advance(1.0)
+            await wait_for_state(system, "s", ActorState.RUNNING)
+
+
+class Stubborn(Actor[Any]):
+    def __init__(self, log: Log) -> None:
+        self.log = log
+
+    async def on_stop(self) -> None:
+        self.log.append(("stopping", "stubborn"))
+        await anyio.sleep_forever()
+
+
+class TestShutdown:
+    async def test_children_stop_in_reverse_order(self) -> None:
+        log: Log = []
+        async with open_actor_system(*specs(log, "a", "b", "c")):
+            log.clear()
+        assert log == [("stop", "c"), ("stop", "b"), ("stop", "a")]
+
+    async def test_a_child_past_its_deadline_is_cancelled(self) -> None:
+        log: Log = []
+        children = [
+            *specs(log, "a"),
+            ChildSpec("stubborn", lambda: Stubborn(log), shutdown=0.05),
+            *specs(log, "c"),
+        ]
+        with anyio.fail_after(3):
+            async with open_actor_system(*children) as system:
+                log.clear()
+                refs = [system.ref_of(name) for name in ("a", "stubborn", "c")]
+        assert log == [("stop", "c"), ("stopping", "stubborn"), ("stop", "a")]
+        assert not any(ref.is_alive for ref in refs)
+
+    async def test_cancelling_from_outside_stops_everything(self) -> None:
+        log: Log = []
+        before = len(anyio.get_running_tasks())
+        with anyio.CancelScope() as scope:
+            async with open_actor_system(
+                *specs(log, "a"),
+                ChildSpec("sup", lambda: Supervisor(specs(log, "b", "c"))),
+            ) as system:
+                await system.ref_of("sup.c").ask("ping")
+                scope.cancel()
+                await anyio.sleep_forever()
+        assert scope.cancelled_caught
+        await anyio.wait_all_tasks_blocked()
+        assert len(anyio.get_running_tasks()) == before
