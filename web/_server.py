@@ -30,13 +30,39 @@ from .services import AppServices
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["DatabaseBehindError", "RunningServer", "open_database", "open_server", "serve"]
+__all__ = [
+    "DatabaseBehindError",
+    "InsecureSettingsError",
+    "RunningServer",
+    "open_database",
+    "open_server",
+    "serve",
+]
 
 logger = logging.getLogger("web.server")
 
 
 class DatabaseBehindError(Exception):
     """Raised at start-up when an external database's schema is older than the code."""
+
+
+class InsecureSettingsError(Exception):
+    """Raised at start-up outside development mode while a secret is a default or empty."""
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse settings that must not reach production.
+
+    Raises:
+        InsecureSettingsError: Outside development mode, the JWT signing key or the
+            API-key encryption keys are defaults or empty.
+    """
+    weak = settings.insecure_secrets()
+    if weak and not settings.is_development:
+        raise InsecureSettingsError(
+            f"ENVIRONMENT={settings.ENVIRONMENT} needs its own {' and '.join(weak)} "
+            "(they are defaults or empty); set them in the environment or .env"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +130,12 @@ async def open_server(
 
     The tree starts in order (router, then the HTTP face last) and is ready when
     the block is entered; on exit it stops in reverse order, then the database.
+
+    Raises:
+        InsecureSettingsError: See `check_settings`.
+        DatabaseBehindError: See `open_database`.
     """
+    check_settings(settings)
     async with open_database(db_settings, migrate=migrate) as database:
         engine = create_engine(
             database.url,

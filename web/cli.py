@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here so that `--help` stays instant.
     from persistence import DatabaseSettings, PersistenceError
 
-    from ._server import DatabaseBehindError
+    from ._server import DatabaseBehindError, InsecureSettingsError
     from .settings import Settings
 
     logging.basicConfig(
@@ -50,12 +50,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._server import serve
 
         asyncio.run(serve(settings, db_settings, migrate=args.migrate))
-    except (DatabaseBehindError, PersistenceError, OSError) as exc:
-        print(f"genai-backend: {exc}", file=sys.stderr)
+    except Exception as exc:
+        # The edge of the program: a start-up refusal arrives wrapped in task groups.
+        cause = _unwrap(exc)
+        if not isinstance(
+            cause, DatabaseBehindError | InsecureSettingsError | PersistenceError | OSError
+        ):
+            raise
+        print(f"genai-backend: {cause}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def _migrate(db_settings: object) -> int:

@@ -102,6 +102,21 @@ class Settings(BaseSettings):
         """Tell whether the process runs in development mode."""
         return self.ENVIRONMENT.lower() in {"development", "dev", "local", "test"}
 
+    def insecure_secrets(self) -> list[str]:
+        """Name the signing and encryption secrets that still hold a default or are empty.
+
+        Outside development mode the server refuses to start while this is non-empty.
+        """
+        defaults = {
+            "JWT_SECRET_KEY": (self.JWT_SECRET_KEY, DEFAULT_JWT_SECRET_KEY),
+            "ENCRYPTION_KEYS": (self.ENCRYPTION_KEYS, DEFAULT_ENCRYPTION_KEYS),
+        }
+        return [
+            name
+            for name, (value, default) in defaults.items()
+            if not value.strip() or value == default
+        ]
+
     def api_key_cipher(self) -> ApiKeyCipher:
         """Build the cipher for provider API keys from ``ENCRYPTION_KEYS`` and ``SECRET_KEY``.
 

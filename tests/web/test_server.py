@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 
 from persistence import DatabaseSettings
 from web import Settings
-from web._server import DatabaseBehindError, open_database, open_server
+from web._server import DatabaseBehindError, InsecureSettingsError, open_database, open_server
 
 
 def free_port() -> int:
@@ -123,3 +123,46 @@ class TestServeCommand:
                 proc.wait()
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+class TestSecrets:
+    async def test_production_refuses_default_secrets(
+        self, server_settings: Settings, database_url: str
+    ) -> None:
+        server_settings.ENVIRONMENT = "production"
+        db = DatabaseSettings(DATABASE_URL=database_url)
+        with pytest.raises(InsecureSettingsError, match="JWT_SECRET_KEY and ENCRYPTION_KEYS"):
+            async with open_server(server_settings, db):
+                pass
+        server_settings.JWT_SECRET_KEY = "a-real-signing-key"
+        server_settings.ENCRYPTION_KEYS = ""
+        with pytest.raises(InsecureSettingsError, match="needs its own ENCRYPTION_KEYS "):
+            async with open_server(server_settings, db):
+                pass
+
+    async def test_production_starts_with_its_own_secrets(
+        self, server_settings: Settings, database_url: str
+    ) -> None:
+        server_settings.ENVIRONMENT = "production"
+        server_settings.JWT_SECRET_KEY = "a-real-signing-key"
+        server_settings.ENCRYPTION_KEYS = "k1:a-real-encryption-key"
+        async with open_server(server_settings, DatabaseSettings(DATABASE_URL=database_url)):
+            pass
+
+    def test_the_command_says_why_in_one_line(self, tmp_path: Path) -> None:
+        env = {
+            **os.environ,
+            "ENVIRONMENT": "production",
+            "DATABASE_URL": "postgresql://x@127.0.0.1:1/x",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "web.cli", "serve"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("genai-backend: ENVIRONMENT=production needs its own JWT_SECRET_KEY")
