@@ -2,13 +2,17 @@
 
 Run: ``python3 -m uv run python -m bench.web``. It creates a database on the local
 PostgreSQL (127.0.0.1:5432), seeds 100 agents and 20 flows for one user, serves the app
-with hypercorn and prints ``name=value`` lines.
+with hypercorn in this process and loads each route from a separate client process (so
+the client never competes for the server's event loop): a warm-up, then the measured
+run. It prints ``name=value`` lines.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
+import sys
 import time
 import uuid
 from typing import Any
@@ -27,6 +31,7 @@ from web.common import json_response
 SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 PORT = 18765
 CONCURRENCY = 16
+WARM_UP = 1.0
 DURATION = 4.0
 
 ping = Blueprint("bench_ping", __name__)
@@ -37,21 +42,36 @@ async def ping_route() -> Any:
     return json_response({"ok": True})
 
 
-async def _measure(
-    client: httpx.AsyncClient, path: str, headers: dict[str, str]
-) -> dict[str, float]:
-    latencies: list[float] = []
-    deadline = time.perf_counter() + DURATION
+async def _load(port: int, path: str, headers: dict[str, str], duration: float) -> dict[str, Any]:
+    """Keep CONCURRENCY keep-alive connections busy on ``path`` for ``duration`` seconds.
 
-    async def worker() -> None:
-        while time.perf_counter() < deadline:
-            start = time.perf_counter()
-            response = await client.get(path, headers=headers)
-            assert response.status_code == 200, response.text
-            latencies.append(time.perf_counter() - start)
+    A bare HTTP/1.1 client: it costs far less per request than the server it measures.
+    """
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}\r\n".encode()
+    latencies: list[float] = []
+    deadline = time.perf_counter() + duration
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                writer.write(request)
+                status, *lines = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+                assert status.split()[1] == b"200", status
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in lines
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - start)
+        finally:
+            writer.close()
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    await asyncio.gather(*(connection() for _ in range(CONCURRENCY)))
     elapsed = time.perf_counter() - started
     latencies.sort()
     return {
@@ -59,6 +79,21 @@ async def _measure(
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
     }
+
+
+async def _measure(port: int, path: str, headers: dict[str, str]) -> dict[str, float]:
+    """Warm ``path`` up, then load it from a separate process (its own event loop and CPU)."""
+    args = [sys.executable, "-m", "bench.web", "client", str(port), path, json.dumps(headers)]
+    await _run_client([*args, str(WARM_UP)])
+    return await _run_client([*args, str(DURATION)])
+
+
+async def _run_client(args: list[str]) -> dict[str, float]:
+    process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate()
+    assert process.returncode == 0, process.returncode
+    result: dict[str, float] = json.loads(out)
+    return result
 
 
 async def main() -> None:
@@ -114,11 +149,13 @@ async def main() -> None:
                 body = {"name": f"flow {i}", "description": "benchmark flow", "flow": flow}
                 response = await client.post("/api/agentflows/register", json=body, headers=headers)
                 assert response.status_code == 200, response.text
-            await _measure(client, "/bench/ping", {})  # warm-up
+            for path, expected in (("/api/agents/", 100), ("/api/agentflows/", 20)):
+                listed = (await client.get(path, headers=headers)).json()
+                assert len(listed) == expected, (path, len(listed))
             results = {
-                "trivial": await _measure(client, "/bench/ping", {}),
-                "agents_list_100": await _measure(client, "/api/agents/", headers),
-                "agentflows_list_20": await _measure(client, "/api/agentflows/", headers),
+                "trivial": await _measure(PORT, "/bench/ping", {}),
+                "agents_list_100": await _measure(PORT, "/api/agents/", headers),
+                "agentflows_list_20": await _measure(PORT, "/api/agentflows/", headers),
             }
         stop.set()
         await server
@@ -135,4 +172,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if sys.argv[1:2] == ["client"]:
+        port, path, headers, duration = sys.argv[2:]
+        print(json.dumps(asyncio.run(_load(int(port), path, json.loads(headers), float(duration)))))
+    else:
+        asyncio.run(main())
