@@ -1,0 +1,118 @@
+"""Dynamic supervisors: keyed get-or-start, passivation, limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from runtime import (
+    ActivationLimitError,
+    Actor,
+    ActorDeadError,
+    ActorRef,
+    ChildSpec,
+    DynamicSupervisor,
+    open_actor_system,
+)
+from runtime.testing import RecordingActor, wait_for
+
+
+class SlowStart(Actor[Any]):
+    async def on_start(self) -> None:
+        await anyio.sleep(0.01)
+
+    async def handle(self, message: Any) -> Any:
+        if message == "crash":
+            raise RuntimeError("crash")
+        return message
+
+
+class BadStart(Actor[Any]):
+    async def on_start(self) -> None:
+        raise LookupError("no such session")
+
+
+class TestGetOrStart:
+    async def test_concurrent_callers_get_the_same_actor(self) -> None:
+        dyn = DynamicSupervisor()
+        made: list[SlowStart] = []
+
+        def factory() -> SlowStart:
+            made.append(SlowStart())
+            return made[-1]
+
+        refs: list[ActorRef[Any]] = []
+
+        async def get() -> None:
+            refs.append(await dyn.get_or_start("k", factory))
+
+        async with open_actor_system(ChildSpec("chats", lambda: dyn)) as system:
+            async with anyio.create_task_group() as tg:
+                for _ in range(10):
+                    tg.start_soon(get)
+            assert len(made) == 1
+            assert all(ref is refs[0] for ref in refs)
+            assert dyn.get("k") is refs[0]
+            assert system.supervisor("chats") is dyn
+            assert await refs[0].ask("hi") == "hi"
+
+    async def test_a_crashed_child_restarts_on_the_same_ref(self) -> None:
+        dyn = DynamicSupervisor()
+        async with open_actor_system(ChildSpec("chats", lambda: dyn)):
+            ref = await dyn.get_or_start(1, SlowStart)
+            with pytest.raises(ActorDeadError):
+                await ref.ask("crash")
+            assert await ref.ask("back") == "back"
+            assert await dyn.get_or_start(1, SlowStart) is ref
+
+    async def test_on_start_error_reaches_the_caller(self) -> None:
+        dyn = DynamicSupervisor()
+        async with open_actor_system(ChildSpec("chats", lambda: dyn)):
+            with pytest.raises(LookupError):
+                await dyn.get_or_start("x", BadStart)
+            assert dyn.get("x") is None
+            assert await (await dyn.get_or_start("x", SlowStart)).ask(1) == 1
+
+    async def test_max_children(self) -> None:
+        dyn = DynamicSupervisor(max_children=2)
+        async with open_actor_system(ChildSpec("chats", lambda: dyn)):
+            await dyn.get_or_start("a", RecordingActor)
+            await dyn.get_or_start("b", RecordingActor)
+            with pytest.raises(ActivationLimitError):
+                await dyn.get_or_start("c", RecordingActor)
+            await dyn.stop_child("a")
+            assert dyn.get("a") is None
+            await dyn.get_or_start("c", RecordingActor)
+            assert sorted(dyn.keys()) == ["b", "c"]  # type: ignore[type-var]
+
+
+class TestPassivation:
+    async def test_idle_child_stops_and_is_started_again(self) -> None:
+        dyn = DynamicSupervisor(idle_timeout=0.05)
+        starts: list[RecordingActor] = []
+
+        def factory() -> RecordingActor:
+            starts.append(RecordingActor())
+            return starts[-1]
+
+        async with open_actor_system(ChildSpec("chats", lambda: dyn)) as system:
+            ref = await dyn.get_or_start("s", factory)
+            await ref.tell("hello")
+            await wait_for(lambda: dyn.get("s") is None, timeout=2)
+            assert not ref.is_alive
+            assert system.snapshot().find("chats").children == ()  # type: ignore[union-attr]
+            again = await dyn.get_or_start("s", factory)
+            assert again is not ref
+            assert len(starts) == 2
+            assert await again.ask("ping") == "ping"
+
+    async def test_messages_keep_the_child_alive(self) -> None:
+        dyn = DynamicSupervisor(idle_timeout=0.2)
+        async with open_actor_system(ChildSpec("chats", lambda: dyn)):
+            ref = await dyn.get_or_start("s", RecordingActor)
+            for _ in range(5):
+                await anyio.sleep(0.08)
+                assert await ref.ask("still here") == "still here"
+            assert dyn.get("s") is ref
