@@ -179,6 +179,7 @@ async def open_server(
             ]
             async with open_actor_system(*children, name="genai-backend") as system:
                 services.extras["system"] = system
+                services.metrics.watch_system(system)
                 addresses = await system.ref_of("http").ask(GetAddresses())
                 if embedded_router:
                     router_url = f"ws://{settings.ROUTER_HOST}:{settings.ROUTER_PORT}/ws"

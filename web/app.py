@@ -10,6 +10,7 @@ from quart_schema import Info, QuartSchema, hide
 from .blueprints import BLUEPRINTS
 from .cors import install_cors
 from .errors import register_error_handlers
+from .metrics import install_metrics
 from .openapi import SECURITY_SCHEMES, GenAIOpenAPIProvider
 from .services import EXTENSION_KEY, AppServices
 
@@ -43,7 +44,8 @@ def create_app(
     app.url_map.strict_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_UPLOAD_BYTES
     app.config["GENAI_MAX_JSON_BYTES"] = settings.MAX_JSON_BYTES
-    app.extensions[EXTENSION_KEY] = services or AppServices(settings, sessionmaker)
+    services = services or AppServices(settings, sessionmaker)
+    app.extensions[EXTENSION_KEY] = services
 
     QuartSchema(
         app,
@@ -57,6 +59,7 @@ def create_app(
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    install_metrics(app, services.metrics)
     install_cors(app, settings.BACKEND_CORS_ORIGINS)
     return app
 

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from quart import current_app
 
+from .metrics import Metrics
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,6 +31,7 @@ class AppServices:
     sessionmaker: async_sessionmaker[AsyncSession]
     chats: Any = None
     router: Any = None
+    metrics: Metrics = field(default_factory=Metrics)
     extras: dict[str, Any] = field(default_factory=dict)
 
 

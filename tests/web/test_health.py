@@ -164,3 +164,43 @@ class TestHealth:
     async def test_documented_in_openapi(self, client: QuartClient) -> None:
         paths = (await (await client.get("/openapi.json")).get_json())["paths"]
         assert {"/health", "/health/live", "/health/ready"} <= set(paths)
+
+
+class TestMetrics:
+    async def test_prometheus_text_with_requests_and_actors(
+        self, client: QuartClient, services: AppServices, system: ActorSystem
+    ) -> None:
+        services.metrics.watch_system(system)
+
+        async def registry_stats() -> dict[str, float]:
+            return {"written": 7, "buffered": 2}
+
+        services.metrics.add_probe("log_rows", registry_stats, "Agent log rows")
+        services.metrics.observe_turn("ok", 0.2)
+        assert (await client.get("/health/live")).status_code == 200
+        assert (await client.get("/api/agents/")).status_code == 401
+        response = await client.get("/metrics")
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = (await response.get_data()).decode()
+        assert (
+            'genai_http_requests_total{method="GET",route="/health/live",status="200"} 1.0' in text
+        )
+        assert 'route="/api/agents/",status="401"' in text
+        assert 'genai_actor_mailbox_depth{actor="idle"} 0.0' in text
+        assert 'genai_actor_mailbox_capacity{actor="idle"} 1000.0' in text
+        assert 'genai_actor_restarts_total{actor="idle"} 0.0' in text
+        assert "genai_system_failed 0.0" in text
+        assert 'genai_log_rows{stat="written"} 7.0' in text
+        assert 'genai_chat_turns_total{outcome="ok"} 1.0' in text
+
+    async def test_unmatched_paths_share_one_label(self, client: QuartClient) -> None:
+        for path in ("/nope/1", "/nope/2"):
+            assert (await client.get(path)).status_code == 404
+        text = (await (await client.get("/metrics")).get_data()).decode()
+        assert 'route="<unmatched>",status="404"} 2.0' in text
+
+    async def test_refused_from_elsewhere_without_the_operator_token(
+        self, client: QuartClient
+    ) -> None:
+        assert (await client.get("/metrics", scope_base=REMOTE)).status_code == 403

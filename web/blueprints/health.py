@@ -1,8 +1,8 @@
-"""Operator endpoints: the supervision tree, liveness and readiness.
+"""Operator endpoints: the supervision tree, liveness, readiness and metrics.
 
 ``/health/live`` and ``/health/ready`` are open (orchestrators probe them from
-outside). ``/health`` shows the whole tree, so it answers only on loopback or
-with ``Authorization: Bearer <OPERATOR_TOKEN>``.
+outside). ``/health`` and ``/metrics`` show the inside, so they answer only on
+loopback or with ``Authorization: Bearer <OPERATOR_TOKEN>``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from typing import Any
 
 import anyio
 from pydantic import BaseModel, Field
-from quart import Blueprint, request
+from quart import Blueprint, Response, request
 from quart_schema import tag
 from sqlalchemy import text
 
 from ..common import json_response
 from ..errors import APIError
+from ..metrics import CONTENT_TYPE
 from ..services import services
 from ..validation import responds
 
@@ -186,3 +187,15 @@ async def ready() -> Any:
     over its restart intensity and the server not stopping; 503 with the reason otherwise."""
     state, _, _ = await readiness()
     return json_response(state, 200 if state.ready else 503)
+
+
+@blueprint.get("/metrics")
+@tag(["Health"])
+async def metrics() -> Any:
+    """Prometheus metrics in the text exposition format.
+
+    Open on loopback; elsewhere it needs `Authorization: Bearer <OPERATOR_TOKEN>`.
+    """
+    _require_operator()
+    body = await services().metrics.render()
+    return Response(body, status=200, content_type=CONTENT_TYPE)
