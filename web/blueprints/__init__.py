@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-from . import agents, chats, flows, health, integrations, llm, logs, profiles, users
+from . import agents, chats, files, flows, health, integrations, llm, logs, profiles, users
 
 __all__ = ["BLUEPRINTS"]
 
@@ -17,5 +17,6 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     llm.blueprint,
     logs.blueprint,
     chats.blueprint,
+    files.blueprint,
     health.blueprint,
 )
