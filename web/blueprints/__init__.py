@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-from . import agents, chats, files, flows, health, integrations, llm, logs, profiles, users
+from . import agents, chats, files, flows, health, integrations, llm, logs, profiles, users, ws
 
 __all__ = ["BLUEPRINTS"]
 
@@ -19,4 +19,5 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     chats.blueprint,
     files.blueprint,
     health.blueprint,
+    ws.blueprint,
 )

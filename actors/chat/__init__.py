@@ -1,0 +1,69 @@
+"""Front-end conversations: one `ChatActor` per user and session, under `ChatSupervisor`.
+
+A turn (ENDPOINTS.md §9 "Handling one message") finds or creates the conversation,
+stamps the attached files, resolves the provider and config, decrypts the API key,
+stores the user's message, invokes the master agent with a deadline through the
+`MasterInvoker` port, stores its reply and sends one ``agent_response`` frame to every
+socket subscribed to the session. Failures are answered with the same frame carrying
+``{"response": "<error text>", "agents_trace": [], "is_success": false}``.
+
+Messages of one session run one at a time; one posted during a turn is queued.
+
+Composition: start `chat_supervisor_spec(ChatDeps(...))` in the system, then hand
+``ChatsClient(system, fanout=LogFanoutClient(system))`` to web/ (``AppServices.chats``).
+"""
+
+from __future__ import annotations
+
+from ._actor import DEFAULT_MASTER_TIMEOUT as DEFAULT_MASTER_TIMEOUT
+from ._actor import ChatActor as ChatActor
+from ._actor import ChatDeps as ChatDeps
+from ._actor import ChatMessage as ChatMessage
+from ._actor import PostMessage as PostMessage
+from ._actor import Room as Room
+from ._actor import Subscribe as Subscribe
+from ._actor import Unsubscribe as Unsubscribe
+from ._exceptions import ChatBusyError as ChatBusyError
+from ._exceptions import ChatError as ChatError
+from ._exceptions import ChatUnavailableError as ChatUnavailableError
+from ._frames import ChatInput as ChatInput
+from ._frames import Reply as Reply
+from ._frames import agent_response_frame as agent_response_frame
+from ._frames import error_reply as error_reply
+from ._frames import master_payload as master_payload
+from ._ports import ApiKeyDecrypter as ApiKeyDecrypter
+from ._ports import MasterAnswer as MasterAnswer
+from ._ports import MasterInvoker as MasterInvoker
+from ._supervisor import DEFAULT_CHAT_INTENSITY as DEFAULT_CHAT_INTENSITY
+from ._supervisor import DEFAULT_QUEUED_MESSAGES as DEFAULT_QUEUED_MESSAGES
+from ._supervisor import ChatsClient as ChatsClient
+from ._supervisor import ChatSession as ChatSession
+from ._supervisor import ChatSupervisor as ChatSupervisor
+from ._supervisor import chat_supervisor_spec as chat_supervisor_spec
+
+__all__ = [
+    "DEFAULT_CHAT_INTENSITY",
+    "DEFAULT_MASTER_TIMEOUT",
+    "DEFAULT_QUEUED_MESSAGES",
+    "ApiKeyDecrypter",
+    "ChatActor",
+    "ChatBusyError",
+    "ChatDeps",
+    "ChatError",
+    "ChatInput",
+    "ChatMessage",
+    "ChatSession",
+    "ChatSupervisor",
+    "ChatUnavailableError",
+    "ChatsClient",
+    "MasterAnswer",
+    "MasterInvoker",
+    "PostMessage",
+    "Reply",
+    "Subscribe",
+    "Unsubscribe",
+    "agent_response_frame",
+    "chat_supervisor_spec",
+    "error_reply",
+    "master_payload",
+]

@@ -1,0 +1,355 @@
+"""ChatActor: one front-end conversation of one user; runs its turns one at a time."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from persistence import (
+    AlreadyExistsError,
+    ApiKeyDecryptionError,
+    ChatRepository,
+    ConfigRepository,
+    FileRepository,
+    ProviderRepository,
+    SenderType,
+)
+from runtime import Actor
+
+from ._frames import (
+    CHAT_NOT_FOUND,
+    CONFIG_NOT_FOUND,
+    DECRYPT_FAILED,
+    PROVIDER_NOT_FOUND,
+    UNEXPECTED,
+    ChatInput,
+    Reply,
+    agent_response_frame,
+    configs_for,
+    deadline_text,
+    error_reply,
+    file_dto,
+    is_ollama,
+    master_payload,
+    reply_from_master,
+    stored_content,
+    title_for,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from actors.fanout import SocketOutbox
+    from persistence import File, ModelConfig, ModelProvider
+
+    from ._ports import ApiKeyDecrypter, MasterInvoker
+
+__all__ = [
+    "DEFAULT_MASTER_TIMEOUT",
+    "ChatActor",
+    "ChatDeps",
+    "ChatMessage",
+    "PostMessage",
+    "Room",
+    "Subscribe",
+    "Unsubscribe",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MASTER_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class ChatDeps:
+    """What every chat actor is given.
+
+    Attributes:
+        sessionmaker: Opens one database session per unit of work.
+        master: Invokes the master agent (the router session's client).
+        cipher: Decrypts provider API keys; None refuses every stored key.
+        master_timeout: Deadline of one master invocation, in seconds
+            (setting ``MASTER_AGENT_TIMEOUT``).
+        files_dir: Where uploaded files live; a reply lists only files present there.
+            None lists every file of the request.
+        clock: Wall-clock seconds, for the payload's ``timestamp``.
+        master_errors: The exception types `master` raises for a missing reply, whose
+            ``str()`` is the text to show the user (``actors.session.MasterAgentError``).
+            Any other exception is unexpected.
+    """
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    master: MasterInvoker
+    cipher: ApiKeyDecrypter | None = None
+    master_timeout: float = DEFAULT_MASTER_TIMEOUT
+    files_dir: Path | None = None
+    clock: Callable[[], float] = field(default=time.time)
+    master_errors: tuple[type[Exception], ...] = ()
+
+
+# -- messages ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PostMessage:
+    """Run one turn for this message and answer every subscribed socket."""
+
+    input: ChatInput
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Send this session's frames to ``outbox`` from now on (ask: answered once done)."""
+
+    outbox: SocketOutbox
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """Stop sending frames to ``outbox``; the last one leaving passivates the actor."""
+
+    outbox: SocketOutbox
+
+
+ChatMessage = PostMessage | Subscribe | Unsubscribe
+
+
+# -- state that outlives a crash --------------------------------------------------------
+
+
+class Room:
+    """The sockets of one activation; it survives restarts of the actor after a crash."""
+
+    def __init__(self) -> None:
+        self._outboxes: list[SocketOutbox] = []
+
+    def add(self, outbox: SocketOutbox) -> None:
+        if outbox not in self._outboxes:
+            self._outboxes.append(outbox)
+
+    def remove(self, outbox: SocketOutbox) -> None:
+        if outbox in self._outboxes:
+            self._outboxes.remove(outbox)
+
+    def live(self) -> list[SocketOutbox]:
+        """Return the open outboxes, forgetting the closed ones."""
+        self._outboxes = [outbox for outbox in self._outboxes if not outbox.closed]
+        return list(self._outboxes)
+
+    def broadcast(self, text: str) -> None:
+        """Queue ``text`` on every open outbox; a full one closes itself. Never waits."""
+        for outbox in self.live():
+            outbox.send_nowait(text)
+
+
+@dataclass(slots=True)
+class _Turn:
+    request_id: uuid.UUID
+    user_stored: bool = False
+
+
+# -- the actor --------------------------------------------------------------------------
+
+
+class ChatActor(Actor[ChatMessage]):
+    """The conversation ``session_id`` of user ``user_id``.
+
+    Messages are handled one at a time: a message posted while a turn runs waits in
+    the mailbox and runs next (the queue policy; the mailbox bound limits how many may
+    wait). Every turn ends in exactly one ``agent_response`` frame to every subscribed
+    socket, errors included (ENDPOINTS.md §9, Q4, Q5). An unexpected exception still
+    answers the turn with ``Unexpected error occured. Try again later`` and then crashes
+    the actor, which its supervisor restarts with the same sockets. When the last socket
+    has left and nothing is queued, the actor stops (passivation).
+
+    Args:
+        user_id: The owner.
+        session_id: The conversation id.
+        deps: Database, master invoker, cipher and settings.
+        room: The subscribed sockets, shared with the instances restarted after a crash.
+    """
+
+    def __init__(
+        self, user_id: uuid.UUID, session_id: uuid.UUID, deps: ChatDeps, room: Room
+    ) -> None:
+        self.user_id = user_id
+        self.session_id = session_id
+        self.deps = deps
+        self.room = room
+
+    async def handle(self, message: ChatMessage) -> Any:
+        match message:
+            case Subscribe(outbox):
+                self.room.add(outbox)
+            case Unsubscribe(outbox):
+                self.room.remove(outbox)
+                self._passivate_if_idle()
+            case PostMessage(chat_input):
+                await self._turn(chat_input)
+                self._passivate_if_idle()
+        return None
+
+    def _passivate_if_idle(self) -> None:
+        if not self.room.live() and self.ref.statistics().depth == 0:
+            self.stop()
+
+    async def _turn(self, chat_input: ChatInput) -> None:
+        turn = _Turn(uuid.uuid4())
+        try:
+            reply = await self._steps(chat_input, turn)
+        except Exception:
+            logger.exception("chat turn %s of session %s failed", turn.request_id, self.session_id)
+            await self._finish(turn, error_reply(UNEXPECTED))
+            raise
+        await self._finish(turn, reply)
+
+    async def _steps(self, chat_input: ChatInput, turn: _Turn) -> Reply:
+        """Run ENDPOINTS.md §9 steps 2 to 6; return the reply. Expected failures are replies."""
+        resolved = await self._prepare(chat_input, turn)
+        if isinstance(resolved, Reply):
+            return resolved
+        provider, config, files = resolved
+        api_key: str | None = None
+        if provider.api_key and not is_ollama(provider.name):
+            if self.deps.cipher is None:
+                return error_reply(DECRYPT_FAILED)
+            try:
+                api_key = await self.deps.cipher.decrypt_async(provider.api_key)
+            except ApiKeyDecryptionError:
+                return error_reply(DECRYPT_FAILED)
+        payload = master_payload(
+            session_id=self.session_id,
+            user_id=self.user_id,
+            configs=configs_for(provider, config, api_key),
+            files=files,
+            timestamp=self.deps.clock(),
+        )
+        # The master reads the user's message back over HTTP: commit it first.
+        async with self.deps.sessionmaker.begin() as session:
+            await ChatRepository(session).add_message(
+                self.session_id,
+                sender_type=SenderType.USER,
+                content=chat_input.message,
+                request_id=turn.request_id,
+            )
+        turn.user_stored = True
+        return await self._invoke(payload, turn)
+
+    async def _prepare(
+        self, chat_input: ChatInput, turn: _Turn
+    ) -> Reply | tuple[ModelProvider, ModelConfig, list[dict[str, Any]]]:
+        """Find or create the conversation, stamp the files, resolve provider and config.
+
+        Commits what it did even when it answers an error (the conversation and the
+        stamps stay, as in the original).
+        """
+        owner = self.user_id
+        async with self.deps.sessionmaker.begin() as session:
+            chats = ChatRepository(session)
+            if await chats.get_conversation(self.session_id, owner_id=owner) is None:
+                if await chats.conversation_exists(self.session_id):
+                    return error_reply(CHAT_NOT_FOUND.format(self.session_id))
+                try:
+                    await chats.create_conversation(
+                        self.session_id, owner_id=owner, title=title_for(chat_input.message)
+                    )
+                except AlreadyExistsError:
+                    return error_reply(CHAT_NOT_FOUND.format(self.session_id))
+            files: list[dict[str, Any]] = []
+            if chat_input.files:
+                repo = FileRepository(session)
+                await repo.stamp(
+                    chat_input.files,
+                    owner_id=owner,
+                    session_id=self.session_id,
+                    request_id=turn.request_id,
+                )
+                files = [
+                    file_dto(f)
+                    for f in await repo.list_for_request(turn.request_id, owner_id=owner)
+                ]
+            found = await self._resolve(session, chat_input)
+            if isinstance(found, Reply):
+                return found
+            return (*found, files)
+
+    async def _resolve(
+        self, session: AsyncSession, chat_input: ChatInput
+    ) -> Reply | tuple[ModelProvider, ModelConfig]:
+        owner = self.user_id
+        configs = ConfigRepository(session)
+        if chat_input.provider is None:
+            # The older message form names no provider: use the config's own (Q2).
+            candidates = await configs.list_by_name(chat_input.llm_name, owner_id=owner)
+            if not candidates or candidates[0].provider is None:
+                return error_reply(CONFIG_NOT_FOUND.format(chat_input.llm_name))
+            return candidates[0].provider, candidates[0]
+        provider = await ProviderRepository(session).get_by_name(
+            chat_input.provider, owner_id=owner
+        )
+        if provider is None:
+            return error_reply(PROVIDER_NOT_FOUND.format(chat_input.provider))
+        config = await configs.get_by_name(
+            chat_input.llm_name, provider_id=provider.id, owner_id=owner
+        )
+        if config is None:
+            return error_reply(CONFIG_NOT_FOUND.format(chat_input.llm_name))
+        return provider, config
+
+    async def _invoke(self, payload: dict[str, Any], turn: _Turn) -> Reply:
+        timeout = self.deps.master_timeout
+        try:
+            # The invoker has the same deadline; this one also holds for an edge that
+            # ignores it, so a turn can never wait longer.
+            with anyio.fail_after(timeout):
+                answer = await self.deps.master.invoke_master(
+                    payload,
+                    request_id=str(turn.request_id),
+                    session_id=str(self.session_id),
+                    timeout=timeout,
+                )
+        except TimeoutError:
+            return error_reply(deadline_text(timeout))
+        except self.deps.master_errors as exc:
+            return error_reply(str(exc))
+        reply = reply_from_master(answer.response, answer.execution_time)
+        return reply if reply is not None else error_reply(UNEXPECTED)
+
+    async def _finish(self, turn: _Turn, reply: Reply) -> None:
+        """Store the master's turn (once the user's is stored) and answer every socket.
+
+        The frame goes out even if the database fails; the failure then propagates.
+        """
+        files: list[dict[str, Any]] = []
+        try:
+            async with self.deps.sessionmaker.begin() as session:
+                if turn.user_stored:
+                    await ChatRepository(session).add_message(
+                        self.session_id,
+                        sender_type=SenderType.MASTER_AGENT,
+                        content=stored_content(reply),
+                        request_id=turn.request_id,
+                    )
+                found = await FileRepository(session).list_for_request(
+                    turn.request_id, owner_id=self.user_id
+                )
+            files = [file_dto(f) for f in await self._on_disk(found)]
+        finally:
+            self.room.broadcast(
+                agent_response_frame(
+                    reply, request_id=turn.request_id, session_id=self.session_id, files=files
+                )
+            )
+
+    async def _on_disk(self, files: Sequence[File]) -> list[File]:
+        directory = self.deps.files_dir
+        if directory is None or not files:
+            return list(files)
+        return [f for f in files if await anyio.Path(directory / f.internal_name).exists()]

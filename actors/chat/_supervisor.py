@@ -1,0 +1,226 @@
+"""ChatSupervisor (one ChatActor per user and session) and the clients web/ uses."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import anyio.lowlevel
+
+from actors.fanout import DEFAULT_OUTBOX_CAPACITY, SocketOutbox
+from runtime import (
+    ActivationLimitError,
+    ActorDeadError,
+    ActorError,
+    ChildSpec,
+    DynamicSupervisor,
+    MailboxFullError,
+    OverflowPolicy,
+    Restart,
+    RestartIntensity,
+)
+
+from ._actor import ChatActor, PostMessage, Room, Subscribe, Unsubscribe
+from ._exceptions import ChatBusyError, ChatUnavailableError
+
+if TYPE_CHECKING:
+    from actors.fanout import LogFanoutClient
+    from runtime import ActorRef, ActorSystem
+
+    from ._actor import ChatDeps, ChatMessage
+    from ._frames import ChatInput
+
+__all__ = [
+    "DEFAULT_CHAT_INTENSITY",
+    "DEFAULT_QUEUED_MESSAGES",
+    "ChatSession",
+    "ChatSupervisor",
+    "ChatsClient",
+    "chat_supervisor_spec",
+]
+
+DEFAULT_QUEUED_MESSAGES = 16
+# The window counts the crashes of every session together; a few sessions failing
+# must not take all the others down with the supervisor.
+DEFAULT_CHAT_INTENSITY = RestartIntensity(max_restarts=50, period=10.0)
+
+_ATTACH_ATTEMPTS = 5
+
+
+class ChatSupervisor(DynamicSupervisor):
+    """A dynamic supervisor of `ChatActor`s keyed by (user id, session id).
+
+    Children restart after a crash (transient) and stop by themselves when their last
+    socket has left. Their mailbox fails fast when full (`ChatBusyError` at the edge).
+
+    Args:
+        deps: Given to every chat actor.
+        queued_messages: Mailbox bound of each chat actor.
+        max_children: Limit of live conversations (None: no limit).
+        intensity: Restart limit over all conversations.
+    """
+
+    def __init__(
+        self,
+        deps: ChatDeps,
+        *,
+        queued_messages: int = DEFAULT_QUEUED_MESSAGES,
+        max_children: int | None = None,
+        intensity: RestartIntensity = DEFAULT_CHAT_INTENSITY,
+    ) -> None:
+        super().__init__(
+            max_children=max_children,
+            capacity=queued_messages,
+            overflow=OverflowPolicy.FAIL,
+            restart=Restart.TRANSIENT,
+            intensity=intensity,
+        )
+        self.deps = deps
+
+    async def activate(self, user_id: uuid.UUID, session_id: uuid.UUID) -> ActorRef[ChatMessage]:
+        """Return the chat actor of ``user_id``'s ``session_id``, starting it if needed.
+
+        Raises:
+            ActivationLimitError: ``max_children`` conversations are live.
+            ActorDeadError: The supervisor is not running.
+        """
+        deps = self.deps
+        room = Room()  # one per activation, shared by the restarts of that activation
+
+        def factory() -> ChatActor:
+            return ChatActor(user_id, session_id, deps, room)
+
+        ref: ActorRef[ChatMessage] = await self.get_or_start(f"{user_id}:{session_id}", factory)
+        return ref
+
+
+def chat_supervisor_spec(deps: ChatDeps, *, name: str = "chats", **options: Any) -> ChildSpec:
+    """Return the child spec of the permanent `ChatSupervisor` (``options`` go to it)."""
+    return ChildSpec(name, lambda: ChatSupervisor(deps, **options), restart=Restart.PERMANENT)
+
+
+class ChatSession:
+    """One socket's handle on its conversation: post messages, read frames from `outbox`.
+
+    Create it with `ChatsClient.open_session`.
+    """
+
+    def __init__(
+        self,
+        client: ChatsClient,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        outbox: SocketOutbox,
+    ) -> None:
+        self._client = client
+        self.user_id = user_id
+        self.session_id = session_id
+        self.outbox = outbox
+        self._ref: ActorRef[ChatMessage] | None = None
+
+    async def post(self, chat_input: ChatInput) -> None:
+        """Queue one message for its turn; the answer arrives on `outbox`.
+
+        Waits only if the chat actor has to be started again.
+
+        Raises:
+            ChatBusyError: Too many messages of this session are queued already.
+            ChatUnavailableError: No chat actor can be reached.
+        """
+        ref = self._ref
+        if ref is None or not ref.is_alive:
+            ref = self._ref = await self._client._attach(self.user_id, self.session_id, self.outbox)
+        try:
+            ref.tell_nowait(PostMessage(chat_input))
+        except MailboxFullError as exc:
+            raise ChatBusyError(f"too many messages queued for session {self.session_id}") from exc
+
+    def send_nowait(self, text: str) -> bool:
+        """Queue a frame for this socket only (behind the frames already queued)."""
+        return self.outbox.send_nowait(text)
+
+    def _detach(self) -> None:
+        self.outbox.discard()
+        if self._ref is not None:
+            # Only a hint: the actor forgets closed outboxes by itself after a turn.
+            with contextlib.suppress(MailboxFullError):
+                self._ref.tell_nowait(Unsubscribe(self.outbox))
+
+
+class ChatsClient:
+    """What web/ uses to reach conversations and their live logs.
+
+    Args:
+        system: The actor system running the chat supervisor.
+        path: The chat supervisor's registry path.
+        fanout: The log fan-out; None sends no ``agent_log`` frames.
+        outbox_capacity: Frames that may wait for one socket before it is closed.
+    """
+
+    def __init__(
+        self,
+        system: ActorSystem,
+        *,
+        path: str = "chats",
+        fanout: LogFanoutClient | None = None,
+        outbox_capacity: int = DEFAULT_OUTBOX_CAPACITY,
+    ) -> None:
+        self._system = system
+        self._path = path
+        self._fanout = fanout
+        self._outbox_capacity = outbox_capacity
+
+    def _supervisor(self) -> ChatSupervisor:
+        try:
+            found = self._system.supervisor(self._path)
+        except KeyError as exc:
+            raise ChatUnavailableError("the chat supervisor is not running") from exc
+        if not isinstance(found, ChatSupervisor):
+            raise ChatUnavailableError(f"{self._path!r} is not a chat supervisor")
+        return found
+
+    async def _attach(
+        self, user_id: uuid.UUID, session_id: uuid.UUID, outbox: SocketOutbox
+    ) -> ActorRef[ChatMessage]:
+        # An actor that is passivating when we reach it fails the ask; the next
+        # activation then starts a fresh one.
+        for _ in range(_ATTACH_ATTEMPTS):
+            try:
+                ref = await self._supervisor().activate(user_id, session_id)
+                await ref.ask(Subscribe(outbox))
+            except ActivationLimitError as exc:
+                raise ChatUnavailableError(str(exc)) from exc
+            except ActorDeadError:
+                await anyio.lowlevel.checkpoint()
+                continue
+            except ActorError as exc:
+                raise ChatUnavailableError(f"cannot start session {session_id}") from exc
+            return ref
+        raise ChatUnavailableError(f"cannot reach session {session_id}")
+
+    @contextlib.asynccontextmanager
+    async def open_session(
+        self, user_id: uuid.UUID, session_id: uuid.UUID
+    ) -> AsyncIterator[ChatSession]:
+        """Subscribe a new socket to ``user_id``'s ``session_id`` and its live logs.
+
+        On exit the socket is unsubscribed (even when cancelled); the last socket to
+        leave lets the chat actor passivate.
+
+        Raises:
+            ChatUnavailableError: No chat actor can be reached.
+        """
+        outbox = SocketOutbox(self._outbox_capacity)
+        chat = ChatSession(self, user_id, session_id, outbox)
+        fanout = self._fanout
+        try:
+            chat._ref = await self._attach(user_id, session_id, outbox)
+            if fanout is not None:
+                await fanout.subscribe(user_id, session_id, outbox)
+            yield chat
+        finally:
+            chat._detach()
+            if fanout is not None:
+                fanout.unsubscribe_nowait(user_id, session_id, outbox)

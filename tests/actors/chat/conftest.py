@@ -1,0 +1,146 @@
+"""Fixtures for chat actor tests: users, providers and configs in a real database, a
+scripted master agent edge, and a running chat supervisor."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from actors.chat import ChatDeps, ChatsClient, ChatSession, chat_supervisor_spec
+from actors.fanout import LogFanoutClient, log_fanout_spec
+from persistence import (
+    ApiKeyCipher,
+    ConfigRepository,
+    ProviderRepository,
+    UserRepository,
+)
+from runtime import ActorSystem, open_actor_system
+
+CIPHER = ApiKeyCipher({"k1": "chat-test-secret"})
+
+
+class FakeMasterError(Exception):
+    """Stands for the router session's MasterAgentError: ``str()`` is the user text."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    response: Any
+    execution_time: float
+
+
+@dataclass
+class FakeMaster:
+    """A `MasterInvoker` edge: records every call and answers with ``script``."""
+
+    script: Callable[[Mapping[str, Any]], Awaitable[Any]] | None = None
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    async def invoke_master(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        request_id: str,
+        session_id: str,
+        timeout: float,  # noqa: ASYNC109
+    ) -> Any:
+        self.calls.append(
+            {
+                "payload": dict(payload),
+                "request_id": request_id,
+                "session_id": session_id,
+                "timeout": timeout,
+            }
+        )
+        if self.script is not None:
+            return await self.script(payload)
+        return Answer({"response": "hi", "agents_trace": [], "is_success": True}, 1.5)
+
+
+@dataclass
+class Owner:
+    id: uuid.UUID
+    provider: str
+    config: str
+
+
+class World:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.sessionmaker = sessionmaker
+
+    async def user(
+        self,
+        *,
+        provider: str = "openai",
+        config: str = "gpt",
+        api_key: str | None = "sk-plain",
+        metadata: dict[str, Any] | None = None,
+        credentials: dict[str, Any] | None = None,
+    ) -> Owner:
+        async with self.sessionmaker.begin() as session:
+            user = await UserRepository(session).add(f"u{uuid.uuid4().hex[:10]}", "hash")
+            row = await ProviderRepository(session).add(
+                creator_id=user.id,
+                name=provider,
+                api_key=CIPHER.encrypt(api_key) if api_key else None,
+                provider_metadata=metadata if metadata is not None else {"endpoint": "http://e"},
+            )
+            await ConfigRepository(session).add(
+                creator_id=user.id,
+                provider_id=row.id,
+                name=config,
+                model="gpt-4o",
+                system_prompt="be nice",
+                user_prompt="",
+                temperature=0.7,
+                max_last_messages=3,
+                credentials=credentials if credentials is not None else {"deployment_name": "dep"},
+            )
+        return Owner(user.id, provider, config)
+
+
+@pytest.fixture(name="world")
+def _world(sessionmaker: async_sessionmaker[AsyncSession]) -> World:
+    return World(sessionmaker)
+
+
+@pytest.fixture(name="master")
+def _master() -> FakeMaster:
+    return FakeMaster()
+
+
+@dataclass
+class Running:
+    system: ActorSystem
+    chats: ChatsClient
+    fanout: LogFanoutClient
+
+
+@pytest.fixture(name="deadline")
+def _deadline() -> float:
+    return 5.0
+
+
+@pytest.fixture(name="running")
+async def _running(
+    sessionmaker: async_sessionmaker[AsyncSession], master: FakeMaster, deadline: float
+) -> AsyncIterator[Running]:
+    deps = ChatDeps(
+        sessionmaker, master, CIPHER, master_timeout=deadline, master_errors=(FakeMasterError,)
+    )
+    async with open_actor_system(chat_supervisor_spec(deps), log_fanout_spec()) as system:
+        fanout = LogFanoutClient(system)
+        yield Running(system, ChatsClient(system, fanout=fanout), fanout)
+
+
+async def next_frame(chat: ChatSession, within: float = 5.0) -> dict[str, Any]:
+    with anyio.fail_after(within):
+        frame: dict[str, Any] = json.loads(await chat.outbox.receive())
+    return frame

@@ -1,0 +1,128 @@
+"""The front-end WebSocket ``/frontend/ws`` (ENDPOINTS.md §9).
+
+Messages are validated by hand rather than with ``receive_as``: an invalid frame must
+be answered with the Q3 error frame and the socket kept open, and the older
+``{"llm": {"llm_name": …}}`` form must be read as well (Q2).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID, uuid4
+
+import anyio
+from pydantic import BaseModel, ConfigDict, ValidationError
+from quart import Blueprint, websocket
+
+from actors.chat import ChatBusyError, ChatInput, ChatSession, ChatUnavailableError
+
+from ..auth import resolve_token
+from ..errors import format_error
+from ..services import services
+
+__all__ = ["CLOSE_POLICY", "CLOSE_TOO_SLOW", "IncomingMessage", "blueprint", "parse_message"]
+
+blueprint = Blueprint("ws", __name__)
+
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
+CLOSE_TOO_SLOW = CLOSE_TRY_AGAIN
+CLOSE_INTERNAL = 1011
+BAD_TOKEN = "JWT token is expired or invalid"
+BAD_SESSION = "session_id is not a valid UUID"
+VALIDATION_FAILED = "Message validation failed"
+BUSY = "Too many messages are waiting in this chat. Try again later"
+
+
+class _OlderLlm(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    llm_name: str | None = None
+    provider: str | None = None
+
+
+class IncomingMessage(BaseModel):
+    """One front-end message, in the current or the older form (extra keys ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    message: str
+    llm_name: str | None = None
+    provider: str | None = None
+    llm: _OlderLlm | None = None
+    files: list[UUID] | None = None
+
+    def to_input(self) -> ChatInput | None:
+        """Return the chat input (top-level fields win over the older ``llm`` object),
+        or None when no ``llm_name`` is given in either form."""
+        older = self.llm or _OlderLlm()
+        llm_name = self.llm_name if self.llm_name is not None else older.llm_name
+        if llm_name is None:
+            return None
+        provider = self.provider if self.provider is not None else older.provider
+        return ChatInput(self.message, llm_name, provider, tuple(self.files or ()))
+
+
+def parse_message(data: str | bytes) -> ChatInput | dict[str, Any]:
+    """Return the chat input of one frame, or the Q3 error frame for an invalid one."""
+    try:
+        found = IncomingMessage.model_validate_json(data).to_input()
+    except ValidationError as exc:
+        errors = [format_error(error) for error in exc.errors(include_url=False)]
+        return {"type": "error", "error": VALIDATION_FAILED, "details": errors}
+    if found is None:
+        raw = json.loads(data)
+        missing = {"type": "missing", "loc": ["llm_name"], "msg": "Field required", "input": raw}
+        return {"type": "error", "error": VALIDATION_FAILED, "details": [missing]}
+    return found
+
+
+def _error_frame(text: str) -> str:
+    return json.dumps({"type": "error", "error": text}, separators=(",", ":"))
+
+
+@blueprint.websocket("/frontend/ws")
+async def frontend_ws() -> None:
+    """Authenticate, subscribe to the conversation, then relay frames both ways."""
+    caller = await resolve_token(websocket.args.get("token") or "", allow_agent=False)
+    if caller is None:
+        await websocket.close(CLOSE_POLICY, BAD_TOKEN)
+        return
+    raw_session = websocket.args.get("session_id")
+    try:
+        session_id = UUID(raw_session) if raw_session is not None else uuid4()
+    except ValueError:
+        await websocket.close(CLOSE_POLICY, BAD_SESSION)
+        return
+    await websocket.accept()
+    try:
+        async with (
+            services().chats.open_session(caller.user_id, session_id) as chat,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(_write, chat, tg.cancel_scope)
+            await _read(chat)
+    except ChatUnavailableError:
+        await websocket.close(CLOSE_TRY_AGAIN, "Chat is not available. Try again later")
+
+
+async def _read(chat: ChatSession) -> None:
+    while True:
+        parsed = parse_message(await websocket.receive())
+        if isinstance(parsed, dict):
+            chat.send_nowait(json.dumps(parsed, ensure_ascii=False, default=str))
+            continue
+        try:
+            await chat.post(parsed)
+        except ChatBusyError:
+            chat.send_nowait(_error_frame(BUSY))
+
+
+async def _write(chat: ChatSession, scope: anyio.CancelScope) -> None:
+    # The only task that sends on the socket, so frames leave in the order queued.
+    async for text in chat.outbox.frames():
+        await websocket.send(text)
+    if chat.outbox.overflowed:
+        await websocket.close(CLOSE_TOO_SLOW, "Too many frames waiting. Reconnect")
+    scope.cancel()
