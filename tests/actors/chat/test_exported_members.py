@@ -1,0 +1,58 @@
+"""The public surfaces of ``actors.chat`` and ``actors.fanout`` are exactly their ``__all__``."""
+
+from __future__ import annotations
+
+import actors.chat
+import actors.fanout
+
+
+def test_all_names_are_exported_and_public() -> None:
+    for module in (actors.chat, actors.fanout):
+        for name in module.__all__:
+            assert hasattr(module, name), name
+            assert not name.startswith("_"), name
+
+
+def test_public_surface_is_pinned() -> None:
+    assert sorted(actors.chat.__all__) == sorted(
+        [
+            "DEFAULT_CHAT_INTENSITY",
+            "DEFAULT_MASTER_TIMEOUT",
+            "DEFAULT_QUEUED_MESSAGES",
+            "ApiKeyDecrypter",
+            "ChatActor",
+            "ChatBusyError",
+            "ChatDeps",
+            "ChatError",
+            "ChatInput",
+            "ChatMessage",
+            "ChatSession",
+            "ChatSupervisor",
+            "ChatUnavailableError",
+            "ChatsClient",
+            "MasterAnswer",
+            "MasterInvoker",
+            "PostMessage",
+            "Reply",
+            "Subscribe",
+            "Unsubscribe",
+            "agent_response_frame",
+            "chat_supervisor_spec",
+            "error_reply",
+            "master_payload",
+        ]
+    )
+    assert sorted(actors.fanout.__all__) == sorted(
+        [
+            "DEFAULT_OUTBOX_CAPACITY",
+            "LogFanout",
+            "LogFanoutClient",
+            "LogSink",
+            "LogsStored",
+            "SocketOutbox",
+            "SubscribeLogs",
+            "UnsubscribeLogs",
+            "log_fanout_spec",
+            "log_frame",
+        ]
+    )
