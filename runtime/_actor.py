@@ -32,10 +32,10 @@ DEFAULT_ASK_TIMEOUT = 5.0
 
 # The actor loop yields to the scheduler at least this often even when every
 # handler returns without waiting, so a busy actor cannot starve the others.
-_YIELD_MASK = 15
+_YIELD_MASK = 127
 # A sender that never has to wait still yields this often, so a tight `tell`
 # loop under a dropping policy cannot starve the event loop.
-_YIELD_EVERY_SENDS = 32
+_YIELD_EVERY_SENDS = 128
 
 
 class Actor(Generic[MsgT]):
@@ -202,9 +202,9 @@ class ActorRef(Generic[MsgT]):
                 # Full under WAIT: waiting for room counts against the deadline.
                 with anyio.fail_after(timeout):
                     await mailbox.put(slot)
-                    await slot.wait(None)
+                    await slot.wait(None, None)
             else:
-                await slot.wait(timeout)
+                await slot.wait(mailbox.deadlines, timeout)
         finally:
             if not slot.done:
                 slot.abandoned = True

@@ -14,7 +14,7 @@ import anyio
 import anyio.lowlevel
 
 from ._exceptions import ActorDeadError, MailboxFullError
-from ._messages import Ask, running_loop
+from ._messages import Ask, Deadlines, running_loop
 
 __all__ = ["EMPTY", "Mailbox", "MailboxStatistics", "OverflowPolicy"]
 
@@ -22,7 +22,7 @@ logger = logging.getLogger("runtime.deadletters")
 
 # A sender that never has to wait still yields to the scheduler this often, so a
 # tight `tell` loop under a dropping policy cannot starve the event loop.
-_YIELD_EVERY = 32
+_YIELD_EVERY = 128
 
 
 class OverflowPolicy(enum.Enum):
@@ -101,6 +101,7 @@ class Mailbox:
         "_sends",
         "capacity",
         "dead_letters",
+        "deadlines",
         "dropped",
         "high_water",
         "name",
@@ -135,6 +136,7 @@ class Mailbox:
         self._control: deque[Any] = deque()
         # The reading actor parks on a bare future under asyncio (cheap), else an anyio Event.
         self._loop = running_loop()
+        self.deadlines = Deadlines(self._loop) if self._loop is not None else None
         self._getter: Any = None
         self._putters: deque[anyio.Event] = deque()
         self._closed = False

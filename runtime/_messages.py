@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +52,16 @@ class Ask:
     scope per request; elsewhere it uses anyio primitives.
     """
 
-    __slots__ = ("_event", "_future", "abandoned", "done", "error", "message", "value")
+    __slots__ = (
+        "_event",
+        "_future",
+        "abandoned",
+        "deadline",
+        "done",
+        "error",
+        "message",
+        "value",
+    )
 
     def __init__(self, message: Any, loop: asyncio.AbstractEventLoop | None) -> None:
         self.message = message
@@ -59,6 +69,7 @@ class Ask:
         self.error: BaseException | None = None
         self.done = False
         self.abandoned = False
+        self.deadline = 0.0
         if loop is not None:
             self._future: asyncio.Future[None] | None = loop.create_future()
             self._event: anyio.Event | None = None
@@ -87,29 +98,70 @@ class Ask:
             self.error = error
             self._wake()
 
-    async def wait(self, timeout: float | None) -> None:  # noqa: ASYNC109
-        """Wait for the reply; raise `TimeoutError` after `timeout` seconds."""
+    def expire(self) -> None:
+        """Wake the waiter without a reply: it raises `TimeoutError`."""
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+
+    async def wait(self, deadlines: Deadlines | None, timeout: float | None) -> None:  # noqa: ASYNC109
+        """Wait for the reply; raise `TimeoutError` after `timeout` seconds.
+
+        Under asyncio the deadline is kept by `deadlines` (one timer for many
+        requests) instead of a cancel scope per request.
+        """
         future = self._future
-        if future is None:
+        if future is None or deadlines is None:
             assert self._event is not None
             with anyio.fail_after(timeout):
                 await self._event.wait()
             return
-        if timeout is None:
-            await future
-            return
-        timer = future.get_loop().call_later(timeout, _expire, future)
-        try:
-            await future
-        finally:
-            timer.cancel()
+        if timeout is not None:
+            deadlines.add(self, timeout)
+        await future
         if not self.done:
             raise TimeoutError
 
 
-def _expire(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+class Deadlines:
+    """Expire asks with one timer: deadlines mostly arrive in increasing order.
+
+    A per-request `call_later` (or cancel scope) costs as much as the rest of
+    a round trip, so requests wait in a FIFO and a single timer fires for the
+    earliest one. A request whose deadline is earlier than the last queued one
+    gets a timer of its own.
+    """
+
+    __slots__ = ("_loop", "_queue", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: deque[Ask] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, slot: Ask, timeout: float) -> None:
+        loop = self._loop
+        slot.deadline = deadline = loop.time() + timeout
+        queue = self._queue
+        while queue and queue[0].done:
+            queue.popleft()
+        if queue and queue[-1].deadline > deadline:
+            loop.call_at(deadline, slot.expire)
+            return
+        queue.append(slot)
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        queue = self._queue
+        while queue:
+            slot = queue[0]
+            if not slot.done and slot.deadline > now:
+                self._timer = self._loop.call_at(slot.deadline, self._fire)
+                return
+            queue.popleft()
+            slot.expire()
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:

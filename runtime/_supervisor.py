@@ -130,7 +130,8 @@ class SupervisorBase:
         self._events = send
         error: Exception | None = None
         try:
-            async with anyio.create_task_group() as tg, send, receive:
+            # The event streams close only after every child wrapper has finished.
+            async with send, receive, anyio.create_task_group() as tg:
                 self._tg = tg
                 try:
                     self._children = self._initial_children(cell)

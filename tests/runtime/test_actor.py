@@ -15,7 +15,7 @@ from runtime import (
     Restart,
     open_actor_system,
 )
-from runtime.testing import RecordingActor, wait_for_state
+from runtime.testing import RecordingActor, wait_for, wait_for_state
 
 
 class Doubler(Actor[int]):
@@ -120,3 +120,47 @@ class TestStart:
             ref = await system.start(ChildSpec("good", Doubler))
             info = await wait_for_state(ref, None, ActorState.RUNNING)
             assert info.state is ActorState.RUNNING
+
+
+class TestAskDeadlines:
+    async def test_shorter_deadline_after_a_longer_one(self) -> None:
+        slow = Slow()
+        async with open_actor_system(ChildSpec("slow", lambda: slow)) as system:
+            ref = system.ref_of("slow")
+            outcomes: list[str] = []
+
+            async def ask(seconds: float) -> None:
+                try:
+                    await ref.ask("slow", timeout=seconds)
+                except TimeoutError:
+                    outcomes.append(f"timeout {seconds}")
+                else:
+                    outcomes.append(f"reply {seconds}")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ask, 5.0)
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(ask, 0.01)
+                await wait_for(lambda: bool(outcomes), timeout=2)
+                slow.release.set()
+            assert outcomes == ["timeout 0.01", "reply 5.0"]
+
+    async def test_many_asks_expire_in_order(self) -> None:
+        slow = Slow()
+        async with open_actor_system(ChildSpec("slow", lambda: slow)) as system:
+            ref = system.ref_of("slow")
+            timeouts = 0
+
+            async def ask() -> None:
+                nonlocal timeouts
+                with pytest.raises(TimeoutError):
+                    await ref.ask("slow", timeout=0.02)
+                timeouts += 1
+
+            with anyio.fail_after(2):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(5):
+                        tg.start_soon(ask)
+            assert timeouts == 5
+            slow.release.set()
+            assert await ref.ask("after") == "after"

@@ -152,7 +152,9 @@ class TestIntensity:
             assert system.degraded
             snapshot = system.snapshot()
             assert snapshot.over_intensity
-            assert snapshot.find("a").state is ActorState.FAILED  # type: ignore[union-attr]
+            failed = snapshot.find("a")
+            assert failed is not None
+            assert failed.state is ActorState.FAILED
             assert await system.ref_of("b").ask("still up") == "still up"
 
     async def test_old_restarts_leave_the_window(self) -> None:
