@@ -196,13 +196,21 @@ class ActorRef(Generic[MsgT]):
         mailbox = self._mailbox
         if mailbox.closed:
             raise ActorDeadError(f"actor {self._cell.path!r} is not running")
-        slot = Ask(message, mailbox._loop)
+        loop = mailbox._loop
+        slot = Ask(message, loop)
         try:
             if not mailbox.offer(slot):
                 # Full under WAIT: waiting for room counts against the deadline.
                 with anyio.fail_after(timeout):
                     await mailbox.put(slot)
                     await slot.wait(None, None)
+            elif loop is not None and timeout is not None:
+                # Slot.wait inlined: this is the hot path of every request.
+                assert mailbox.deadlines is not None
+                mailbox.deadlines.add(slot, timeout)
+                await slot._future  # type: ignore[misc]
+                if not slot.done:
+                    raise TimeoutError
             else:
                 await slot.wait(mailbox.deadlines, timeout)
         finally:
@@ -357,6 +365,7 @@ class Cell:
         control = mailbox._control
         items = mailbox._items
         putters = mailbox._putters
+        loop = mailbox._loop
         count = 0
         while True:
             if control:
@@ -370,7 +379,16 @@ class Cell:
                 if mailbox.closed:
                     return "stopped"
                 if self.idle_timeout is None:
-                    await mailbox.wait_readable()
+                    if loop is None:
+                        await mailbox.wait_readable()
+                        continue
+                    # Mailbox.wait_readable inlined for asyncio: a bare future.
+                    waiter = mailbox._getter = loop.create_future()
+                    try:
+                        await waiter
+                    finally:
+                        if mailbox._getter is waiter:
+                            mailbox._getter = None
                 else:
                     with anyio.move_on_after(self.idle_timeout):
                         await mailbox.wait_readable()

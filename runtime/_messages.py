@@ -110,12 +110,13 @@ class Ask:
         requests) instead of a cancel scope per request.
         """
         future = self._future
-        if future is None or deadlines is None:
+        if future is None:
             assert self._event is not None
             with anyio.fail_after(timeout):
                 await self._event.wait()
             return
         if timeout is not None:
+            assert deadlines is not None
             deadlines.add(self, timeout)
         await future
         if not self.done:

@@ -164,3 +164,23 @@ class TestAskDeadlines:
             assert timeouts == 5
             slow.release.set()
             assert await ref.ask("after") == "after"
+
+    async def test_ask_waits_for_room_within_its_deadline(self) -> None:
+        slow = Slow()
+        async with open_actor_system(ChildSpec("slow", lambda: slow, capacity=1)) as system:
+            ref = system.ref_of("slow")
+            await ref.tell("slow")
+            await anyio.wait_all_tasks_blocked()
+            await ref.tell("fills the mailbox")
+            with pytest.raises(TimeoutError):
+                await ref.ask("no room", timeout=0.02)
+            async with anyio.create_task_group() as tg:
+                replies: list[Any] = []
+
+                async def ask() -> None:
+                    replies.append(await ref.ask("waits for room", timeout=2))
+
+                tg.start_soon(ask)
+                await anyio.wait_all_tasks_blocked()
+                slow.release.set()
+            assert replies == ["waits for room"]
