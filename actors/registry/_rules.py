@@ -1,0 +1,132 @@
+"""The registry's pure rules: agent names and aliases, agent JWTs, and log validation.
+
+Name rule (ENDPOINTS.md §3): spaces become ``_`` and the name is lowercased; at most
+55 characters. Alias rule (API.md §13.8): strip the last ``_xxxxxx`` segment of the
+current alias; if the rest equals the new name, keep the alias, else make a new one,
+``<name>_<6 random lowercase letters>``.
+
+Two decisions where upstream misbehaves:
+
+- Upstream compares the alias with the *raw* ``agent_name`` and builds the new alias
+  from it (``MyAgent_pfpusk``). We use the normalised name for both, so an alias is
+  always a valid tool name for the master agent and does not change on every
+  reconnect of an agent whose name has capitals or spaces.
+- A name over 55 characters makes upstream's whole update fail, so the connected
+  agent stays inactive and invisible. We keep its stored name and alias, store the
+  rest (description, input schema) and mark it active, logging a warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import string
+import uuid
+from typing import Any
+
+import jwt
+
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "AgentClaims",
+    "ValidLog",
+    "decode_agent_jwt",
+    "is_agent_id",
+    "new_alias",
+    "next_alias",
+    "normalise_name",
+    "validate_log",
+]
+
+MAX_NAME_LENGTH = 55
+_ALIAS_LETTERS = 6
+
+
+def normalise_name(name: str) -> str:
+    """Return ``name`` with spaces turned into ``_``, lowercased."""
+    return name.replace(" ", "_").lower()
+
+
+def new_alias(name: str, rng: random.Random | None = None) -> str:
+    """Return ``<name>_<6 random lowercase letters>``."""
+    choice = (rng or random).choice
+    return f"{name}_{''.join(choice(string.ascii_lowercase) for _ in range(_ALIAS_LETTERS))}"
+
+
+def next_alias(current: str, name: str) -> str | None:
+    """Return None to keep ``current`` (it was made from ``name``), else a new alias."""
+    if current and current.rpartition("_")[0] == name:
+        return None
+    return new_alias(name)
+
+
+def is_agent_id(client_id: str) -> bool:
+    """Whether a router client id is an agent UUID (not a master or temporary id)."""
+    try:
+        uuid.UUID(client_id)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AgentClaims:
+    """The claims of a valid agent JWT."""
+
+    agent_id: uuid.UUID
+    user_id: uuid.UUID
+
+
+def decode_agent_jwt(
+    token: str | None, secret: str, algorithm: str = "HS256"
+) -> AgentClaims | None:
+    """Return the claims of a valid agent token, or None.
+
+    Valid means: signed with ``secret``, not expired, with ``sub``, ``exp`` and
+    ``user_id``, both ids UUIDs (API.md §9.4).
+    """
+    if not token:
+        return None
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=[algorithm], options={"require": ["sub", "exp", "user_id"]}
+        )
+        return AgentClaims(uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["user_id"])))
+    except (jwt.PyJWTError, ValueError, TypeError, AttributeError):
+        return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ValidLog:
+    """An ``agent_log`` that may be stored."""
+
+    session_id: uuid.UUID
+    request_id: uuid.UUID
+    agent_id: str
+    log_level: str
+    message: str
+
+
+def validate_log(
+    agent_id: str, session_id: Any, request_id: Any, log_level: Any, message: Any
+) -> ValidLog | None:
+    """Return the log to store, or None to drop it.
+
+    Stored only when ``session_id``, ``request_id`` and ``log_level`` are non-empty,
+    the ids are UUIDs and there is a message (API.md §9.6). NUL characters, which
+    PostgreSQL text refuses, become U+FFFD.
+    """
+    if not session_id or not request_id or not log_level or message is None:
+        return None
+    try:
+        sid = uuid.UUID(str(session_id))
+        rid = uuid.UUID(str(request_id))
+    except ValueError:
+        return None
+    text = message if isinstance(message, str) else str(message)
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    level = str(log_level)
+    if "\x00" in level:
+        level = level.replace("\x00", "\ufffd")
+    return ValidLog(sid, rid, agent_id, level, text)

@@ -1,0 +1,129 @@
+"""The session's port to the router: a `RouterConnection` Protocol and its WebSocket adapter.
+
+Errors of the ``websockets`` client are translated where they enter, into
+`RouterConnectionError` chained to the original (httpcore's ``map_exceptions``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Protocol
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
+
+from ._exceptions import RouterConnectionError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+__all__ = ["Connector", "RouterConnection", "WebSocketConnector"]
+
+# Our own sockets trust the router; the agents' 1 MiB limit is the router's business.
+_MAX_FRAME = 64 * 2**20
+
+
+class RouterConnection(Protocol):
+    """One open WebSocket to the router, carrying JSON text frames."""
+
+    async def send(self, text: str) -> None:
+        """Send one text frame; waits for room in the socket's buffer.
+
+        Raises:
+            RouterConnectionError: The socket is closed or broken.
+        """
+
+    async def recv(self) -> str:
+        """Wait for the next text frame and return it.
+
+        Raises:
+            RouterConnectionError: The socket closed (cleanly or not).
+        """
+
+    async def aclose(self) -> None:
+        """Close the socket; waits for the closing handshake (bounded)."""
+
+
+class Connector(Protocol):
+    """Opens connections to one router."""
+
+    @property
+    def url(self) -> str:
+        """The router's WebSocket URL."""
+
+    async def connect(self, headers: Mapping[str, str]) -> RouterConnection:
+        """Open a socket with these handshake headers.
+
+        Raises:
+            RouterConnectionError: The router cannot be reached or refused the handshake.
+        """
+
+
+@contextlib.contextmanager
+def _mapped() -> Iterator[None]:
+    try:
+        yield
+    except (WebSocketException, OSError, TimeoutError) as exc:
+        raise RouterConnectionError(f"router connection failed: {exc!r}") from exc
+
+
+class _WebSocket:
+    __slots__ = ("_ws",)
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+
+    async def send(self, text: str) -> None:
+        with _mapped():
+            await self._ws.send(text)
+
+    async def recv(self) -> str:
+        with _mapped():
+            data = await self._ws.recv()
+        return data if isinstance(data, str) else data.decode()
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(WebSocketException, OSError, TimeoutError):
+            await self._ws.close()
+
+
+class WebSocketConnector:
+    """Open router sockets with the ``websockets`` asyncio client.
+
+    Args:
+        url: The router's URL, e.g. ``ws://127.0.0.1:8080/ws``.
+        open_timeout: Seconds allowed for the TCP connect and the handshake.
+        close_timeout: Seconds allowed for the closing handshake.
+        ping_interval: Seconds between WebSocket pings on long-lived sockets
+            (``None``: no pings); a missed pong closes the socket.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        open_timeout: float = 5.0,
+        close_timeout: float = 1.0,
+        ping_interval: float | None = 20.0,
+    ) -> None:
+        self._url = url
+        self.open_timeout = open_timeout
+        self.close_timeout = close_timeout
+        self.ping_interval = ping_interval
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    async def connect(self, headers: Mapping[str, str]) -> RouterConnection:
+        with _mapped():
+            ws = await connect(
+                self._url,
+                additional_headers=dict(headers),
+                open_timeout=self.open_timeout,
+                close_timeout=self.close_timeout,
+                ping_interval=self.ping_interval,
+                max_size=_MAX_FRAME,
+                compression=None,
+            )
+        return _WebSocket(ws)
