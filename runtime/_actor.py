@@ -227,8 +227,12 @@ class ActorRef(Generic[MsgT]):
     def watch(self, watcher: ActorRef[Any]) -> None:
         """Deliver `Down(self, reason)` to `watcher` when this actor stops or restarts.
 
-        The watch survives restarts and ends when this actor stops for good. If
-        it is not alive now, `watcher` gets ``Down(self, "noproc")`` at once.
+        `Down` travels on the watcher's control channel, ahead of its user
+        messages, so the watcher's message type must admit `Down`. The watch
+        lasts until `unwatch`, across restarts of this actor (and a supervised
+        ref that comes back after its parent restarted keeps its watchers); it
+        is dropped once a `Down` finds the watcher stopped. If this actor is
+        not alive now, `watcher` gets ``Down(self, "noproc")`` at once instead.
         Does not wait.
         """
         self._cell.add_watcher(watcher)
@@ -447,14 +451,14 @@ class Cell:
     def mark_restarting(self, error: BaseException | None) -> None:
         """The instance is gone and another will start: keep the mailbox, tell watchers."""
         self.set_state(ActorState.RESTARTING)
-        self._notify("restarting", error, final=False)
+        self._notify("restarting", error)
 
     def terminate(self, state: ActorState, error: BaseException | None = None) -> None:
         """Stop for good: close the mailbox (failing queued asks) and tell watchers."""
         self.set_state(state)
         self.backoff_until = None
         self.mailbox.close()
-        self._notify("failed" if state is ActorState.FAILED else "stopped", error, final=True)
+        self._notify("failed" if state is ActorState.FAILED else "stopped", error)
 
     def add_watcher(self, watcher: ActorRef[Any]) -> None:
         if self.mailbox.closed:
@@ -462,15 +466,13 @@ class Cell:
         else:
             self.watchers[id(watcher._cell)] = watcher
 
-    def _notify(self, reason: str, error: BaseException | None, *, final: bool) -> None:
+    def _notify(self, reason: str, error: BaseException | None) -> None:
         if not self.watchers:
             return
         down = Down(self.ref, reason, error)
         for watcher in list(self.watchers.values()):
             if not watcher._mailbox.put_control(down):
                 self.watchers.pop(id(watcher._cell), None)
-        if final:
-            self.watchers.clear()
 
     def snapshot(self) -> ActorInfo | SupervisorInfo:
         if self.kind != "actor" and self.instance is not None:

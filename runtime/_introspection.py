@@ -94,6 +94,7 @@ class ActorInfo:
             "high_water": stats.high_water,
             "waiting_senders": stats.waiting_senders,
             "soft_limit": stats.soft_limit,
+            "dead_letter_reasons": dict(stats.dead_letter_reasons),
         }
         return data
 

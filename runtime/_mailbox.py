@@ -55,6 +55,7 @@ class MailboxStatistics:
         high_water: Largest depth seen.
         waiting_senders: Senders blocked on a full mailbox.
         soft_limit: Depth above which the actor reports itself degraded.
+        dead_letter_reasons: Dead letters counted by reason, as (reason, count) pairs.
     """
 
     depth: int
@@ -68,6 +69,7 @@ class MailboxStatistics:
     high_water: int
     waiting_senders: int
     soft_limit: int
+    dead_letter_reasons: tuple[tuple[str, int], ...] = ()
 
     @property
     def over_soft_limit(self) -> bool:
@@ -100,6 +102,7 @@ class Mailbox:
         "_putters",
         "_sends",
         "capacity",
+        "dead_letter_reasons",
         "dead_letters",
         "deadlines",
         "dropped",
@@ -143,6 +146,7 @@ class Mailbox:
         self._sends = 0
         self.received = self.processed = self.dropped = self.rejected = 0
         self.dead_letters = self.high_water = 0
+        self.dead_letter_reasons: dict[str, int] = {}
 
     # -- senders -----------------------------------------------------------
 
@@ -319,6 +323,7 @@ class Mailbox:
     def dead_letter(self, message: Any, reason: str) -> None:
         """Count `message` as never delivered and log it at debug level."""
         self.dead_letters += 1
+        self.dead_letter_reasons[reason] = self.dead_letter_reasons.get(reason, 0) + 1
         logger.debug("dead letter to %s (%s): %r", self.name, reason, message)
         if self.on_dead_letter is not None:
             self.on_dead_letter(self.name, message, reason)
@@ -337,4 +342,5 @@ class Mailbox:
             high_water=self.high_water,
             waiting_senders=len(self._putters),
             soft_limit=self.soft_limit,
+            dead_letter_reasons=tuple(sorted(self.dead_letter_reasons.items())),
         )

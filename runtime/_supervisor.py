@@ -152,6 +152,11 @@ class SupervisorBase:
                 tg.cancel_scope.cancel()
         finally:
             self._tg = None
+            # Cancelled from outside: nothing ran the graceful path, so close the
+            # mailboxes here (failing pending asks) instead of leaving live-looking refs.
+            for child in self._children:
+                if child.cell.state not in (ActorState.STOPPED, ActorState.FAILED):
+                    child.cell.terminate(ActorState.STOPPED)
             self._events = None
         if error is not None:
             raise error

@@ -197,4 +197,7 @@ async def _run_root(cell: Cell, root: Supervisor, *, task_status: Any) -> None:
     except Exception as exc:
         cell.terminate(ActorState.FAILED, exc)
         raise
-    cell.terminate(ActorState.STOPPED)
+    finally:
+        # Also on cancellation from outside.
+        if cell.state not in (ActorState.STOPPED, ActorState.FAILED):
+            cell.terminate(ActorState.STOPPED)

@@ -82,6 +82,7 @@ class TestOverflow:
             await wait_for(lambda: len(blocker.messages) == 2)
             assert blocker.messages == [1, 2]
             assert [d.reason for d in system.recent_dead_letters()] == ["dropped (newest)"] * 3
+            assert stats.dead_letter_reasons == (("dropped (newest)", 3),)
 
     async def test_drop_oldest(self) -> None:
         blocker = Blocker()

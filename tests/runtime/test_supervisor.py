@@ -259,3 +259,18 @@ class TestShutdown:
         assert scope.cancelled_caught
         await anyio.wait_all_tasks_blocked()
         assert len(anyio.get_running_tasks()) == before
+
+    async def test_refs_are_dead_after_cancellation(self) -> None:
+        log: Log = []
+        with anyio.CancelScope() as scope:
+            async with open_actor_system(
+                ChildSpec("sup", lambda: Supervisor(specs(log, "b"))),
+            ) as system:
+                ref = system.ref_of("sup.b")
+                scope.cancel()
+        assert not ref.is_alive
+        with pytest.raises(ActorDeadError):
+            await ref.ask("anyone?")
+        snapshot = system.snapshot()
+        assert snapshot.state is ActorState.STOPPED
+        assert snapshot.find("sup.b").state is ActorState.STOPPED  # type: ignore[union-attr]
