@@ -1,6 +1,13 @@
 """Throughput of the actor runtime against pykka and a bare memory stream.
 
 Run: ``python -m bench.runtime``. Prints one ``name=value`` per line.
+
+The runtime's actor has its full mailbox on (bound 1000, WAIT policy,
+statistics, control channel); its handler does nothing. ``tell`` counts
+messages handled per second, ``ask`` round trips per second. pykka's threaded
+actor and a pair of anyio memory object streams (the floor of what a task-to-task
+hand-off costs) do the same work. Each figure is the best of a few rounds, which
+keeps the ratios steady on a busy machine.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from runtime import Actor, ChildSpec, OverflowPolicy, open_actor_system
 
 TELLS = 200_000
 ASKS = 20_000
+ROUNDS = 3
 
 
 class _Counter(Actor[int]):
@@ -31,6 +39,10 @@ class _Counter(Actor[int]):
         return message
 
 
+def _best(results: dict[str, float], key: str, value: float) -> None:
+    results[key] = max(results.get(key, 0.0), value)
+
+
 async def _runtime(results: dict[str, float]) -> None:
     done = anyio.Event()
     counter = _Counter(done, TELLS)
@@ -41,11 +53,11 @@ async def _runtime(results: dict[str, float]) -> None:
         for i in range(TELLS):
             await ref.tell(i)
         await done.wait()
-        results["tell_per_s"] = TELLS / (time.perf_counter() - start)
+        _best(results, "tell_per_s", TELLS / (time.perf_counter() - start))
         start = time.perf_counter()
         for i in range(ASKS):
             await ref.ask(i)
-        results["ask_per_s"] = ASKS / (time.perf_counter() - start)
+        _best(results, "ask_per_s", ASKS / (time.perf_counter() - start))
 
 
 async def _stream(results: dict[str, float]) -> None:
@@ -65,12 +77,12 @@ async def _stream(results: dict[str, float]) -> None:
             await send.send((i, False))
         await send.send((-1, True))
         await reply_receive.receive()
-        results["stream_tell_per_s"] = TELLS / (time.perf_counter() - start)
+        _best(results, "stream_tell_per_s", TELLS / (time.perf_counter() - start))
         start = time.perf_counter()
         for i in range(ASKS):
             await send.send((i, True))
             await reply_receive.receive()
-        results["stream_ask_per_s"] = ASKS / (time.perf_counter() - start)
+        _best(results, "stream_ask_per_s", ASKS / (time.perf_counter() - start))
         await send.aclose()
 
 
@@ -92,12 +104,12 @@ def _pykka(results: dict[str, float]) -> None:
         for i in range(tells):
             ref.tell(i)
         ref.ask(-1)  # FIFO: every tell was handled before this reply
-        results["pykka_tell_per_s"] = tells / (time.perf_counter() - start)
+        _best(results, "pykka_tell_per_s", tells / (time.perf_counter() - start))
         asks = ASKS // 2
         start = time.perf_counter()
         for i in range(asks):
             ref.ask(i)
-        results["pykka_ask_per_s"] = asks / (time.perf_counter() - start)
+        _best(results, "pykka_ask_per_s", asks / (time.perf_counter() - start))
     finally:
         ref.stop()
 
@@ -109,14 +121,16 @@ def _print(prefix: str, results: dict[str, float]) -> None:
 
 def main() -> None:
     pykka_results: dict[str, float] = {}
-    _pykka(pykka_results)
+    for _ in range(ROUNDS):
+        _pykka(pykka_results)
     _print("", pykka_results)
     for backend in ("asyncio", "trio"):
         results: dict[str, float] = {}
 
         async def run(results: dict[str, float] = results) -> None:
-            await _runtime(results)
-            await _stream(results)
+            for _ in range(ROUNDS):
+                await _runtime(results)
+                await _stream(results)
 
         runner: Callable[..., Any] = anyio.run
         runner(run, backend=backend)
