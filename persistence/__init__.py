@@ -40,6 +40,7 @@ from ._models import UserProfile as UserProfile
 from ._models import utcnow as utcnow
 from ._settings import DatabaseSettings as DatabaseSettings
 from ._settings import to_async_url as to_async_url
+from .repositories import AgentListing as AgentListing
 from .repositories import AgentRepository as AgentRepository
 from .repositories import ChatRepository as ChatRepository
 from .repositories import ConfigRepository as ConfigRepository
@@ -59,6 +60,7 @@ __all__ = [
     "A2ACard",
     "Agent",
     "AgentFlow",
+    "AgentListing",
     "AgentRepository",
     "AlreadyExistsError",
     "ApiKeyCipher",

@@ -11,6 +11,8 @@ as ``caller=``:
 from __future__ import annotations
 
 import hmac
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,7 +24,7 @@ import anyio.to_thread
 import bcrypt
 import jwt
 from pydantic import TypeAdapter, ValidationError
-from quart import request
+from quart import current_app, request
 from quart_schema.openapi import QUART_SCHEMA_SECURITY_ATTRIBUTE
 
 from persistence import AgentRepository, UserRepository
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AGENT_TOKEN_EXP",
     "Caller",
+    "KnownUsers",
     "hash_password",
     "issue_agent_token",
     "issue_user_token",
@@ -155,6 +158,48 @@ def _as_uuid(value: Any) -> UUID | None:
         return None
 
 
+class KnownUsers:
+    """User ids recently found to exist, each remembered for ``ttl`` seconds.
+
+    Every authenticated request must know that its token's user exists. The API never
+    deletes a user, so a recent "yes" stays true; remembering it spares a database
+    round trip per request. Only "yes" is remembered, and at most ``size`` of them
+    (least recently confirmed forgotten first). Agent tokens are always checked, since
+    deleting an agent must revoke its token at once.
+    """
+
+    def __init__(self, ttl: float = 30.0, size: int = 10_000) -> None:
+        self._ttl = ttl
+        self._size = size
+        self._expiry: OrderedDict[UUID, float] = OrderedDict()
+
+    def __contains__(self, user_id: UUID) -> bool:
+        expiry = self._expiry.get(user_id)
+        if expiry is None:
+            return False
+        if expiry < time.monotonic():
+            del self._expiry[user_id]
+            return False
+        return True
+
+    def add(self, user_id: UUID) -> None:
+        """Remember that ``user_id`` exists, for the next ``ttl`` seconds."""
+        self._expiry[user_id] = time.monotonic() + self._ttl
+        self._expiry.move_to_end(user_id)
+        if len(self._expiry) > self._size:
+            self._expiry.popitem(last=False)
+
+
+_KNOWN_USERS = "genai.known_users"
+
+
+def _known_users() -> KnownUsers:
+    known: KnownUsers | None = current_app.extensions.get(_KNOWN_USERS)
+    if known is None:
+        known = current_app.extensions[_KNOWN_USERS] = KnownUsers()
+    return known
+
+
 async def resolve_token(token: str, *, allow_agent: bool) -> Caller | None:
     """Find who ``token`` acts as: its user, or (if allowed) its agent's creator.
 
@@ -168,9 +213,13 @@ async def resolve_token(token: str, *, allow_agent: bool) -> Caller | None:
     subject = _as_uuid(claims.get("sub"))
     if subject is None:
         return None
+    known = _known_users()
+    if subject in known:
+        return Caller(subject)
     owner = _as_uuid(claims.get("user_id")) if allow_agent and "exp" in claims else None
     async with found.sessionmaker() as session:
         if await UserRepository(session).exists(subject):
+            known.add(subject)
             return Caller(subject)
         if owner is not None and await AgentRepository(session).exists(subject, owner_id=owner):
             return Caller(owner, subject)

@@ -18,7 +18,7 @@ def format_timestamp(value: datetime) -> str:
     """Render ``value`` naive, in UTC, with exactly six fraction digits."""
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return value.isoformat(timespec="microseconds")
 
 
 Timestamp = Annotated[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .agents import AgentListing as AgentListing
 from .agents import AgentRepository as AgentRepository
 from .chats import ChatRepository as ChatRepository
 from .chats import MessagePage as MessagePage
@@ -18,6 +19,7 @@ from .users import ProfileRepository as ProfileRepository
 from .users import UserRepository as UserRepository
 
 __all__ = [
+    "AgentListing",
     "AgentRepository",
     "ChatRepository",
     "ConfigRepository",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, select, update
 
@@ -12,12 +14,43 @@ from .._exceptions import NotFoundError
 from .._models import Agent
 from ._base import Repository, apply_changes
 
-__all__ = ["AgentRepository"]
+__all__ = ["AgentListing", "AgentRepository"]
+
+SelectT = TypeVar("SelectT", bound=Select[Any])
 
 _PATCHABLE = ("name", "alias", "description", "input_parameters", "jwt", "is_active")
 
 
-def _newest_first(stmt: Select[Agent]) -> Select[Agent]:
+@dataclass(frozen=True, slots=True)
+class AgentListing:
+    """An agent as lists show it: every column but its creator and last invocation."""
+
+    id: uuid.UUID
+    name: str
+    alias: str
+    description: str
+    input_parameters: Any
+    jwt: str
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+# Lists read plain columns: no identity map or change tracking for rows only shown.
+_LISTING = select(
+    Agent.id,
+    Agent.name,
+    Agent.alias,
+    Agent.description,
+    Agent.input_parameters,
+    Agent.jwt,
+    Agent.is_active,
+    Agent.created_at,
+    Agent.updated_at,
+)
+
+
+def _newest_first(stmt: SelectT) -> SelectT:
     return stmt.order_by(Agent.created_at.desc(), Agent.id.desc())
 
 
@@ -81,14 +114,14 @@ class AgentRepository(Repository):
         description: str | None = None,
         offset: int = 0,
         limit: int = 100,
-    ) -> Sequence[Agent]:
+    ) -> list[AgentListing]:
         """List the owner's agents.
 
         With ``name`` (exact) and/or ``description`` (case-insensitive substring), newest
         first. Without a filter, only agents whose name and description are both
         non-empty, oldest first.
         """
-        stmt = select(Agent).where(Agent.creator_id == owner_id)
+        stmt = _LISTING.where(Agent.creator_id == owner_id)
         if name is None and description is None:
             stmt = stmt.where(Agent.name != "", Agent.description != "").order_by(
                 Agent.created_at, Agent.id
@@ -99,7 +132,8 @@ class AgentRepository(Repository):
             if description is not None:
                 stmt = stmt.where(Agent.description.icontains(description, autoescape=True))
             stmt = _newest_first(stmt)
-        return (await self.session.scalars(stmt.offset(offset).limit(limit))).all()
+        rows = await self.session.execute(stmt.offset(offset).limit(limit))
+        return [AgentListing(*row) for row in rows]
 
     async def list_active_for_user(
         self, owner_id: uuid.UUID, *, offset: int = 0, limit: int | None = 100

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from sqlalchemy import cast, func, literal, or_, select, update
@@ -35,14 +36,14 @@ def flow_item_ids(flow: Any) -> list[tuple[str, str]]:
     return items
 
 
-def is_eligible(flow: AgentFlow, active_agent_ids: Collection[uuid.UUID]) -> bool:
+def is_eligible(flow: AgentFlow, active_agent_ids: AbstractSet[str]) -> bool:
     """Whether every item of *flow* is one of *active_agent_ids* (the owner's active agents).
 
-    MCP and A2A items are never eligible yet.
+    The ids are text, as :func:`flow_item_ids` reads them (``str(uuid)``), so callers
+    convert the set once for all their flows. MCP and A2A items are never eligible yet.
     """
-    active = {str(a) for a in active_agent_ids}
     items = flow_item_ids(flow.flow)
-    return bool(items) and all(t == "genai" and i in active for i, t in items)
+    return bool(items) and all(t == "genai" and i in active_agent_ids for i, t in items)
 
 
 class FlowRepository(Repository):
@@ -101,7 +102,7 @@ class FlowRepository(Repository):
         flows = await self.list_for_user(owner_id, limit=None)
         if not flows:
             return []
-        active = await AgentRepository(self.session).active_ids(owner_id)
+        active = {str(a) for a in await AgentRepository(self.session).active_ids(owner_id)}
         return [f for f in flows if is_eligible(f, active)]
 
     async def patch(self, flow_id: uuid.UUID, *, owner_id: uuid.UUID, **changes: Any) -> AgentFlow:

@@ -15,6 +15,7 @@ from quart_schema import tag_blueprint
 from persistence import (
     Agent,
     AgentFlow,
+    AgentListing,
     AgentRepository,
     AlreadyExistsError,
     FlowRepository,
@@ -35,7 +36,7 @@ from ..errors import APIError
 from ..services import services
 from ..validation import responds, validate_body, validate_path, validate_query
 
-__all__ = ["AgentDTO", "blueprint", "make_alias", "normalise_name"]
+__all__ = ["AgentDTO", "agent_dto", "blueprint", "make_alias", "normalise_name"]
 
 blueprint = Blueprint("agents", __name__)
 tag_blueprint(blueprint, ["agents"])
@@ -130,21 +131,25 @@ class AgentDTO(BaseModel):
     created_at: Timestamp
     updated_at: Timestamp
 
-    @classmethod
-    def of(cls, agent: Agent, *, rename: bool = True) -> AgentDTO:
-        """Build the DTO; ``rename`` puts the name into ``agent_schema.function.name``."""
-        schema = agent.input_parameters
-        return cls(
-            agent_id=agent.id,
-            agent_name=agent.name,
-            agent_alias=agent.alias,
-            agent_description=agent.description,
-            agent_schema=named_schema(schema, agent.name) if rename else schema,
-            is_active=agent.is_active,
-            agent_jwt=agent.jwt,
-            created_at=agent.created_at,
-            updated_at=agent.updated_at,
-        )
+
+def agent_dto(agent: Agent | AgentListing, *, rename: bool = True) -> dict[str, Any]:
+    """Render an agent as a JSON-ready :class:`AgentDTO`.
+
+    Built as plain data, serialised once: ``rename`` puts the name into
+    ``agent_schema.function.name``.
+    """
+    schema = agent.input_parameters
+    return {
+        "agent_id": str(agent.id),
+        "agent_name": agent.name,
+        "agent_alias": agent.alias,
+        "agent_description": agent.description,
+        "agent_schema": named_schema(schema, agent.name) if rename else schema,
+        "is_active": agent.is_active,
+        "agent_jwt": agent.jwt,
+        "created_at": format_timestamp(agent.created_at),
+        "updated_at": format_timestamp(agent.updated_at),
+    }
 
 
 class AgentListQuery(PageQuery):
@@ -176,7 +181,7 @@ async def list_agents(query: AgentListQuery, caller: Caller) -> Any:
             offset=query.offset,
             limit=query.limit,
         )
-    return json_response([AgentDTO.of(agent) for agent in agents], model=list[AgentDTO])
+    return json_response([agent_dto(agent) for agent in agents], model=list[dict[str, Any]])
 
 
 @blueprint.get("/api/agents/active")
@@ -195,8 +200,7 @@ async def active_agents(query: ActiveQuery, caller: Caller) -> Any:
                 caller.user_id, offset=query.offset, limit=query.limit
             )
         active = {str(agent.id): agent for agent in everything}
-        active_ids = [agent.id for agent in everything]
-        items += [flow_item(flow, active) for flow in flows if is_eligible(flow, active_ids)]
+        items += [flow_item(flow, active) for flow in flows if is_eligible(flow, active.keys())]
         items += [agent_item(agent) for agent in page]
     out = {"count_active_connections": len(items), "active_connections": items}
     return json_response(out, model=dict[str, Any])
@@ -248,7 +252,7 @@ async def get_agent(agent_id: UUID, caller: Caller) -> Any:
         agent = await AgentRepository(session).get(agent_id, owner_id=caller.user_id)
     if agent is None:
         raise APIError(400, f"Agent '{agent_id}' does not exist")
-    return json_response(AgentDTO.of(agent))
+    return json_response(agent_dto(agent), model=dict[str, Any])
 
 
 @blueprint.post("/api/agents/register")
@@ -306,7 +310,7 @@ async def patch_agent(agent_id: UUID, data: PatchAgentBody, caller: Caller) -> A
             )
     except NotFoundError:
         raise APIError(400, f"Agent '{agent_id}' does not exist") from None
-    return json_response(AgentDTO.of(agent, rename=False))
+    return json_response(agent_dto(agent, rename=False), model=dict[str, Any])
 
 
 @blueprint.delete("/api/agents/<agent_id>")

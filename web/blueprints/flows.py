@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -19,7 +20,7 @@ from persistence import (
 )
 
 from ..auth import Caller, requires_user
-from ..common import PageQuery, Timestamp, empty_response, json_response
+from ..common import PageQuery, Timestamp, empty_response, format_timestamp, json_response
 from ..errors import APIError
 from ..services import services
 from ..validation import responds, validate_body, validate_path, validate_query
@@ -106,16 +107,21 @@ def _stored_items(raw: Any) -> list[FlowItem]:
     return [FlowItem(id=item_id, type=kind) for item_id, kind in flow_item_ids(raw)]
 
 
-def _dto(flow: AgentFlow, active_ids: set[UUID]) -> FlowDTO:
-    return FlowDTO(
-        id=flow.id,
-        name=flow.name,
-        description=flow.description,
-        flow=_stored_items(flow.flow),
-        is_active=is_eligible(flow, active_ids),
-        created_at=flow.created_at,
-        updated_at=flow.updated_at,
-    )
+def _dto(flow: AgentFlow, active_ids: AbstractSet[str]) -> dict[str, Any]:
+    """Render a flow as a JSON-ready :class:`FlowDTO`, its activity recomputed."""
+    return {
+        "id": str(flow.id),
+        "name": flow.name,
+        "description": flow.description,
+        "flow": [{"id": item_id, "type": kind} for item_id, kind in flow_item_ids(flow.flow)],
+        "is_active": is_eligible(flow, active_ids),
+        "created_at": format_timestamp(flow.created_at),
+        "updated_at": format_timestamp(flow.updated_at),
+    }
+
+
+async def _active_ids(session: AsyncSession, caller: Caller) -> set[str]:
+    return {str(i) for i in await AgentRepository(session).active_ids(caller.user_id)}
 
 
 def _row(flow: AgentFlow) -> FlowRow:
@@ -156,8 +162,8 @@ async def list_flows(query: PageQuery, caller: Caller) -> Any:
         flows = await FlowRepository(session).list_for_user(
             caller.user_id, offset=query.offset, limit=query.limit
         )
-        active = await AgentRepository(session).active_ids(caller.user_id) if flows else set()
-    return json_response([_dto(flow, active) for flow in flows], model=list[FlowDTO])
+        active = await _active_ids(session, caller) if flows else set()
+    return json_response([_dto(flow, active) for flow in flows], model=list[dict[str, Any]])
 
 
 @blueprint.get("/api/agentflows/<agentflow_id>")
@@ -170,8 +176,8 @@ async def get_flow(agentflow_id: UUID, caller: Caller) -> Any:
         flow = await FlowRepository(session).get(agentflow_id, owner_id=caller.user_id)
         if flow is None:
             raise APIError(400, f"Flow with id '{agentflow_id}' does not exist")
-        active = await AgentRepository(session).active_ids(caller.user_id)
-    return json_response(_dto(flow, active))
+        active = await _active_ids(session, caller)
+    return json_response(_dto(flow, active), model=dict[str, Any])
 
 
 @blueprint.post("/api/agentflows/register")
