@@ -26,7 +26,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from actors.session import (
     AgentEvent,
@@ -321,9 +321,9 @@ class RegistryActor(Actor[RegistryMessage]):
 
 
 def _is_outage(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    # Only errors caused by the rows themselves make a batch poison; anything else
+    # (refused or lost connections, a database that is down or renamed) is waited out.
+    return not isinstance(exc, IntegrityError | DataError)
 
 
 def _canonical(value: str) -> str:
