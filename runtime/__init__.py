@@ -25,6 +25,7 @@ from ._messages import Down as Down
 from ._registry import Registry as Registry
 from ._spec import Backoff as Backoff
 from ._spec import ChildSpec as ChildSpec
+from ._spec import Directive as Directive
 from ._spec import Restart as Restart
 from ._spec import RestartIntensity as RestartIntensity
 from ._spec import Strategy as Strategy
@@ -47,6 +48,7 @@ __all__ = [
     "ChildSpec",
     "Clock",
     "DeadLetter",
+    "Directive",
     "Down",
     "DynamicSupervisor",
     "FailureInfo",

@@ -10,7 +10,7 @@ import anyio
 from ._actor import Actor, Cell
 from ._exceptions import ActivationLimitError, ActorDeadError, ActorError
 from ._mailbox import Mailbox, OverflowPolicy
-from ._spec import Backoff, ChildSpec, Restart, RestartIntensity
+from ._spec import Backoff, ChildSpec, Directive, Restart, RestartIntensity
 from ._state import ActorState
 from ._supervisor import SupervisorBase, _Child
 
@@ -46,6 +46,7 @@ class DynamicSupervisor(SupervisorBase):
         shutdown: Graceful stop deadline of each child.
         intensity: Restart limit over all children, then escalate.
         backoff: Delay restarts (off by default).
+        decider: Maps a child's crash to a `Directive` (default: restart).
     """
 
     kind = "dynamic_supervisor"
@@ -61,6 +62,7 @@ class DynamicSupervisor(SupervisorBase):
         shutdown: float = 5.0,
         intensity: RestartIntensity | None = None,
         backoff: Backoff | None = None,
+        decider: Callable[[Exception], Directive] | None = None,
     ) -> None:
         super().__init__(intensity=intensity or RestartIntensity(), backoff=backoff)
         self.idle_timeout = idle_timeout
@@ -69,6 +71,7 @@ class DynamicSupervisor(SupervisorBase):
         self.overflow = overflow
         self.restart = restart
         self.shutdown = shutdown
+        self.decider = decider
         self._by_key: dict[Hashable, _Activation] = {}
 
     def _initial_children(self, cell: Cell) -> list[_Child]:
@@ -128,6 +131,7 @@ class DynamicSupervisor(SupervisorBase):
             shutdown=self.shutdown,
             capacity=self.capacity,
             overflow=self.overflow,
+            decider=self.decider,
         )
         path = cell.child_path(name)
         system = cell.system

@@ -10,7 +10,7 @@ from typing import Any
 
 from ._mailbox import OverflowPolicy
 
-__all__ = ["Backoff", "ChildSpec", "Restart", "RestartIntensity", "Strategy"]
+__all__ = ["Backoff", "ChildSpec", "Directive", "Restart", "RestartIntensity", "Strategy"]
 
 
 class Restart(enum.Enum):
@@ -22,6 +22,17 @@ class Restart(enum.Enum):
     """Only after a crash, not after a normal exit."""
     TEMPORARY = "temporary"
     """Never; the child is removed once it exits."""
+
+
+class Directive(enum.Enum):
+    """What a supervisor does about one crash, as a child's `decider` chooses."""
+
+    RESTART = "restart"
+    """Restart by the child's restart type and the strategy (the default)."""
+    STOP = "stop"
+    """Leave the child stopped (state failed); its siblings carry on."""
+    ESCALATE = "escalate"
+    """Stop all children and fail to the parent with the same exception."""
 
 
 class Strategy(enum.Enum):
@@ -88,6 +99,8 @@ class ChildSpec:
             `MailboxFullError` (None: no limit).
         soft_limit: Depth at which the actor reports itself degraded (default 80 %).
         backoff: Restart backoff for this child, overriding the supervisor's.
+        decider: Maps a crash to a `Directive` (default: always RESTART), e.g.
+            to stop on a bad credential instead of restarting in a loop.
     """
 
     name: str
@@ -99,6 +112,7 @@ class ChildSpec:
     send_timeout: float | None = field(default=None, kw_only=True)
     soft_limit: int | None = field(default=None, kw_only=True)
     backoff: Backoff | None = field(default=None, kw_only=True)
+    decider: Callable[[Exception], Directive] | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         if not self.name or "." in self.name:

@@ -15,7 +15,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._exceptions import ActorDeadError, NameTakenError, RestartIntensityError
 from ._introspection import ActorInfo, SupervisorInfo
-from ._spec import Backoff, ChildSpec, Restart, RestartIntensity, Strategy
+from ._spec import Backoff, ChildSpec, Directive, Restart, RestartIntensity, Strategy
 from ._state import ActorState
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ class SupervisorBase:
         self._restart_times: deque[float] = deque()
         self._escalate = True
         self.over_intensity = False
+        self.escalated = False
 
     @property
     def name(self) -> str:
@@ -126,6 +127,7 @@ class SupervisorBase:
         cell.mailbox.refuse_all()
         self._restart_times.clear()
         self.over_intensity = False
+        self.escalated = False
         send, receive = anyio.create_memory_object_stream[_Event](math.inf)
         self._events = send
         error: Exception | None = None
@@ -145,7 +147,8 @@ class SupervisorBase:
                     task_status.started(cell.ref)
                     try:
                         await self._serve(receive)
-                    except RestartIntensityError as exc:
+                    except Exception as exc:
+                        # Over the restart intensity, or a child's crash escalated.
                         error = exc
                     finally:
                         await self._shutdown_all()
@@ -246,6 +249,22 @@ class SupervisorBase:
         if event.generation != child.generation or not child.running:
             return  # stopped on purpose meanwhile; already logged above
         child.running = False
+        decider = child.spec.decider
+        directive = Directive.RESTART
+        if decider is not None and isinstance(error, Exception):
+            directive = decider(error)
+        if directive is Directive.STOP:
+            cell.terminate(ActorState.FAILED, error)
+            self._forget(child)
+            return
+        if directive is Directive.ESCALATE:
+            assert isinstance(error, Exception)
+            cell.terminate(ActorState.FAILED, error)
+            self.escalated = True
+            if self._escalate:
+                raise error
+            logger.critical("%s escalated a crash to the root; the system is failed", cell.path)
+            return
         restart = child.spec.restart
         if (
             outcome == "idle"

@@ -125,8 +125,12 @@ class ActorSystem:
 
     @property
     def failed(self) -> bool:
-        """Whether the root exceeded its restart intensity (the system is not ready)."""
-        return self._root.over_intensity or self._root_cell.state is ActorState.FAILED
+        """Whether the root gave up (over its restart intensity, or a crash escalated to it).
+
+        The system then stays up but is not ready.
+        """
+        root = self._root
+        return root.over_intensity or root.escalated or self._root_cell.state is ActorState.FAILED
 
     @property
     def degraded(self) -> bool:

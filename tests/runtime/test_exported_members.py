@@ -17,6 +17,7 @@ EXPECTED = {
     "ChildSpec",
     "Clock",
     "DeadLetter",
+    "Directive",
     "Down",
     "DynamicSupervisor",
     "FailureInfo",

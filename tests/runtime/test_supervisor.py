@@ -13,6 +13,7 @@ from runtime import (
     ActorState,
     Backoff,
     ChildSpec,
+    Directive,
     Restart,
     RestartIntensity,
     Strategy,
@@ -274,3 +275,56 @@ class TestShutdown:
         snapshot = system.snapshot()
         assert snapshot.state is ActorState.STOPPED
         assert snapshot.find("sup.b").state is ActorState.STOPPED  # type: ignore[union-attr]
+
+
+def decide(error: Exception) -> Directive:
+    if isinstance(error, PermissionError):
+        return Directive.STOP
+    if isinstance(error, SystemError):
+        return Directive.ESCALATE
+    return Directive.RESTART
+
+
+class Picky(Actor[Any]):
+    async def handle(self, message: Any) -> Any:
+        if isinstance(message, Exception):
+            raise message
+        return message
+
+
+class TestDecider:
+    async def test_stop_leaves_the_child_failed(self) -> None:
+        async with open_actor_system(
+            ChildSpec("p", Picky, decider=decide), intensity=RestartIntensity(5)
+        ) as system:
+            ref = system.ref_of("p")
+            with pytest.raises(ActorDeadError):
+                await ref.ask(ValueError("restart me"))
+            assert await ref.ask("back") == "back"
+            with pytest.raises(ActorDeadError):
+                await ref.ask(PermissionError("bad credential"))
+            info = await wait_for_state(system, "p", ActorState.FAILED)
+            assert info.restarts == 1
+            assert not ref.is_alive
+            assert not system.failed
+
+    async def test_escalate_fails_the_parent_with_the_same_error(self) -> None:
+        inner = ChildSpec("inner", lambda: Supervisor([ChildSpec("p", Picky, decider=decide)]))
+        async with open_actor_system(inner, intensity=RestartIntensity(5)) as system:
+            with pytest.raises(ActorDeadError):
+                await system.ref_of("inner.p").ask(SystemError("corrupt state"))
+            await wait_for(
+                lambda: system.snapshot().find("inner").restarts == 1  # type: ignore[union-attr]
+            )
+            info = system.snapshot().find("inner")
+            assert info is not None
+            assert info.last_failure is not None
+            assert info.last_failure.type == "builtins.SystemError"
+            await wait_for_state(system, "inner.p", ActorState.RUNNING)
+
+    async def test_escalate_at_the_root_fails_the_system(self) -> None:
+        async with open_actor_system(ChildSpec("p", Picky, decider=decide)) as system:
+            with pytest.raises(ActorDeadError):
+                await system.ref_of("p").ask(SystemError("corrupt state"))
+            await wait_for(lambda: system.failed)
+            assert not system.ready
