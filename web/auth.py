@@ -29,6 +29,7 @@ from quart_schema.openapi import QUART_SCHEMA_SECURITY_ATTRIBUTE
 
 from persistence import AgentRepository, UserRepository
 
+from .common import read_session
 from .errors import APIError, RequestValidationError, validation_errors
 from .openapi import API_KEY_SCHEME, USER_SCHEME
 from .services import services
@@ -217,7 +218,7 @@ async def resolve_token(token: str, *, allow_agent: bool) -> Caller | None:
     if subject in known:
         return Caller(subject)
     owner = _as_uuid(claims.get("user_id")) if allow_agent and "exp" in claims else None
-    async with found.sessionmaker() as session:
+    async with read_session() as session:
         if await UserRepository(session).exists(subject):
             known.add(subject)
             return Caller(subject)

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, Field, PlainSerializer, TypeAdapter
 from quart import Response
 
-__all__ = ["PageQuery", "Timestamp", "empty_response", "format_timestamp", "json_response"]
+from .services import services
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+__all__ = [
+    "PageQuery",
+    "Timestamp",
+    "empty_response",
+    "format_timestamp",
+    "json_response",
+    "read_session",
+]
 
 # PostgreSQL's OFFSET is a bigint.
 _MAX_OFFSET = 2**63 - 1
@@ -61,3 +75,17 @@ def json_response(value: Any, status_code: int = 200, *, model: Any = None) -> R
 def empty_response(status_code: int = 204) -> Response:
     """Build a response with an empty body (204 by default)."""
     return Response(b"", status=status_code)
+
+
+@asynccontextmanager
+async def read_session() -> AsyncIterator[AsyncSession]:
+    """Open a database session for a route that only reads.
+
+    Its statements run in autocommit mode: no ``BEGIN`` and ``ROLLBACK`` round trips
+    around them. At PostgreSQL's default isolation (READ COMMITTED) each statement of a
+    transaction takes its own snapshot anyway, so the reads see exactly what they would
+    inside one. Routes that write use ``sessionmaker.begin()``.
+    """
+    async with services().sessionmaker() as session:
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        yield session

@@ -31,7 +31,14 @@ from ..auth import (
     requires_user,
     requires_user_or_agent,
 )
-from ..common import PageQuery, Timestamp, empty_response, format_timestamp, json_response
+from ..common import (
+    PageQuery,
+    Timestamp,
+    empty_response,
+    format_timestamp,
+    json_response,
+    read_session,
+)
 from ..errors import APIError
 from ..services import services
 from ..validation import responds, validate_body, validate_path, validate_query
@@ -173,7 +180,7 @@ class ActiveOut(BaseModel):
 @responds(list[AgentDTO])
 async def list_agents(query: AgentListQuery, caller: Caller) -> Any:
     """List the caller's agents (see the filters)."""
-    async with services().sessionmaker() as session:
+    async with read_session() as session:
         agents = await AgentRepository(session).list_for_user(
             caller.user_id,
             name=query.name,
@@ -192,7 +199,7 @@ async def active_agents(query: ActiveQuery, caller: Caller) -> Any:
     """List what the caller's master agent may use: eligible flows, then active agents."""
     items: list[dict[str, Any]] = []
     if query.agent_type in {"genai", "all"}:
-        async with services().sessionmaker() as session:
+        async with read_session() as session:
             flows = await FlowRepository(session).list_for_user(caller.user_id, limit=None)
             agents = AgentRepository(session)
             everything = await agents.list_active_for_user(caller.user_id, limit=None)
@@ -248,7 +255,7 @@ def flow_item(flow: AgentFlow, active: dict[str, Agent]) -> dict[str, Any]:
 @responds(AgentDTO)
 async def get_agent(agent_id: UUID, caller: Caller) -> Any:
     """Return one of the caller's agents."""
-    async with services().sessionmaker() as session:
+    async with read_session() as session:
         agent = await AgentRepository(session).get(agent_id, owner_id=caller.user_id)
     if agent is None:
         raise APIError(400, f"Agent '{agent_id}' does not exist")

@@ -20,7 +20,14 @@ from persistence import (
 )
 
 from ..auth import Caller, requires_user
-from ..common import PageQuery, Timestamp, empty_response, format_timestamp, json_response
+from ..common import (
+    PageQuery,
+    Timestamp,
+    empty_response,
+    format_timestamp,
+    json_response,
+    read_session,
+)
 from ..errors import APIError
 from ..services import services
 from ..validation import responds, validate_body, validate_path, validate_query
@@ -158,7 +165,7 @@ async def _check(session: AsyncSession, caller: Caller, data: FlowBody) -> list[
 @responds(list[FlowDTO])
 async def list_flows(query: PageQuery, caller: Caller) -> Any:
     """List the caller's flows, newest first, with their activity recomputed."""
-    async with services().sessionmaker() as session:
+    async with read_session() as session:
         flows = await FlowRepository(session).list_for_user(
             caller.user_id, offset=query.offset, limit=query.limit
         )
@@ -172,7 +179,7 @@ async def list_flows(query: PageQuery, caller: Caller) -> Any:
 @responds(FlowDTO)
 async def get_flow(agentflow_id: UUID, caller: Caller) -> Any:
     """Return one of the caller's flows."""
-    async with services().sessionmaker() as session:
+    async with read_session() as session:
         flow = await FlowRepository(session).get(agentflow_id, owner_id=caller.user_id)
         if flow is None:
             raise APIError(400, f"Flow with id '{agentflow_id}' does not exist")

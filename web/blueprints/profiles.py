@@ -12,7 +12,7 @@ from quart_schema import tag_blueprint
 from persistence import NotFoundError, ProfileRepository
 
 from ..auth import Caller, requires_user
-from ..common import json_response
+from ..common import json_response, read_session
 from ..errors import APIError
 from ..services import services
 from ..validation import responds, validate_body, validate_path
@@ -47,7 +47,7 @@ async def get_profile(user_id: UUID, caller: Caller) -> Any:
     """Return the caller's own profile."""
     if user_id != caller.user_id:
         raise _not_found(user_id)
-    async with services().sessionmaker() as session:
+    async with read_session() as session:
         profile = await ProfileRepository(session).get(user_id)
     if profile is None:
         raise _not_found(user_id)

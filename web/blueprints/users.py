@@ -18,7 +18,7 @@ from ..auth import (
     resolve_token,
     verify_password,
 )
-from ..common import Timestamp, json_response
+from ..common import Timestamp, json_response, read_session
 from ..errors import APIError
 from ..services import services
 from ..validation import responds, validate_body, validate_form
@@ -106,7 +106,7 @@ async def register(data: RegisterBody) -> Any:
 async def login(data: LoginForm) -> Any:
     """Exchange a username and password (OAuth2 password form) for a user token."""
     found = services()
-    async with found.sessionmaker() as session:
+    async with read_session() as session:
         user = await UserRepository(session).get_by_username(data.username)
     # Verify against a dummy hash when the user is missing: same cost either way.
     hashed = user.password if user is not None else await dummy_hash(found.settings.BCRYPT_ROUNDS)
