@@ -1,6 +1,49 @@
 """A supervised actor runtime on anyio: actors, mailboxes, OTP supervisors, registry.
 
-Runs on asyncio and trio. Start with `open_actor_system`.
+Runs on asyncio and trio::
+
+    class Greeter(Actor[str]):
+        async def handle(self, message: str) -> str:
+            return f"hello {message}"
+
+    async with open_actor_system(ChildSpec("greeter", Greeter)) as system:
+        ref = system.ref_of("greeter")
+        await ref.tell("fire and forget")
+        assert await ref.ask("you", timeout=2.0) == "hello you"
+
+Names and refs:
+    Every supervised child is in ``system.registry`` under its dotted path from
+    the root: child ``session`` of root child ``router`` is ``"router.session"``.
+    Reach it with ``system.ref_of("router.session")``,
+    ``system.ref_of("router").child("session")`` or, holding the supervisor
+    instance, ``supervisor.child("session")``. ``system.supervisor("chats")``
+    returns a running `Supervisor` / `DynamicSupervisor` instance. Children of a
+    `DynamicSupervisor` are not registered: use its ``get`` / ``get_or_start``.
+
+Stable refs:
+    A supervised child's ref stays valid across its restarts: messages sent
+    meanwhile wait in its mailbox, which survives the restart (only the message
+    being handled at the crash is lost, and its ask fails with `ActorDeadError`).
+    If the child's supervisor itself restarts, the child's mailbox is closed
+    while it is down (messages become dead letters, asks fail) and the same ref
+    works again once the child is back. A dynamic child's ref dies with the
+    child (stopped or passivated); ``get_or_start`` then makes a new one.
+
+Monitors:
+    ``target.watch(watcher_ref)`` (or ``self.watch(target)`` inside an actor)
+    delivers `Down` (``ref``, ``reason``: "restarting", "stopped", "failed" or
+    "noproc", ``error``) to the watcher's `handle`, ahead of its queued
+    messages. The watch survives restarts on either side until ``unwatch``.
+
+Failures:
+    An exception in `Actor.on_start` reaches whoever started the actor
+    (`open_actor_system`, ``system.start``, ``get_or_start``). An exception in
+    `Actor.handle` crashes the actor: its supervisor logs the traceback and
+    restarts it by its `Restart` type, `Strategy` and `RestartIntensity`, or, per
+    the child's ``decider``, stops it or escalates. Past its intensity a
+    supervisor stops its children and fails to its parent with
+    `RestartIntensityError`; at the root the system stays up with
+    ``system.failed`` set (not ready).
 """
 
 from __future__ import annotations
