@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, TypeVarTuple
@@ -29,6 +30,9 @@ MsgT = TypeVar("MsgT")
 PosArgsT = TypeVarTuple("PosArgsT")
 
 DEFAULT_ASK_TIMEOUT = 5.0
+DEFAULT_STASH_CAPACITY = 100
+
+_STASHED: Any = object()
 
 # The actor loop yields to the scheduler at least this often even when every
 # handler returns without waiting, so a busy actor cannot starve the others.
@@ -103,6 +107,24 @@ class Actor(Generic[MsgT]):
                 mailbox.put_control(_TaskCrashed(exc))
 
         task_group.start_soon(guarded, name=name or getattr(fn, "__qualname__", None))
+
+    def stash(self) -> None:
+        """Set the message being handled aside until `unstash_all` (does not wait).
+
+        For phases where the actor cannot serve requests yet (e.g. while
+        reconnecting). A stashed `ask` stays pending and is answered when the
+        message is handled again. The stash is bounded; stashed messages go
+        back to the mailbox if the actor restarts.
+
+        Raises:
+            MailboxFullError: The stash is full.
+            RuntimeError: Called outside `handle`.
+        """
+        self.ref._cell.stash()
+
+    def unstash_all(self) -> None:
+        """Queue every stashed message again, ahead of the mailbox (does not wait)."""
+        self.ref._cell.unstash_all()
 
     def stop(self) -> None:
         """Ask the runtime to stop this actor after the current message (does not wait).
@@ -290,6 +312,9 @@ class Cell:
         self.watchers: dict[int, ActorRef[Any]] = {}
         self.instance: Any = None
         self.idle_timeout: float | None = None
+        self.current: Any = None
+        self.stashed: deque[Any] = deque()
+        self.stash_capacity = DEFAULT_STASH_CAPACITY
         self.stop_requested = False
 
     def child_path(self, name: str) -> str:
@@ -363,6 +388,16 @@ class Cell:
         return reason
 
     async def _loop(self, actor: Actor[Any]) -> str:
+        try:
+            return await self._serve(actor)
+        finally:
+            # Stashed messages go back to the mailbox: the next instance gets them
+            # after a restart, and a final stop turns them into dead letters.
+            self.current = None
+            if self.stashed:
+                self.unstash_all()
+
+    async def _serve(self, actor: Actor[Any]) -> str:
         mailbox = self.mailbox
         handle = actor.handle
         # The hot path reads the mailbox's queues directly (see Mailbox.get_nowait).
@@ -399,6 +434,7 @@ class Cell:
                     if self._idle():
                         return "idle"
                 continue
+            self.current = item
             if type(item) is Ask:
                 try:
                     result = await handle(item.message)
@@ -408,10 +444,11 @@ class Cell:
                     item.set_error(error)
                     raise
                 else:
-                    item.set_result(result)
+                    if self.current is item:  # not stashed
+                        item.set_result(result)
                 finally:
                     # Cancelled mid-request (shutdown deadline): the asker must not hang.
-                    if not item.done:
+                    if not item.done and self.current is item:
                         item.set_error(ActorDeadError(f"actor {self.path!r} was stopped"))
             elif item is STOP:
                 self.stop_requested = True
@@ -426,12 +463,29 @@ class Cell:
 
     def _idle(self) -> bool:
         mailbox = self.mailbox
-        if not mailbox.is_empty():
+        if not mailbox.is_empty() or self.stashed:
             return False
         # Close at once, with no wait in between, so that nothing can slip into
         # the mailbox of an actor that is passivating.
         mailbox.close()
         return True
+
+    def stash(self) -> None:
+        """Set the current item aside (see `Actor.stash`)."""
+        item = self.current
+        if item is None:
+            raise RuntimeError("stash() is only valid while handling a message")
+        if len(self.stashed) >= self.stash_capacity:
+            raise MailboxFullError(
+                f"stash of {self.path!r} is full ({self.stash_capacity} messages)"
+            )
+        self.stashed.append(item)
+        self.current = _STASHED
+
+    def unstash_all(self) -> None:
+        """Put the stashed items back at the front of the mailbox, in order."""
+        stashed, self.stashed = self.stashed, deque()
+        self.mailbox.prepend(stashed)
 
     def request_stop(self) -> None:
         """Ask the running instance to stop gracefully (does not wait)."""

@@ -296,6 +296,17 @@ class Mailbox:
         if self._getter is not None:
             self._wake_getter()
 
+    def prepend(self, items: deque[Any]) -> None:
+        """Queue `items` ahead of the messages already queued (may exceed capacity)."""
+        if self._closed:
+            for item in items:
+                self._drop(item, "stopped")
+            return
+        self._items.extendleft(reversed(items))
+        self.processed -= len(items)
+        if self._getter is not None:
+            self._wake_getter()
+
     def is_empty(self) -> bool:
         """Whether no message and no control item is queued."""
         return not self._items and not self._control

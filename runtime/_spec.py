@@ -99,6 +99,7 @@ class ChildSpec:
             `MailboxFullError` (None: no limit).
         soft_limit: Depth at which the actor reports itself degraded (default 80 %).
         backoff: Restart backoff for this child, overriding the supervisor's.
+        stash_capacity: Bound of the actor's stash (`Actor.stash`).
         decider: Maps a crash to a `Directive` (default: always RESTART), e.g.
             to stop on a bad credential instead of restarting in a loop.
     """
@@ -113,6 +114,7 @@ class ChildSpec:
     soft_limit: int | None = field(default=None, kw_only=True)
     backoff: Backoff | None = field(default=None, kw_only=True)
     decider: Callable[[Exception], Directive] | None = field(default=None, kw_only=True)
+    stash_capacity: int = field(default=100, kw_only=True)
 
     def __post_init__(self) -> None:
         if not self.name or "." in self.name:

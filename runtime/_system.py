@@ -106,6 +106,7 @@ class ActorSystem:
             on_dead_letter=self._record_dead_letter,
         )
         cell = Cell(path, name, self, mailbox)
+        cell.stash_capacity = spec.stash_capacity
         self.registry.register(path, cell.ref)
         self._cells[path] = cell
         return cell
