@@ -14,7 +14,7 @@ import anyio
 import anyio.lowlevel
 
 from ._exceptions import ActorDeadError, MailboxFullError
-from ._messages import Ask, Deadlines, running_loop
+from ._messages import Ask, Deadlines, native_event, running_loop
 
 __all__ = ["EMPTY", "Mailbox", "MailboxStatistics", "OverflowPolicy"]
 
@@ -265,7 +265,7 @@ class Mailbox:
             return
         loop = self._loop
         waiter: Any
-        waiter = self._getter = loop.create_future() if loop is not None else anyio.Event()
+        waiter = self._getter = loop.create_future() if loop is not None else native_event()
         try:
             if loop is None:
                 await waiter.wait()

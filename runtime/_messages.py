@@ -7,8 +7,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 if TYPE_CHECKING:
     from ._actor import ActorRef
 
@@ -72,10 +70,10 @@ class Ask:
         self.deadline = 0.0
         if loop is not None:
             self._future: asyncio.Future[None] | None = loop.create_future()
-            self._event: anyio.Event | None = None
+            self._event: Any = None
         else:
             self._future = None
-            self._event = anyio.Event()
+            self._event = native_event()
 
     def _wake(self) -> None:
         future = self._future
@@ -112,8 +110,13 @@ class Ask:
         future = self._future
         if future is None:
             assert self._event is not None
-            with anyio.fail_after(timeout):
+            if timeout is None:
                 await self._event.wait()
+                return
+            with _trio().move_on_after(timeout) as scope:
+                await self._event.wait()
+            if scope.cancelled_caught and not self.done:
+                raise TimeoutError
             return
         if timeout is not None:
             assert deadlines is not None
@@ -163,6 +166,24 @@ class Deadlines:
                 return
             queue.popleft()
             slot.expire()
+
+
+_trio_module: Any = None
+
+
+def _trio() -> Any:
+    # anyio runs on asyncio or trio, so off asyncio this is trio (imported only then).
+    global _trio_module
+    if _trio_module is None:
+        import trio
+
+        _trio_module = trio
+    return _trio_module
+
+
+def native_event() -> Any:
+    """Return a trio Event: the anyio wrapper costs a backend lookup per event."""
+    return _trio().Event()
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
