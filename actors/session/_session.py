@@ -217,6 +217,7 @@ class RouterSession(Actor[SessionMessage]):
         self._main: RouterConnection | None = None
         self._calls: set[PendingCall] = set()
         self._status = SessionStatus(connected=False, url=config.url)
+        self._forwarded = 0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -262,7 +263,9 @@ class RouterSession(Actor[SessionMessage]):
                 if self._status.connected:
                     self._tasks.start(self._notify(agent_uuid, error_message, error_type))
             case GetStatus():
-                return dataclasses.replace(self._status, in_flight=len(self._calls))
+                return dataclasses.replace(
+                    self._status, in_flight=len(self._calls), events=self._forwarded
+                )
         return None
 
     def _start_invoke(self, message: InvokeMaster) -> PendingCall | MasterAgentError | None:
@@ -287,7 +290,7 @@ class RouterSession(Actor[SessionMessage]):
                 continue
             if self._events is not None:
                 await self._events.tell(event)
-                self._status = dataclasses.replace(self._status, events=self._status.events + 1)
+                self._forwarded += 1
 
     async def _invoke(self, call: PendingCall, message: InvokeMaster) -> None:
         try:
