@@ -6,6 +6,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from openapi_spec_validator import validate
 from pydantic import BaseModel
 from quart import Blueprint, Quart
 
@@ -348,3 +349,9 @@ class TestRoutingAndDocs:
             "schema": {"type": "string", "format": "uuid"},
         } in item["parameters"]
         assert "422" in item["responses"]
+
+    async def test_the_whole_document_is_valid_openapi(self) -> None:
+        app = create_app(Settings(), None)  # type: ignore[arg-type]
+        document = await (await app.test_client().get("/openapi.json")).get_json()
+        assert "/api/agents/" in document["paths"]
+        validate(document)
