@@ -488,7 +488,13 @@ class Cell:
         self.mailbox.prepend(stashed)
 
     def request_stop(self) -> None:
-        """Ask the running instance to stop gracefully (does not wait)."""
+        """Ask the running instance to stop gracefully (does not wait).
+
+        A cell that already stopped has nothing to stop: this is a no-op then, so
+        that a stop racing with the actor's own exit is harmless.
+        """
+        if self.state in (ActorState.STOPPED, ActorState.FAILED):
+            return
         if self.state is not ActorState.STOPPING:
             self.set_state(ActorState.STOPPING)
         if isinstance(self.instance, Actor):

@@ -157,12 +157,12 @@ class DynamicSupervisor(SupervisorBase):
     async def stop_child(self, key: Hashable) -> None:
         """Stop the child for `key` gracefully and forget it; waits until it stopped.
 
-        Raises:
-            KeyError: No child for `key`.
+        A no-op if there is no child for `key` (it may have stopped by itself,
+        or been passivated, just before).
         """
         activation = self._by_key.get(key)
         if activation is None:
-            raise KeyError(f"no child {key!r} in {self.name!r}")
+            return
         await activation.started.wait()
-        self._forget(activation.child)
         await self._stop(activation.child, restarting=False)
+        self._forget(activation.child)

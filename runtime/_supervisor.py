@@ -28,7 +28,17 @@ logger = logging.getLogger("runtime.supervisor")
 
 
 class _Child:
-    __slots__ = ("attempt", "cell", "done", "generation", "key", "running", "scope", "spec")
+    __slots__ = (
+        "attempt",
+        "cell",
+        "done",
+        "generation",
+        "key",
+        "running",
+        "scope",
+        "spec",
+        "stopping",
+    )
 
     def __init__(self, spec: ChildSpec, cell: Cell, key: Any = None) -> None:
         self.spec = spec
@@ -37,6 +47,9 @@ class _Child:
         self.scope: anyio.CancelScope | None = None
         self.done: anyio.Event | None = None
         self.running = False
+        # Set while the supervisor stops the child on purpose, so that the exit
+        # is not mistaken for one to act on (stops may come from other tasks).
+        self.stopping = False
         self.generation = 0
         self.attempt = 0
 
@@ -202,6 +215,7 @@ class SupervisorBase:
         child.generation += 1
         child.done = anyio.Event()
         child.running = True
+        child.stopping = False
         try:
             ref: ActorRef[Any] = await self._tg.start(self._child_main, child)
         except Exception as exc:
@@ -215,6 +229,7 @@ class SupervisorBase:
         """Stop `child` gracefully within its shutdown deadline, then cancel it."""
         cell = child.cell
         if child.running:
+            child.stopping = True
             cell.request_stop()
             done = child.done
             assert done is not None
@@ -246,7 +261,7 @@ class SupervisorBase:
         if error is not None:
             cell.record_failure(error)
             logger.error("%s crashed", cell.path or "root", exc_info=error)
-        if event.generation != child.generation or not child.running:
+        if event.generation != child.generation or not child.running or child.stopping:
             return  # stopped on purpose meanwhile; already logged above
         child.running = False
         decider = child.spec.decider
@@ -444,8 +459,9 @@ class Supervisor(SupervisorBase):
         """
         for child in self._children:
             if child.spec.name == name:
-                self._children.remove(child)
-                self._specs.remove(child.spec)
                 await self._stop(child, restarting=False)
+                if child in self._children:
+                    self._children.remove(child)
+                    self._specs.remove(child.spec)
                 return
         raise KeyError(f"no child {name!r} in {self.name or 'root'!r}")

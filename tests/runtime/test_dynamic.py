@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from runtime import (
@@ -14,6 +15,7 @@ from runtime import (
     ActorRef,
     ChildSpec,
     DynamicSupervisor,
+    Restart,
     open_actor_system,
 )
 from runtime.testing import RecordingActor, wait_for
@@ -86,6 +88,26 @@ class TestGetOrStart:
             assert dyn.get("a") is None
             await dyn.get_or_start("c", RecordingActor)
             assert sorted(dyn.keys()) == ["b", "c"]  # type: ignore[type-var]
+
+
+class Quitter(Actor[Any]):
+    async def handle(self, message: Any) -> Any:
+        self.stop()
+        return message
+
+
+class TestStopChild:
+    async def test_stopping_a_child_that_stopped_itself_is_harmless(self) -> None:
+        dyn = DynamicSupervisor(restart=Restart.TEMPORARY)
+        async with open_actor_system(ChildSpec("conns", lambda: dyn)):
+            ref = await dyn.get_or_start("a", Quitter)
+            # The actor stops itself right after replying; the supervisor has not yet
+            # heard of its exit when the stop request arrives.
+            assert await ref.ask("bye") == "bye"
+            await anyio.lowlevel.checkpoint()
+            await dyn.stop_child("a")
+            assert dyn.get("a") is None
+            assert not ref.is_alive
 
 
 class TestPassivation:

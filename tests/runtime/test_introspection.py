@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
+import anyio
 import pytest
 
 from runtime import (
+    Actor,
     ActorDeadError,
     ActorInfo,
     ActorState,
@@ -133,3 +136,32 @@ class TestSnapshot:
             refs = [system.ref_of(n) for n in ("router", "router.hub", "router.session")]
         assert not any(ref.is_alive for ref in refs)
         await wait_for(lambda: system.snapshot().state is ActorState.STOPPED)
+
+
+class Gate(Actor[Any]):
+    """Waits on `opened` in `on_start` and again in `on_stop`."""
+
+    def __init__(self) -> None:
+        self.opened = anyio.Event()
+        self.closing = anyio.Event()
+
+    async def on_start(self) -> None:
+        await self.opened.wait()
+
+    async def on_stop(self) -> None:
+        await self.closing.wait()
+
+
+class TestTransientStates:
+    async def test_starting_and_stopping_show_up(self) -> None:
+        gate = Gate()
+        async with open_actor_system() as system, anyio.create_task_group() as tg:
+            tg.start_soon(system.start, ChildSpec("gate", lambda: gate))
+            await wait_for_state(system, "gate", ActorState.STARTING)
+            assert not system.ready
+            gate.opened.set()
+            await wait_for_state(system, "gate", ActorState.RUNNING)
+            assert system.ready
+            tg.start_soon(system.stop, "gate")
+            await wait_for_state(system, "gate", ActorState.STOPPING)
+            gate.closing.set()
