@@ -169,23 +169,26 @@ class KnownUsers:
     deleting an agent must revoke its token at once.
     """
 
-    def __init__(self, ttl: float = 30.0, size: int = 10_000) -> None:
+    def __init__(
+        self, ttl: float = 30.0, size: int = 10_000, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._ttl = ttl
         self._size = size
+        self._clock = clock
         self._expiry: OrderedDict[UUID, float] = OrderedDict()
 
     def __contains__(self, user_id: UUID) -> bool:
         expiry = self._expiry.get(user_id)
         if expiry is None:
             return False
-        if expiry < time.monotonic():
+        if expiry < self._clock():
             del self._expiry[user_id]
             return False
         return True
 
     def add(self, user_id: UUID) -> None:
         """Remember that ``user_id`` exists, for the next ``ttl`` seconds."""
-        self._expiry[user_id] = time.monotonic() + self._ttl
+        self._expiry[user_id] = self._clock() + self._ttl
         self._expiry.move_to_end(user_id)
         if len(self._expiry) > self._size:
             self._expiry.popitem(last=False)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import jwt
 import pytest
 from quart.testing import QuartClient
 
 from web import Settings
+from web.auth import KnownUsers
 
-from .conftest import PASSWORD, Users
+from .conftest import PASSWORD, Agents, Users
 
 
 class TestRegister:
@@ -172,6 +173,31 @@ class TestAuth:
         token = jwt.encode({"sub": str(user.id), "exp": 1}, settings.JWT_SECRET_KEY)
         response = await client.get("/api/agents/", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 401
+
+    def test_known_users_expire_and_are_bounded(self) -> None:
+        now = [0.0]
+        known = KnownUsers(ttl=10, size=2, clock=lambda: now[0])
+        first, second, third = uuid4(), uuid4(), uuid4()
+        known.add(first)
+        assert first in known and second not in known
+        now[0] = 10.5
+        assert first not in known
+        for user_id in (first, second, third):
+            known.add(user_id)
+        # The least recently confirmed is forgotten first.
+        assert first not in known and second in known and third in known
+
+    async def test_an_agent_token_dies_with_its_agent(
+        self, client: QuartClient, users: Users, agents: Agents
+    ) -> None:
+        user = await users.login()
+        agent = await agents.register(user)
+        as_agent = {"Authorization": f"Bearer {agent['jwt']}"}
+        assert (await client.get("/api/agents/", headers=as_agent)).status_code == 200
+        deleted = await client.delete(f"/api/agents/{agent['id']}", headers=user.headers)
+        assert deleted.status_code == 204
+        assert (await client.get("/api/agents/", headers=as_agent)).status_code == 401
+        assert (await client.get("/api/agents/", headers=user.headers)).status_code == 200
 
 
 class TestProfiles:
