@@ -106,7 +106,6 @@ async def wait_for_state(
     target: ActorSystem | ActorRef[Any],
     name: str | None,
     state: ActorState,
-    *,
     timeout: float = 5.0,  # noqa: ASYNC109
 ) -> ActorInfo | SupervisorInfo:
     """Wait until the node at path `name` (or the ref itself) is in `state`.

@@ -215,6 +215,29 @@ class TestBackoff:
             clock.advance(1.0)
             await wait_for_state(system, "s", ActorState.RUNNING)
 
+    async def test_delay_resets_after_a_stable_period(self) -> None:
+        log: Log = []
+        clock = FakeClock()
+        backoff = Backoff(initial=10.0, maximum=100.0, jitter=0.0, reset_after=30.0)
+        async with open_actor_system(
+            *specs(log, "s"), intensity=RestartIntensity(10, 5.0), backoff=backoff, clock=clock
+        ) as system:
+            ref = system.ref_of("s")
+            for expected in (10.0, 20.0):
+                await crash(ref)
+                await wait_for(lambda: clock.sleepers == 1)
+                until = system.snapshot().find("s").backoff_until  # type: ignore[union-attr]
+                assert until == pytest.approx(clock.wall() + expected)
+                clock.advance(expected)
+                await wait_for_state(system, "s", ActorState.RUNNING)
+            clock.advance(30.0)  # ran long enough: the next delay starts over
+            await crash(ref)
+            await wait_for(lambda: clock.sleepers == 1)
+            until = system.snapshot().find("s").backoff_until  # type: ignore[union-attr]
+            assert until == pytest.approx(clock.wall() + 10.0)
+            clock.advance(10.0)
+            await wait_for_state(system, "s", ActorState.RUNNING)
+
 
 class Stubborn(Actor[Any]):
     def __init__(self, log: Log) -> None:
