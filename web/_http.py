@@ -60,6 +60,10 @@ class HttpServer(Actor[GetAddresses]):
 
     async def on_start(self) -> None:
         sockets = self.config.create_sockets()
+        for sock in sockets.insecure_sockets:
+            # Listen now: connections made before hypercorn's loop takes the socket over
+            # wait in the backlog instead of being refused.
+            sock.listen(self.config.backlog)
         self.addresses = [sock.getsockname()[:2] for sock in sockets.insecure_sockets]
         self.start_soon(self._serve, sockets)
 

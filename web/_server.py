@@ -5,13 +5,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from actors.router import ApiKeys, RouterConfig, router_children
+from actors import (
+    ChatDeps,
+    ChatsClient,
+    LogFanoutClient,
+    MasterAgentError,
+    MasterNotActiveError,
+    MasterTimeoutError,
+    RegistryClient,
+    RegistryConfig,
+    RouterSessionClient,
+    RouterUnavailableError,
+    SessionConfig,
+    chat_supervisor_spec,
+    log_fanout_spec,
+    registry_spec,
+    router_session_spec,
+)
+from actors.router import ApiKeys, GetStatistics, RouterConfig, router_children
 from persistence import (
     DatabaseSettings,
     create_engine,
@@ -21,13 +39,25 @@ from persistence import (
     open_embedded_postgres,
     upgrade_to_head,
 )
-from runtime import ActorSystem, ChildSpec, Strategy, Supervisor, open_actor_system
+from runtime import (
+    ActorSystem,
+    ChildSpec,
+    RestartIntensity,
+    Strategy,
+    Supervisor,
+    open_actor_system,
+)
 
 from ._http import GetAddresses, HttpServer, hypercorn_config
 from .app import create_app
 from .services import AppServices
 
 if TYPE_CHECKING:
+    from quart import Quart
+
+    from actors import MasterReply
+
+    from .metrics import Metrics
     from .settings import Settings
 
 __all__ = [
@@ -149,45 +179,171 @@ async def open_server(
             draining = anyio.Event()
             services.extras["draining"] = draining
             app = create_app(settings, sessionmaker, services=services)
-            embedded_router = settings.ROUTER_WS_URL is None
-            router_config = RouterConfig(
-                host=settings.ROUTER_HOST,
-                port=settings.ROUTER_PORT,
-                keys=ApiKeys(
-                    master_be=settings.MASTER_BE_API_KEY,
-                    master_agent=settings.MASTER_AGENT_API_KEY,
-                ),
-            )
-            router_specs = router_children(router_config) if embedded_router else []
-            children = [
-                ChildSpec(
-                    "router",
-                    lambda: Supervisor(router_specs, strategy=Strategy.REST_FOR_ONE),
-                ),
-                ChildSpec(
-                    "http",
-                    lambda: HttpServer(
-                        app,
-                        hypercorn_config(
-                            settings.HTTP_HOST,
-                            settings.HTTP_PORT,
-                            graceful_timeout=settings.SHUTDOWN_GRACE_SECONDS,
-                        ),
-                    ),
-                    shutdown=settings.SHUTDOWN_GRACE_SECONDS + 2,
-                ),
-            ]
-            async with open_actor_system(*children, name="genai-backend") as system:
-                services.extras["system"] = system
-                services.metrics.watch_system(system)
+            async with open_actor_system(name="genai-backend") as system:
+                # Started one by one, in dependency order; the tree stops in reverse.
+                router_url = await _start_tree(system, settings, sessionmaker, services, app)
                 addresses = await system.ref_of("http").ask(GetAddresses())
-                if embedded_router:
-                    router_url = f"ws://{settings.ROUTER_HOST}:{settings.ROUTER_PORT}/ws"
-                else:
-                    router_url = str(settings.ROUTER_WS_URL)
                 yield RunningServer(system, addresses, router_url, database, draining)
         finally:
             await engine.dispose()
+
+
+# The router's restarts back off (up to 30 s each); this lets an outage of a few
+# minutes pass without escalating to the root.
+_ROUTER_INTENSITY = RestartIntensity(max_restarts=20, period=300.0)
+
+
+async def _start_tree(
+    system: ActorSystem,
+    settings: Settings,
+    sessionmaker: Any,
+    services: AppServices,
+    app: Quart,
+) -> str:
+    """Start the children of the root in order and plug their clients into `services`.
+
+    Returns:
+        The URL of the router the session connects to.
+    """
+    embedded_router = settings.ROUTER_WS_URL is None
+    router_url = (
+        f"ws://127.0.0.1:{settings.ROUTER_PORT}/ws"
+        if embedded_router
+        else str(settings.ROUTER_WS_URL)
+    )
+    fanout = LogFanoutClient(system)
+    await system.start(log_fanout_spec())
+    await system.start(
+        registry_spec(
+            RegistryConfig(settings.JWT_SECRET_KEY, settings.HASH_ALGORITHM),
+            sessionmaker,
+            sink=fanout,
+        )
+    )
+    router_specs: list[ChildSpec] = []
+    if embedded_router:
+        keys = ApiKeys(
+            master_be=settings.MASTER_BE_API_KEY, master_agent=settings.MASTER_AGENT_API_KEY
+        )
+        router_specs += router_children(
+            RouterConfig(host=settings.ROUTER_HOST, port=settings.ROUTER_PORT, keys=keys)
+        )
+    router_specs.append(router_session_spec(SessionConfig(router_url, settings.MASTER_BE_API_KEY)))
+    await system.start(
+        ChildSpec(
+            "router",
+            lambda: Supervisor(
+                router_specs, strategy=Strategy.REST_FOR_ONE, intensity=_ROUTER_INTENSITY
+            ),
+        )
+    )
+    session = RouterSessionClient(system.ref_of("router.session"))
+    deps = ChatDeps(
+        sessionmaker,
+        _MeasuredMaster(session, services.metrics),
+        cipher=settings.api_key_cipher(),
+        master_timeout=settings.MASTER_AGENT_TIMEOUT,
+        files_dir=settings.FILES_DIR,
+        master_errors=(MasterAgentError,),
+    )
+    await system.start(chat_supervisor_spec(deps))
+    services.chats = ChatsClient(system, fanout=fanout)
+    services.router = session
+    services.extras["system"] = system
+    services.extras["router_status"] = lambda: _router_status(session)
+    services.metrics.watch_system(system)
+    registry = RegistryClient(system.ref_of("registry"))
+    services.metrics.add_probe(
+        "log_rows", lambda: _registry_stats(registry), "Agent log rows by state"
+    )
+    if embedded_router:
+        hub = system.ref_of("router.hub")
+        services.metrics.add_probe(
+            "router", lambda: _hub_stats(hub), "Embedded router connections and agents"
+        )
+    await system.start(
+        ChildSpec(
+            "http",
+            lambda: HttpServer(
+                app,
+                hypercorn_config(
+                    settings.HTTP_HOST,
+                    settings.HTTP_PORT,
+                    graceful_timeout=settings.SHUTDOWN_GRACE_SECONDS,
+                ),
+            ),
+            shutdown=settings.SHUTDOWN_GRACE_SECONDS + 2,
+        )
+    )
+    return router_url
+
+
+async def _router_status(session: RouterSessionClient) -> dict[str, Any]:
+    status = await session.status()
+    return {
+        "connected": status.connected,
+        "url": status.url,
+        "in_flight": status.in_flight,
+        "connects": status.connects,
+    }
+
+
+async def _registry_stats(registry: RegistryClient) -> dict[str, float]:
+    stats = await registry.statistics()
+    return {
+        "written": stats.written,
+        "buffered": stats.buffered,
+        "dropped": stats.dropped,
+        "overflowed": stats.overflowed,
+        "failed": stats.failed,
+        "retries": stats.retries,
+    }
+
+
+async def _hub_stats(hub: Any) -> dict[str, float]:
+    stats = await hub.ask(GetStatistics())
+    return {
+        "connections": stats.connections,
+        "agents_connected": stats.registered_agents,
+        "pending_invocations": stats.pending_invocations,
+        "refused_frames": stats.refused_frames,
+    }
+
+
+class _MeasuredMaster:
+    """The router session's master invoker, counting turns, their latency and errors."""
+
+    def __init__(self, session: RouterSessionClient, metrics: Metrics) -> None:
+        self._session = session
+        self._metrics = metrics
+
+    async def invoke_master(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        request_id: str,
+        session_id: str,
+        timeout: float,  # noqa: ASYNC109 - the deadline is part of the call's contract
+    ) -> MasterReply:
+        started = time.perf_counter()
+        try:
+            reply = await self._session.invoke_master(
+                payload, request_id=request_id, session_id=session_id, timeout=timeout
+            )
+        except MasterAgentError as exc:
+            kind = _ERROR_KINDS.get(type(exc), "failed")
+            self._metrics.master_errors.labels(kind).inc()
+            self._metrics.observe_turn(kind, time.perf_counter() - started)
+            raise
+        self._metrics.observe_turn("ok", time.perf_counter() - started)
+        return reply
+
+
+_ERROR_KINDS: dict[type[Exception], str] = {
+    MasterNotActiveError: "not_active",
+    MasterTimeoutError: "deadline",
+    RouterUnavailableError: "router",
+}
 
 
 async def serve(settings: Settings, db_settings: DatabaseSettings, *, migrate: bool) -> None:
