@@ -1,0 +1,125 @@
+"""Sizes and bounds: too large or out of range is a clear 413 or 422, never a 500."""
+
+from __future__ import annotations
+
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from quart.datastructures import FileStorage
+from quart.testing import QuartClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from web import Settings, create_app
+
+from ..web.conftest import Users
+
+UPLOAD_LIMIT = 4096
+JSON_LIMIT = 1024
+
+
+@pytest.fixture(name="small")
+def _small(tmp_path: Path, sessionmaker: async_sessionmaker[AsyncSession]) -> QuartClient:
+    settings = Settings(
+        BCRYPT_ROUNDS=4,
+        FILES_DIR=tmp_path / "files",
+        MAX_UPLOAD_BYTES=UPLOAD_LIMIT,
+        MAX_JSON_BYTES=JSON_LIMIT,
+    )
+    return create_app(settings, sessionmaker).test_client()
+
+
+class TestSizes:
+    async def test_an_upload_past_the_limit_is_413_and_leaves_nothing(
+        self, small: QuartClient, tmp_path: Path
+    ) -> None:
+        user = await Users(small).login()
+        data = b"x" * (UPLOAD_LIMIT + 1)
+        response = await small.post(
+            "/files",
+            files={"file": FileStorage(BytesIO(data), filename="big.bin")},
+            headers=user.headers,
+        )
+        assert response.status_code == 413
+        body = await response.get_json()
+        assert "too large" in body["detail"].lower()
+        files = tmp_path / "files"
+        assert not files.exists() or list(files.iterdir()) == []
+
+    async def test_a_json_body_past_the_limit_is_413(self, small: QuartClient) -> None:
+        user = await Users(small).login()
+        response = await small.post(
+            "/api/agents/register",
+            json={"name": "a", "description": "x" * JSON_LIMIT, "input_parameters": {}},
+            headers=user.headers,
+        )
+        assert response.status_code == 413
+        assert set(await response.get_json()) == {"detail"}
+        listed = await small.get("/api/agents/", headers=user.headers)
+        assert await listed.get_json() == []
+
+    async def test_a_form_past_the_json_limit_is_413(self, small: QuartClient) -> None:
+        body = f"username={'u' * JSON_LIMIT}&password=p".encode()
+        response = await small.post(
+            "/api/login/access-token",
+            data=body,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Content-Length": str(len(body)),
+            },
+        )
+        assert response.status_code == 413, await response.get_data()
+
+
+PAGED = [
+    "/api/agents/",
+    "/api/agentflows/",
+    "/api/llm/model/configs",
+    "/api/chats",
+    "/user/files/metadata",
+    "/api/mcp/servers",
+]
+
+
+class TestPages:
+    @pytest.mark.parametrize("path", PAGED)
+    @pytest.mark.parametrize(
+        "query",
+        [
+            {"limit": "1001"},
+            {"limit": "-1"},
+            {"offset": "-1"},
+            {"limit": "x"},
+            {"offset": str(2**63)},
+            {"limit": "1e9"},
+        ],
+    )
+    async def test_out_of_range_paging_is_422(
+        self, client: QuartClient, users: Users, path: str, query: dict[str, str]
+    ) -> None:
+        user = await users.login()
+        response = await client.get(path, query_string=query, headers=user.headers)
+        assert response.status_code == 422, await response.get_data()
+        (error,) = (await response.get_json())["detail"]
+        assert error["loc"] == ["query", next(iter(query))]
+
+    @pytest.mark.parametrize("path", PAGED)
+    async def test_the_bounds_themselves_are_accepted(
+        self, client: QuartClient, users: Users, path: str
+    ) -> None:
+        user = await users.login()
+        for query in ({"limit": "0"}, {"limit": "1000"}, {"offset": str(2**63 - 1)}):
+            response = await client.get(path, query_string=query, headers=user.headers)
+            assert response.status_code == 200, (query, await response.get_data())
+
+    @pytest.mark.parametrize("per_page", ["0", "101", "-1"])
+    async def test_chat_history_per_page_bounds(
+        self, client: QuartClient, users: Users, per_page: str
+    ) -> None:
+        user = await users.login()
+        response = await client.get(
+            "/api/chat",
+            query_string={"session_id": str(user.id), "per_page": per_page},
+            headers=user.headers,
+        )
+        assert response.status_code == 422
