@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._actor import Actor, Cell
+from ._actor import Actor
+from ._cell import Cell
 from ._exceptions import ActivationLimitError, ActorDeadError, ActorError
 from ._mailbox import Mailbox, OverflowPolicy
 from ._spec import Backoff, ChildSpec, Directive, Restart, RestartIntensity

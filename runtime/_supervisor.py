@@ -19,7 +19,8 @@ from ._spec import Backoff, ChildSpec, Directive, Restart, RestartIntensity, Str
 from ._state import ActorState
 
 if TYPE_CHECKING:
-    from ._actor import ActorRef, Cell
+    from ._actor import ActorRef
+    from ._cell import Cell
     from ._system import ActorSystem
 
 __all__ = ["Supervisor", "SupervisorBase"]

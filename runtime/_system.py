@@ -11,7 +11,8 @@ from typing import Any
 
 import anyio
 
-from ._actor import ActorRef, Cell
+from ._actor import ActorRef
+from ._cell import Cell
 from ._clock import Clock, SystemClock
 from ._dynamic import DynamicSupervisor
 from ._exceptions import NameTakenError
