@@ -212,11 +212,13 @@ class Mailbox:
             while True:
                 event = anyio.Event()
                 self._putters.append(event)
+                woken = False
                 try:
                     await event.wait()
-                except BaseException:
-                    self._cancel_putter(event)
-                    raise
+                    woken = True
+                finally:
+                    if not woken:  # cancelled or timed out: give up the place in line
+                        self._cancel_putter(event)
                 if self.offer(item):
                     return
         self.rejected += 1
