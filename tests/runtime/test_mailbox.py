@@ -139,3 +139,29 @@ class TestOverflow:
             # The stop was served before the two queued messages.
             assert blocker.messages == []
             assert ref.statistics().dead_letters == 2
+
+    async def test_a_cancelled_waiting_sender_gives_up_its_place(self) -> None:
+        blocker = Blocker()
+        async with open_actor_system(spec(blocker, OverflowPolicy.WAIT)) as system:
+            ref = await blocked(system, "b")
+            await ref.tell(1)
+            await ref.tell(2)
+            scope = anyio.CancelScope()
+
+            async def cancellable() -> None:
+                with scope:
+                    await ref.tell("cancelled")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cancellable)
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(ref.tell, 3)
+                await anyio.wait_all_tasks_blocked()
+                assert ref.statistics().waiting_senders == 2
+                scope.cancel()
+                await anyio.wait_all_tasks_blocked()
+                assert ref.statistics().waiting_senders == 1
+                blocker.release.set()
+            await wait_for(lambda: len(blocker.messages) == 3)
+            assert blocker.messages == [1, 2, 3]
+            assert ref.statistics().waiting_senders == 0
