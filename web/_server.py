@@ -29,6 +29,7 @@ from actors import (
     registry_spec,
     router_session_spec,
 )
+from actors.chat import ChatDrain
 from actors.router import ApiKeys, GetStatistics, RouterConfig, router_children
 from persistence import (
     DatabaseSettings,
@@ -149,7 +150,16 @@ class RunningServer:
     router_url: str
     database: DatabaseInfo
     draining: anyio.Event
-    """Set when a stop begins: readiness turns 503 and new front-end sockets are refused."""
+    """Set when a stop begins: readiness turns 503."""
+    chat_drain: ChatDrain
+    """The chats' side of a stop: new sockets refused, turns given a deadline."""
+
+    async def drain(self, grace: float) -> None:
+        """Begin the stop: readiness 503 at once, new front-end sockets refused; wait
+        for the chat turns in flight (cut short after ``grace`` seconds with an error
+        frame), then close the front-end sockets. The tree keeps running."""
+        self.draining.set()
+        await self.chat_drain.drain(grace)
 
 
 @contextlib.asynccontextmanager
@@ -177,13 +187,17 @@ async def open_server(
             sessionmaker = create_sessionmaker(engine)
             services = AppServices(settings, sessionmaker)
             draining = anyio.Event()
+            chat_drain = ChatDrain()
             services.extras["draining"] = draining
+            services.extras["chat_drain"] = chat_drain
             app = create_app(settings, sessionmaker, services=services)
             async with open_actor_system(name="genai-backend") as system:
                 # Started one by one, in dependency order; the tree stops in reverse.
-                router_url = await _start_tree(system, settings, sessionmaker, services, app)
+                router_url = await _start_tree(
+                    system, settings, sessionmaker, services, app, chat_drain
+                )
                 addresses = await system.ref_of("http").ask(GetAddresses())
-                yield RunningServer(system, addresses, router_url, database, draining)
+                yield RunningServer(system, addresses, router_url, database, draining, chat_drain)
         finally:
             await engine.dispose()
 
@@ -199,6 +213,7 @@ async def _start_tree(
     sessionmaker: Any,
     services: AppServices,
     app: Quart,
+    chat_drain: ChatDrain,
 ) -> str:
     """Start the children of the root in order and plug their clients into `services`.
 
@@ -245,6 +260,7 @@ async def _start_tree(
         master_timeout=settings.MASTER_AGENT_TIMEOUT,
         files_dir=settings.FILES_DIR,
         master_errors=(MasterAgentError,),
+        drain=chat_drain,
     )
     await system.start(chat_supervisor_spec(deps))
     services.chats = ChatsClient(system, fanout=fanout)
@@ -349,8 +365,11 @@ _ERROR_KINDS: dict[type[Exception], str] = {
 async def serve(settings: Settings, db_settings: DatabaseSettings, *, migrate: bool) -> None:
     """Run the server until SIGINT or SIGTERM, then stop it in order.
 
-    The first signal starts a graceful stop (the tree in reverse order, then the
-    database); a second one cancels whatever is still stopping.
+    The first signal starts a graceful stop: readiness turns 503 and new front-end
+    sockets are refused at once; chat turns in flight get ``SHUTDOWN_GRACE_SECONDS``
+    to finish (then answer with an error frame); the front-end sockets close; the tree
+    stops in reverse order (the HTTP face first, the registry flushing its log buffer
+    late); then the database. A second signal cancels whatever is still stopping.
     """
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tg:
@@ -364,8 +383,13 @@ async def serve(settings: Settings, db_settings: DatabaseSettings, *, migrate: b
                 async for signum in signals:
                     logger.warning("%s received: stopping", signal.Signals(signum).name)
                     break
-                server.draining.set()
                 tg.start_soon(_cancel_on_next_signal, signals, tg.cancel_scope)
+                started = time.monotonic()
+                await server.drain(settings.SHUTDOWN_GRACE_SECONDS)
+                logger.info(
+                    "chat turns drained in %.2f s; stopping the tree", time.monotonic() - started
+                )
+            logger.info("stopped")
             tg.cancel_scope.cancel()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -36,13 +35,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here so that `--help` stays instant.
     from persistence import DatabaseSettings, PersistenceError
 
+    from ._logging import configure_logging
     from ._server import DatabaseBehindError, InsecureSettingsError
     from .settings import Settings
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = Settings()
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     db_settings = DatabaseSettings()
     try:
         if args.command == "migrate":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -45,6 +45,9 @@ class Settings(BaseSettings):
 
     ENVIRONMENT: str = "development"
     DEBUG: bool = False
+    # Log lines: "text" for people, "json" for one object per line; from LOG_LEVEL up.
+    LOG_FORMAT: Literal["text", "json"] = "text"
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     # JWT signing (user and agent tokens). Kept apart from the API-key encryption keys.
     JWT_SECRET_KEY: str = DEFAULT_JWT_SECRET_KEY
@@ -80,6 +83,13 @@ class Settings(BaseSettings):
     ROUTER_WS_URL: str | None = None
     ROUTER_HOST: str = "0.0.0.0"
     ROUTER_PORT: int = 8080
+
+    @field_validator("LOG_LEVEL", "LOG_FORMAT", mode="before")
+    @classmethod
+    def _fold_case(cls, value: Any, info: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "LOG_LEVEL" else value.lower()
 
     @field_validator("BACKEND_CORS_ORIGINS", mode="before")
     @classmethod

@@ -8,6 +8,9 @@ socket subscribed to the session. Failures are answered with the same frame carr
 ``{"response": "<error text>", "agents_trace": [], "is_success": false}``.
 
 Messages of one session run one at a time; one posted during a turn is queued.
+While a turn runs, `current_session_id` and `current_request_id` name it for log lines.
+A server stop goes through `ChatDrain`: turns in flight get until its deadline, then
+answer `SHUTTING_DOWN`.
 
 Composition: start `chat_supervisor_spec(ChatDeps(...))` in the system, then hand
 ``ChatsClient(system, fanout=LogFanoutClient(system))`` to web/ (``AppServices.chats``).
@@ -23,6 +26,10 @@ from ._actor import PostMessage as PostMessage
 from ._actor import Room as Room
 from ._actor import Subscribe as Subscribe
 from ._actor import Unsubscribe as Unsubscribe
+from ._context import current_request_id as current_request_id
+from ._context import current_session_id as current_session_id
+from ._drain import SHUTTING_DOWN as SHUTTING_DOWN
+from ._drain import ChatDrain as ChatDrain
 from ._exceptions import ChatBusyError as ChatBusyError
 from ._exceptions import ChatError as ChatError
 from ._exceptions import ChatUnavailableError as ChatUnavailableError
@@ -45,10 +52,12 @@ __all__ = [
     "DEFAULT_CHAT_INTENSITY",
     "DEFAULT_MASTER_TIMEOUT",
     "DEFAULT_QUEUED_MESSAGES",
+    "SHUTTING_DOWN",
     "ApiKeyDecrypter",
     "ChatActor",
     "ChatBusyError",
     "ChatDeps",
+    "ChatDrain",
     "ChatError",
     "ChatInput",
     "ChatMessage",
@@ -64,6 +73,8 @@ __all__ = [
     "Unsubscribe",
     "agent_response_frame",
     "chat_supervisor_spec",
+    "current_request_id",
+    "current_session_id",
     "error_reply",
     "master_payload",
 ]

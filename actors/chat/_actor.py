@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,8 @@ from persistence import (
 )
 from runtime import Actor
 
+from ._context import turn_context
+from ._drain import SHUTTING_DOWN
 from ._frames import (
     CHAT_NOT_FOUND,
     CONFIG_NOT_FOUND,
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from actors.fanout import SocketOutbox
     from persistence import File, ModelConfig, ModelProvider
 
+    from ._drain import ChatDrain
     from ._ports import ApiKeyDecrypter, MasterInvoker
 
 __all__ = [
@@ -83,6 +87,8 @@ class ChatDeps:
         master_errors: The exception types `master` raises for a missing reply, whose
             ``str()`` is the text to show the user (``actors.session.MasterAgentError``).
             Any other exception is unexpected.
+        drain: The server's stop: cuts the master wait of a turn short at its
+            deadline. None: turns are never cut.
     """
 
     sessionmaker: async_sessionmaker[AsyncSession]
@@ -92,6 +98,7 @@ class ChatDeps:
     files_dir: Path | None = None
     clock: Callable[[], float] = field(default=time.time)
     master_errors: tuple[type[Exception], ...] = ()
+    drain: ChatDrain | None = None
 
 
 # -- messages ---------------------------------------------------------------------------
@@ -153,6 +160,8 @@ class Room:
 class _Turn:
     request_id: uuid.UUID
     user_stored: bool = False
+    # Cancelled when the server's drain deadline passes during the master wait.
+    cut: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
 
 # -- the actor --------------------------------------------------------------------------
@@ -202,13 +211,26 @@ class ChatActor(Actor[ChatMessage]):
 
     async def _turn(self, chat_input: ChatInput) -> None:
         turn = _Turn(uuid.uuid4())
-        try:
-            reply = await self._steps(chat_input, turn)
-        except Exception:
-            logger.exception("chat turn %s of session %s failed", turn.request_id, self.session_id)
-            await self._finish(turn, error_reply(UNEXPECTED))
-            raise
-        await self._finish(turn, reply)
+        with turn_context(self.session_id, turn.request_id), self._counted(turn):
+            logger.debug("turn started")
+            try:
+                reply = await self._steps(chat_input, turn)
+            except Exception:
+                logger.exception("chat turn failed")
+                await self._finish(turn, error_reply(UNEXPECTED))
+                raise
+            await self._finish(turn, reply)
+            logger.debug("turn answered")
+
+    @contextlib.contextmanager
+    def _counted(self, turn: _Turn) -> Iterator[None]:
+        drain = self.deps.drain
+        if drain is None:
+            yield
+            return
+        with drain.turn() as cut:
+            turn.cut = cut
+            yield
 
     async def _steps(self, chat_input: ChatInput, turn: _Turn) -> Reply:
         """Run ENDPOINTS.md §9 steps 2 to 6; return the reply. Expected failures are replies."""
@@ -308,13 +330,16 @@ class ChatActor(Actor[ChatMessage]):
         try:
             # The invoker has the same deadline; this one also holds for an edge that
             # ignores it, so a turn can never wait longer.
-            with anyio.fail_after(timeout):
+            with turn.cut, anyio.fail_after(timeout):
                 answer = await self.deps.master.invoke_master(
                     payload,
                     request_id=str(turn.request_id),
                     session_id=str(self.session_id),
                     timeout=timeout,
                 )
+            if turn.cut.cancelled_caught:
+                logger.warning("turn cut short: the server is stopping")
+                return error_reply(SHUTTING_DOWN)
         except TimeoutError:
             return error_reply(deadline_text(timeout))
         except self.deps.master_errors as exc:

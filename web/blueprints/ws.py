@@ -3,6 +3,12 @@
 Messages are validated by hand rather than with ``receive_as``: an invalid frame must
 be answered with the Q3 error frame and the socket kept open, and the older
 ``{"llm": {"llm_name": …}}`` form must be read as well (Q2).
+
+While the server stops (``extras["chat_drain"]``): a new socket is accepted and closed
+at once with 1013 ("try again later": another instance, or this one restarted, will
+take it; a close before accepting would reach the browser as a bare HTTP 403); a message
+on an open socket is answered with an error frame; once the turns in flight are
+answered, the open sockets send what is queued and close with 1001 ("going away").
 """
 
 from __future__ import annotations
@@ -15,13 +21,28 @@ import anyio
 from pydantic import BaseModel, ConfigDict, ValidationError
 from quart import Blueprint, websocket
 
-from actors.chat import ChatBusyError, ChatInput, ChatSession, ChatUnavailableError
+from actors.chat import (
+    SHUTTING_DOWN,
+    ChatBusyError,
+    ChatDrain,
+    ChatInput,
+    ChatSession,
+    ChatUnavailableError,
+)
 
 from ..auth import resolve_token
 from ..errors import format_error
 from ..services import services
 
-__all__ = ["CLOSE_POLICY", "CLOSE_TOO_SLOW", "IncomingMessage", "blueprint", "parse_message"]
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_POLICY",
+    "CLOSE_TOO_SLOW",
+    "SERVER_STOPPING",
+    "IncomingMessage",
+    "blueprint",
+    "parse_message",
+]
 
 blueprint = Blueprint("ws", __name__)
 
@@ -29,9 +50,11 @@ CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 CLOSE_TOO_SLOW = CLOSE_TRY_AGAIN
 CLOSE_INTERNAL = 1011
+CLOSE_GOING_AWAY = 1001
 BAD_TOKEN = "JWT token is expired or invalid"
 BAD_SESSION = "session_id is not a valid UUID"
 VALIDATION_FAILED = "Message validation failed"
+SERVER_STOPPING = "Server is shutting down"
 BUSY = "Too many messages are waiting in this chat. Try again later"
 
 
@@ -95,23 +118,37 @@ async def frontend_ws() -> None:
     except ValueError:
         await websocket.close(CLOSE_POLICY, BAD_SESSION)
         return
+    drain: ChatDrain | None = services().extras.get("chat_drain")
     await websocket.accept()
+    if drain is not None and drain.draining:
+        await websocket.close(CLOSE_TRY_AGAIN, SERVER_STOPPING)
+        return
     try:
         async with (
             services().chats.open_session(caller.user_id, session_id) as chat,
             anyio.create_task_group() as tg,
         ):
             tg.start_soon(_write, chat, tg.cancel_scope)
-            await _read(chat)
+            if drain is not None:
+                tg.start_soon(_close_when_drained, chat, drain)
+            await _read(chat, drain)
     except ChatUnavailableError:
         await websocket.close(CLOSE_TRY_AGAIN, "Chat is not available. Try again later")
 
 
-async def _read(chat: ChatSession) -> None:
+async def _close_when_drained(chat: ChatSession, drain: ChatDrain) -> None:
+    await drain.wait_closed()
+    chat.outbox.close()  # the writer sends what is queued, then closes the socket
+
+
+async def _read(chat: ChatSession, drain: ChatDrain | None) -> None:
     while True:
         parsed = parse_message(await websocket.receive())
         if isinstance(parsed, dict):
             chat.send_nowait(json.dumps(parsed, ensure_ascii=False, default=str))
+            continue
+        if drain is not None and drain.draining:
+            chat.send_nowait(_error_frame(SHUTTING_DOWN))
             continue
         try:
             await chat.post(parsed)
@@ -125,4 +162,6 @@ async def _write(chat: ChatSession, scope: anyio.CancelScope) -> None:
         await websocket.send(text)
     if chat.outbox.overflowed:
         await websocket.close(CLOSE_TOO_SLOW, "Too many frames waiting. Reconnect")
+    else:
+        await websocket.close(CLOSE_GOING_AWAY, SERVER_STOPPING)
     scope.cancel()
