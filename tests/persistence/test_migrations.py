@@ -139,6 +139,32 @@ class TestMigrations:
                 assert await conn.scalar(text("SELECT count(*) FROM logs")) == 1
                 assert await conn.scalar(text("SELECT count(*) FROM userprofiles")) == 1
 
+            # The same rows, read back the way the server reads them.
+            sessionmaker = persistence.create_sessionmaker(engine)
+            async with sessionmaker() as session:
+                user = await persistence.UserRepository(session).get_by_username("ann")
+                assert user is not None and user.id == user_id
+                assert await persistence.ProfileRepository(session).get(user_id) is not None
+                agents = persistence.AgentRepository(session)
+                agent = await agents.get(agent_id, owner_id=user_id)
+                assert agent is not None
+                assert (agent.name, agent.alias, agent.jwt) == ("My Agent", alias, "j1")
+                flow_row = await persistence.FlowRepository(session).get(flow_id, owner_id=user_id)
+                assert flow_row is not None and len(flow_row.flow) == 2
+                provider = await persistence.ProviderRepository(session).get_by_name(
+                    "openai", owner_id=user_id
+                )
+                assert provider is not None and provider.api_key == "enc"
+                configs = persistence.ConfigRepository(session)
+                stored = await configs.get(config_id, owner_id=user_id)
+                assert stored is not None
+                assert (stored.name, stored.model, stored.credentials) == (
+                    "gpt",
+                    "gpt-4o",
+                    {"x": "y"},
+                )
+                assert stored.provider_id == provider.id
+
             # And back down to the first release: the key returns to the config.
             await persistence.downgrade_to(url, FIRST_RELEASE)
             async with engine.connect() as conn:
