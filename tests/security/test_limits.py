@@ -78,6 +78,7 @@ PAGED = [
     "/api/chats",
     "/user/files/metadata",
     "/api/mcp/servers",
+    "/api/a2a/agents",
 ]
 
 

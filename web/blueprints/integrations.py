@@ -62,8 +62,9 @@ async def delete_mcp_server(server_id: UUID, caller: Caller) -> Any:
 
 @blueprint.get("/api/a2a/agents")
 @requires_user
+@validate_query(PageQuery)
 @responds(list[dict[str, Any]])
-async def list_a2a_agents(caller: Caller) -> Any:
+async def list_a2a_agents(query: PageQuery, caller: Caller) -> Any:
     """List the caller's A2A agents (none yet)."""
     return json_response([], model=list[Any])
 
