@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -393,8 +395,22 @@ async def serve(settings: Settings, db_settings: DatabaseSettings, *, migrate: b
             tg.cancel_scope.cancel()
 
 
+# After a second signal, what is cancelled may still wait on a peer (a WebSocket close
+# handshake, a database connection); past this many seconds the process just exits.
+FORCED_EXIT_SECONDS = 2.0
+
+
 async def _cancel_on_next_signal(signals: AsyncIterator[int], scope: anyio.CancelScope) -> None:
     async for signum in signals:
         logger.warning("%s received again: stopping at once", signal.Signals(signum).name)
+        watchdog = threading.Timer(FORCED_EXIT_SECONDS, _exit_now)
+        watchdog.daemon = True
+        watchdog.start()
         scope.cancel()
         return
+
+
+def _exit_now() -> None:
+    logger.error("still stopping %.0f s after the second signal: exiting", FORCED_EXIT_SECONDS)
+    logging.shutdown()
+    os._exit(1)
