@@ -8,6 +8,7 @@ set quart-schema's attributes, so the routes stay documented in ``/openapi.json`
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from functools import wraps
@@ -22,7 +23,7 @@ from quart_schema.validation import (
     QUART_SCHEMA_RESPONSE_ATTRIBUTE,
     DataSource,
 )
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 
 from .errors import Location, RequestValidationError, validation_errors
 
@@ -82,12 +83,34 @@ def _load(model: type[ModelT], data: Any, location: Location) -> ModelT:
         raise RequestValidationError(validation_errors(exc, location)) from None
 
 
-def _check_size(received: int | None = None) -> None:
-    # The app-wide limit is the upload size; JSON and forms get the smaller one.
+async def _read_bounded() -> bytes:
+    """Read the whole body, refusing it once it passes ``MAX_JSON_BYTES``.
+
+    The app-wide limit is the upload size; JSON and forms get the smaller one. It is
+    checked on the declared ``Content-Length`` and on the bytes actually read, so a
+    chunked body cannot pass it. The body is put back for ``request.form``.
+
+    Raises:
+        RequestEntityTooLarge: the body is larger than the limit.
+        RequestTimeout: the body did not arrive within the request's body timeout.
+    """
     limit: int = current_app.config["GENAI_MAX_JSON_BYTES"]
-    size = request.content_length if received is None else received
-    if size is not None and size > limit:
+    declared = request.content_length
+    if declared is not None and declared > limit:
         raise RequestEntityTooLarge()
+    received = bytearray()
+    try:
+        async with asyncio.timeout(request.body_timeout):
+            async for chunk in request.body:
+                received += chunk
+                if len(received) > limit:
+                    raise RequestEntityTooLarge()
+    except TimeoutError:
+        raise RequestTimeout() from None
+    data = bytes(received)
+    request.body = request.body_class(len(data), None)
+    request.body.set_result(data)
+    return data
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -106,9 +129,7 @@ async def parse_json_body() -> Any:
     Raises:
         RequestValidationError: the body is not valid JSON.
     """
-    _check_size()
-    raw = await request.get_data(cache=True, as_text=False)
-    _check_size(len(raw))
+    raw = await _read_bounded()
     if not raw:
         return None
     if not _is_json(request.headers.get("Content-Type")):
@@ -161,7 +182,7 @@ def validate_form(model: type[BaseModel]) -> Callable[[F], F]:
 
         @wraps(func)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            _check_size()
+            await _read_bounded()
             form = await request.form
             data = {key: form.getlist(key)[-1] for key in form}
             try:

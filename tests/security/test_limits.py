@@ -70,6 +70,42 @@ class TestSizes:
         )
         assert response.status_code == 413, await response.get_data()
 
+    @pytest.mark.parametrize(
+        "content_type",
+        ["application/x-www-form-urlencoded", "multipart/form-data; boundary=b"],
+    )
+    async def test_a_form_without_content_length_is_counted_as_read(
+        self, small: QuartClient, content_type: str
+    ) -> None:
+        # Sent chunked: no Content-Length to check up front.
+        if content_type.startswith("multipart"):
+            fields = {"username": "u" * JSON_LIMIT, "password": "p"}
+            body = (
+                "".join(
+                    f'--b\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+                    for k, v in fields.items()
+                ).encode()
+                + b"--b--\r\n"
+            )
+        else:
+            body = f"username={'u' * JSON_LIMIT}&password=p".encode()
+        response = await small.post(
+            "/api/login/access-token", data=body, headers={"Content-Type": content_type}
+        )
+        assert response.status_code == 413, await response.get_data()
+
+    async def test_a_json_body_without_content_length_is_counted_as_read(
+        self, small: QuartClient
+    ) -> None:
+        user = await Users(small).login()
+        body = b'{"name": "a", "input_parameters": {}, "description": "' + b"x" * JSON_LIMIT + b'"}'
+        response = await small.post(
+            "/api/agents/register",
+            data=body,
+            headers={**user.headers, "Content-Type": "application/json"},
+        )
+        assert response.status_code == 413, await response.get_data()
+
 
 PAGED = [
     "/api/agents/",
