@@ -8,9 +8,14 @@ It handles the events the router session tells it (PROTOCOL.md §4, API.md §9.4
   input schema, mark the agent active, re-check the flows that list it;
 - ``agent_unregister``: mark the agent and its creator's flows inactive (temporary and
   master ids are ignored);
-- ``agent_log``: validate, buffer, and write in batches with one multi-row insert;
-  after each commit the stored entries go to the `LogSink`. A database outage delays
-  logs, it does not drop them while the bounded buffer holds; overflow is counted.
+- ``agent_log``: validate and buffer; a writer task stores the buffer in batches
+  (`LogRepository.add_many`, one statement each) and after each commit hands the
+  stored entries to the `LogSink`. A database outage delays logs, it does not drop
+  them while the bounded buffer holds; overflow is counted.
+
+Batches adapt to the load, with no timer: the writer takes what is buffered once the
+logs stop arriving (the mailbox has drained), and whatever piled up while a batch was
+being written goes in the next one, up to ``batch_size``.
 
 At start every agent is marked inactive, as upstream does. Place it with
 `registry_spec`; it must start before the router session.
@@ -22,6 +27,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import itertools
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,19 +41,18 @@ from actors.session import (
     AgentUnregistered,
     RouterSessionClient,
 )
-from actors.session._tasks import OwnedTasks
-from persistence import AgentRepository
+from persistence import AgentRepository, LogRepository
 from runtime import Actor, ActorRef, Backoff, ChildSpec
 
-from ._rules import ValidLog, decode_agent_jwt, is_agent_id, validate_log
-from ._store import OwnerCache, activate_agent, deactivate_agent, recheck_flows, write_logs
+from ._rules import decode_agent_jwt, is_agent_id, validate_log
+from ._store import activate_agent, deactivate_agent, recheck_flows
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from persistence import LogEntry
+    from persistence import LogEntry, NewLog
 
 __all__ = [
     "NOT_REGISTERED",
@@ -83,8 +88,7 @@ class RegistryConfig:
     Attributes:
         jwt_secret: The key agent JWTs are signed with (``JWT_SECRET_KEY``).
         jwt_algorithm: Their algorithm (``HASH_ALGORITHM``, HS256).
-        batch_size: A batch is written once this many logs are queued...
-        flush_interval: ...or this many seconds after the first of them arrived.
+        batch_size: The most logs written in one batch.
         buffer_limit: Logs kept while the database is unreachable; more are dropped
             and counted as overflow.
         retry: Delay between attempts to write a batch while writes fail.
@@ -92,8 +96,7 @@ class RegistryConfig:
 
     jwt_secret: str
     jwt_algorithm: str = "HS256"
-    batch_size: int = 500
-    flush_interval: float = 0.02
+    batch_size: int = 5000
     buffer_limit: int = 100_000
     retry: Backoff = _RETRY
 
@@ -163,11 +166,10 @@ class RegistryActor(Actor[RegistryMessage]):
             session if isinstance(session, RouterSessionClient) else None
         )
         self.sink = sink
-        self._buffer: collections.deque[ValidLog] = collections.deque()
-        self._owners = OwnerCache()
+        self._buffer: collections.deque[NewLog] = collections.deque()
         self._wake = asyncio.Event()
-        self._full = asyncio.Event()
-        self._tasks = OwnedTasks(lambda _: self.stop())
+        self._stopping = asyncio.Event()
+        self._writer_done = asyncio.Event()
         self._stats = RegistryStatistics()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -176,19 +178,22 @@ class RegistryActor(Actor[RegistryMessage]):
         async with self.sessionmaker.begin() as db:
             count = await AgentRepository(db).mark_all_inactive()
         logger.info("marked %d agents inactive at start", count)
-        self._tasks.open()
-        self._tasks.start(self._flush_forever(), name=f"{self.name} log writer")
+        self.start_soon(self._write_forever, name=f"{self.name} log writer")
 
     async def on_stop(self) -> None:
-        await self._tasks.aclose()
-        if self._buffer:
-            # One last attempt, so a graceful stop loses nothing the database takes.
+        # The writer finishes the batch in flight (it stops retrying), then the rest
+        # gets one attempt, so a graceful stop loses nothing the database takes.
+        self._stopping.set()
+        self._wake.set()
+        await self._writer_done.wait()
+        while self._buffer:
+            batch = self._peek()
             try:
-                await self._write(list(self._buffer))
+                await self._store(batch)
             except Exception as exc:
                 logger.error("dropping %d logs at stop: %r", len(self._buffer), exc)
-        if self._tasks.failure is not None:
-            raise self._tasks.failure
+                self._count(failed=len(self._buffer))
+                self._buffer.clear()
 
     def statistics(self) -> RegistryStatistics:
         """Return a snapshot of the counters (does not wait)."""
@@ -208,17 +213,20 @@ class RegistryActor(Actor[RegistryMessage]):
                 return self.statistics()
         return None
 
-    def _queue(self, log: ValidLog | None) -> None:
-        stats = self._stats
+    def _queue(self, log: NewLog | None) -> None:
         if log is None:
-            self._stats = dataclasses.replace(stats, dropped=stats.dropped + 1)
+            self._count(dropped=1)
         elif len(self._buffer) >= self.config.buffer_limit:
-            self._stats = dataclasses.replace(stats, overflowed=stats.overflowed + 1)
+            self._count(overflowed=1)
         else:
             self._buffer.append(log)
             self._wake.set()
-            if len(self._buffer) >= self.config.batch_size:
-                self._full.set()
+
+    def _count(self, **increments: int) -> None:
+        stats = self._stats
+        self._stats = dataclasses.replace(
+            stats, **{key: getattr(stats, key) + n for key, n in increments.items()}
+        )
 
     async def _register(self, event: AgentRegistered) -> None:
         claims = decode_agent_jwt(
@@ -237,12 +245,11 @@ class RegistryActor(Actor[RegistryMessage]):
                 if agent is not None:
                     await recheck_flows(db, agent.id)
         if agent is None:
-            self._stats = dataclasses.replace(self._stats, rejected=self._stats.rejected + 1)
+            self._count(rejected=1)
             logger.warning("agent %s sent an invalid JWT; stopping it", event.agent_uuid)
             await self._notify(event.agent_uuid)
             return
-        self._owners.remember_agent(event.agent_uuid, agent.creator_id)
-        self._stats = dataclasses.replace(self._stats, registered=self._stats.registered + 1)
+        self._count(registered=1)
 
     async def _unregister(self, agent_uuid: str) -> None:
         if not is_agent_id(agent_uuid):
@@ -250,9 +257,7 @@ class RegistryActor(Actor[RegistryMessage]):
         async with self.sessionmaker.begin() as db:
             known = await deactivate_agent(db, _to_uuid(agent_uuid))
         if known:
-            self._stats = dataclasses.replace(
-                self._stats, unregistered=self._stats.unregistered + 1
-            )
+            self._count(unregistered=1)
 
     async def _notify(self, agent_uuid: str) -> None:
         if self._session is None and isinstance(self._session_spec, str):
@@ -266,58 +271,70 @@ class RegistryActor(Actor[RegistryMessage]):
 
     # -- the log writer (an owned task) ----------------------------------------------
 
-    async def _flush_forever(self) -> None:
-        config = self.config
-        attempt = 0
-        poison = 0
-        while True:
-            await self._wake.wait()
-            if len(self._buffer) < config.batch_size:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), config.flush_interval)
-            batch = [self._buffer[i] for i in range(min(len(self._buffer), config.batch_size))]
+    async def _write_forever(self) -> None:
+        try:
+            await self._write_until_stopped()
+        finally:
+            self._writer_done.set()
+
+    async def _write_until_stopped(self) -> None:
+        attempt = poison = 0
+        while not self._stopping.is_set():
+            if not self._buffer:
+                self._wake.clear()
+                await self._wake.wait()
+                await self._wait_drained()
+                continue
+            batch = self._peek()
             try:
-                entries = await self._write(batch)
+                await self._store(batch)
             except Exception as exc:
                 attempt, poison = attempt + 1, poison + (0 if _is_outage(exc) else 1)
-                stats = self._stats
-                self._stats = dataclasses.replace(
-                    stats, retries=stats.retries + 1, last_error=repr(exc)[:500]
-                )
+                self._count(retries=1)
+                self._stats = dataclasses.replace(self._stats, last_error=repr(exc)[:500])
                 if poison >= _POISON_ATTEMPTS:
                     logger.error("dropping a batch of %d logs: %r", len(batch), exc)
                     self._take(len(batch))
-                    self._stats = dataclasses.replace(
-                        self._stats, failed=self._stats.failed + len(batch)
-                    )
+                    self._count(failed=len(batch))
                     poison = 0
                     continue
                 logger.warning("log batch write failed (attempt %d): %r", attempt, exc)
-                await asyncio.sleep(config.retry.delay(attempt - 1))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.config.retry.delay(attempt - 1)):
+                        await self._stopping.wait()
                 continue
             attempt = poison = 0
-            self._take(len(batch))
-            stats = self._stats
-            self._stats = dataclasses.replace(
-                stats, written=stats.written + len(entries), batches=stats.batches + 1
-            )
-            if self.sink is not None:
-                try:
-                    await self.sink.logs_stored(entries)
-                except Exception:
-                    logger.exception("the log sink failed; the logs are stored")
+
+    async def _wait_drained(self) -> None:
+        # Let the logs of a burst gather: yield while handling messages keeps adding
+        # to the buffer (the actor yields at least every few hundred messages), so a
+        # batch is written once the mailbox has drained or a batch is full.
+        size = len(self._buffer)
+        while size < self.config.batch_size and not self._stopping.is_set():
+            await asyncio.sleep(0)
+            if len(self._buffer) == size:
+                return
+            size = len(self._buffer)
+
+    def _peek(self) -> list[NewLog]:
+        return list(itertools.islice(self._buffer, self.config.batch_size))
 
     def _take(self, count: int) -> None:
+        popleft = self._buffer.popleft
         for _ in range(count):
-            self._buffer.popleft()
-        if len(self._buffer) < self.config.batch_size:
-            self._full.clear()
-        if not self._buffer:
-            self._wake.clear()
+            popleft()
 
-    async def _write(self, batch: Sequence[ValidLog]) -> list[LogEntry]:
+    async def _store(self, batch: list[NewLog]) -> None:
+        """Write one batch, drop it from the buffer and hand it to the sink."""
         async with self.sessionmaker.begin() as db:
-            return await write_logs(db, batch, self._owners)
+            entries = await LogRepository(db).add_many(batch)
+        self._take(len(batch))
+        self._count(written=len(entries), batches=1)
+        if self.sink is not None:
+            try:
+                await self.sink.logs_stored(entries)
+            except Exception:
+                logger.exception("the log sink failed; the logs are stored")
 
 
 def _is_outage(exc: BaseException) -> bool:

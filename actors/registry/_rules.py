@@ -27,10 +27,11 @@ from typing import Any
 
 import jwt
 
+from persistence import NewLog
+
 __all__ = [
     "MAX_NAME_LENGTH",
     "AgentClaims",
-    "ValidLog",
     "decode_agent_jwt",
     "is_agent_id",
     "new_alias",
@@ -104,20 +105,9 @@ def _parse_uuid(value: str) -> uuid.UUID:
     return uuid.UUID(value)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ValidLog:
-    """An ``agent_log`` that may be stored."""
-
-    session_id: uuid.UUID
-    request_id: uuid.UUID
-    agent_id: str
-    log_level: str
-    message: str
-
-
 def validate_log(
     agent_id: str, session_id: Any, request_id: Any, log_level: Any, message: Any
-) -> ValidLog | None:
+) -> NewLog | None:
     """Return the log to store, or None to drop it.
 
     Stored only when ``session_id``, ``request_id`` and ``log_level`` are non-empty,
@@ -137,4 +127,4 @@ def validate_log(
     level = str(log_level)
     if "\x00" in level:
         level = level.replace("\x00", "\ufffd")
-    return ValidLog(sid, rid, agent_id, level, text)
+    return NewLog(sid, rid, agent_id, text, level)

@@ -1,4 +1,4 @@
-"""The registry's database work: agent state changes and batched log writes.
+"""The registry's database work on agents: registration, disconnect, flow state.
 
 Every function takes the ``AsyncSession`` of one transaction that the caller owns.
 """
@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import cast, insert, literal, select, update
+from sqlalchemy import cast, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 
 from persistence import (
@@ -20,20 +18,16 @@ from persistence import (
     AgentFlow,
     AgentRepository,
     AlreadyExistsError,
-    ChatConversation,
     FlowRepository,
-    Log,
-    LogEntry,
-    utcnow,
 )
 from persistence.repositories import flow_item_ids
 
-from ._rules import MAX_NAME_LENGTH, AgentClaims, ValidLog, new_alias, next_alias, normalise_name
+from ._rules import MAX_NAME_LENGTH, AgentClaims, new_alias, next_alias, normalise_name
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-__all__ = ["OwnerCache", "activate_agent", "deactivate_agent", "recheck_flows", "write_logs"]
+__all__ = ["activate_agent", "deactivate_agent", "recheck_flows"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,115 +135,3 @@ def _uuid(value: str) -> uuid.UUID | None:
 def _canonical(value: str) -> str:
     parsed = _uuid(value)
     return str(parsed) if parsed is not None else value
-
-
-class OwnerCache:
-    """Who owns a log (ENDPOINTS.md Q20): the conversation's creator, else the agent's.
-
-    Conversation owners and agent creators never change, so found owners are cached
-    (bounded). A session without a conversation is re-checked after ``miss_ttl``
-    seconds, as its conversation may be created later.
-    """
-
-    def __init__(self, *, size: int = 50_000, miss_ttl: float = 2.0) -> None:
-        self.size = size
-        self.miss_ttl = miss_ttl
-        self.sessions: dict[uuid.UUID, uuid.UUID] = {}
-        self.session_misses: dict[uuid.UUID, float] = {}
-        self.agents: dict[str, uuid.UUID | None] = {}
-
-    def remember_agent(self, agent_id: str, creator_id: uuid.UUID | None) -> None:
-        self._bound(self.agents)
-        self.agents[agent_id] = creator_id
-
-    async def resolve(
-        self, session: AsyncSession, logs: Sequence[ValidLog]
-    ) -> dict[tuple[uuid.UUID, str], uuid.UUID | None]:
-        """Return the owner of each ``(session_id, agent_id)`` in ``logs``."""
-        now = time.monotonic()
-        sessions = {log.session_id for log in logs}
-        unknown = [
-            s
-            for s in sessions
-            if s not in self.sessions and self.session_misses.get(s, -1e9) + self.miss_ttl < now
-        ]
-        if unknown:
-            rows = await session.execute(
-                select(ChatConversation.session_id, ChatConversation.creator_id).where(
-                    ChatConversation.session_id.in_(unknown)
-                )
-            )
-            found = {sid: creator for sid, creator in rows.all() if creator is not None}
-            self._bound(self.sessions)
-            self._bound(self.session_misses)
-            for sid in unknown:
-                if sid in found:
-                    self.sessions[sid] = found[sid]
-                    self.session_misses.pop(sid, None)
-                else:
-                    self.session_misses[sid] = now
-        agents = {log.agent_id for log in logs if log.session_id not in self.sessions}
-        missing = [a for a in agents if a not in self.agents]
-        ids = [u for u in (_uuid(a) for a in missing) if u is not None]
-        creators: dict[str, uuid.UUID | None] = {}
-        if ids:
-            rows = await session.execute(
-                select(Agent.id, Agent.creator_id).where(Agent.id.in_(ids))
-            )
-            creators = {str(agent_id): creator for agent_id, creator in rows.all()}
-        for agent_id in missing:
-            if agent_id in creators or _uuid(agent_id) is None:
-                # Unknown UUIDs are looked up again later; master ids never own anything.
-                self.remember_agent(agent_id, creators.get(agent_id))
-        return {
-            (log.session_id, log.agent_id): self.sessions.get(log.session_id)
-            or self.agents.get(log.agent_id, creators.get(log.agent_id))
-            for log in logs
-        }
-
-    def _bound(self, cache: dict[Any, Any]) -> None:
-        if len(cache) >= self.size:
-            cache.clear()
-
-
-async def write_logs(
-    session: AsyncSession, logs: Sequence[ValidLog], owners: OwnerCache
-) -> list[LogEntry]:
-    """Insert ``logs`` in one multi-row statement and return them as stored.
-
-    The rows keep ``creator_id`` NULL, as upstream does: reads derive the owner from
-    the conversation and the agent (see `LogRepository`); the returned entries carry
-    the owner computed now.
-    """
-    owner_of = await owners.resolve(session, logs)
-    now = utcnow()
-    rows = [
-        {
-            "session_id": log.session_id,
-            "request_id": log.request_id,
-            "agent_id": log.agent_id,
-            "message": log.message,
-            "log_level": log.log_level,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for log in logs
-    ]
-    result = await session.execute(
-        insert(Log).returning(Log.id, sort_by_parameter_order=True), rows
-    )
-    ids = list(result.scalars())
-    return [
-        LogEntry(
-            id=log_id,
-            session_id=log.session_id,
-            request_id=log.request_id,
-            agent_id=log.agent_id,
-            log_level=log.log_level,
-            message=log.message,
-            creator_id=owner_of[(log.session_id, log.agent_id)],
-            created_at=now,
-            updated_at=now,
-        )
-        for log_id, log in zip(ids, logs, strict=True)
-    ]

@@ -7,13 +7,47 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, String, case, cast, func, insert, select
+from sqlalchemy import ColumnElement, String, case, cast, func, select, text
 from sqlalchemy.orm import aliased
 
 from .._models import Agent, ChatConversation, Log, utcnow
 from ._base import Repository
 
 __all__ = ["LogEntry", "LogRepository", "NewLog"]
+
+# One statement for any number of rows: the columns travel as seven arrays, so the
+# statement text (and its prepared plan) is the same for every batch and there is no
+# bound-parameter limit. Rows are inserted in the arrays' order, so their serial ids
+# ascend in that order. The owner is the reads' rule (see `LogRepository`), evaluated
+# in the same round trip.
+_INSERT_MANY = text(
+    """
+    WITH stored AS (
+        INSERT INTO logs (session_id, request_id, agent_id, creator_id, message, log_level,
+                          created_at, updated_at)
+        SELECT r.session_id, r.request_id, r.agent_id, r.creator_id, r.message, r.log_level,
+               r.created_at, r.created_at
+        FROM unnest(
+            CAST(:session_ids AS uuid[]), CAST(:request_ids AS uuid[]),
+            CAST(:agent_ids AS text[]), CAST(:creator_ids AS uuid[]),
+            CAST(:messages AS text[]), CAST(:log_levels AS text[]),
+            CAST(:created_ats AS timestamp[])
+        ) WITH ORDINALITY AS r(session_id, request_id, agent_id, creator_id, message,
+                               log_level, created_at, n)
+        ORDER BY r.n
+        RETURNING id, session_id, agent_id, creator_id
+    )
+    SELECT array_agg(s.id ORDER BY s.id),
+           array_agg(
+               CASE WHEN c.session_id IS NOT NULL THEN c.creator_id
+                    ELSE coalesce(a.creator_id, s.creator_id) END
+               ORDER BY s.id
+           )
+    FROM stored s
+    LEFT JOIN chatconversations c ON c.session_id = s.session_id
+    LEFT JOIN agents a ON CAST(a.id AS text) = s.agent_id
+    """
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,25 +86,44 @@ class LogRepository(Repository):
     ``creator_id``).
     """
 
-    async def add_many(self, logs: Iterable[NewLog]) -> int:
-        """Insert the logs in one multi-row statement per page; return how many."""
+    async def add_many(self, logs: Iterable[NewLog]) -> list[LogEntry]:
+        """Insert the logs in one statement and return them as stored, in order.
+
+        Each entry carries its id and its owner (``creator_id``), found by the rule
+        the reads use. The rows themselves keep the ``creator_id`` they were given.
+        """
+        batch = logs if isinstance(logs, list) else list(logs)
+        if not batch:
+            return []
         now = utcnow()
-        rows = [
+        stamps = [log.created_at or now for log in batch]
+        result = await self.session.execute(
+            _INSERT_MANY,
             {
-                "session_id": log.session_id,
-                "request_id": log.request_id,
-                "agent_id": log.agent_id,
-                "creator_id": log.creator_id,
-                "message": log.message,
-                "log_level": log.log_level,
-                "created_at": log.created_at or now,
-                "updated_at": log.created_at or now,
-            }
-            for log in logs
+                "session_ids": [log.session_id for log in batch],
+                "request_ids": [log.request_id for log in batch],
+                "agent_ids": [log.agent_id for log in batch],
+                "creator_ids": [log.creator_id for log in batch],
+                "messages": [log.message for log in batch],
+                "log_levels": [log.log_level for log in batch],
+                "created_ats": stamps,
+            },
+        )
+        ids, owners = result.one()
+        return [
+            LogEntry(
+                id=log_id,
+                session_id=log.session_id,
+                request_id=log.request_id,
+                agent_id=log.agent_id,
+                log_level=log.log_level,
+                message=log.message,
+                creator_id=owner,
+                created_at=stamp,
+                updated_at=stamp,
+            )
+            for log_id, owner, log, stamp in zip(ids, owners, batch, stamps, strict=True)
         ]
-        if rows:
-            await self.session.execute(insert(Log), rows)
-        return len(rows)
 
     async def list_for_request(
         self, request_id: uuid.UUID, *, owner_id: uuid.UUID

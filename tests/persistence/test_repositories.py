@@ -209,13 +209,19 @@ class TestLogs:
         ]
         rows.append(NewLog(loose_session, request, str(agent.id), "agent line", "debug"))
         rows.append(NewLog(loose_session, request, "unknown", "nobody's", "debug"))
-        assert await repo.add_many(rows) == 3002
-        assert await repo.add_many([]) == 0
+        stored = await repo.add_many(rows)
+        assert [e.message for e in stored] == [r.message for r in rows]
+        ids = [e.id for e in stored]
+        assert ids == sorted(set(ids))
+        assert [e.creator_id for e in stored[-3:]] == [alice.id, alice.id, None]
+        assert {e.creator_id for e in stored[:3000]} == {alice.id}  # the chat's owner
+        assert await repo.add_many([]) == []
 
         by_request = await repo.list_for_request(request, owner_id=alice.id)
         assert len(by_request) == 3001
         assert by_request[0].message == "m0" and by_request[-1].message == "agent line"
         assert {e.creator_id for e in by_request} == {alice.id}
+        assert [e.id for e in by_request] == ids[:3001]
         assert await repo.list_for_request(request, owner_id=bob.id) == []
         by_session = await repo.list_for_session(loose_session, owner_id=alice.id)
         assert [e.message for e in by_session] == ["agent line"]

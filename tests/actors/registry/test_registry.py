@@ -9,12 +9,23 @@ import anyio
 import pytest
 from sqlalchemy import func, select
 
-from actors.registry import next_alias, normalise_name, validate_log
-from persistence import AgentFlow, AgentRepository, FlowRepository, Log
+from actors.registry import (
+    RegistryClient,
+    RegistryConfig,
+    next_alias,
+    normalise_name,
+    registry_spec,
+    validate_log,
+)
+from actors.session import AgentLogged
+from persistence import AgentFlow, AgentRepository, FlowRepository, Log, LogEntry
+from runtime import ActorState, open_actor_system
+from runtime.testing import wait_for_state
 from tests.actors.router import handlers
 from tests.actors.router.conftest import open_peer
 
 from ..agents import (
+    SECRET,
     RecordingSink,
     add_agent,
     add_conversation,
@@ -29,6 +40,7 @@ from ..agents import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
     from anyio.abc import Process
@@ -272,6 +284,53 @@ class TestLogs:
         assert await count_logs(sessionmaker) == count
         assert [e.message for e in sink.entries] == [f"line {n}" for n in range(count)]
         assert {e.creator_id for e in sink.entries} == {user_id}
+
+
+class HeldSink(RecordingSink):
+    """A `RecordingSink` that holds its first batch until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = anyio.Event()
+        self.release = anyio.Event()
+
+    async def logs_stored(self, logs: Sequence[LogEntry]) -> None:
+        if not self.holding.is_set():
+            self.holding.set()
+            await self.release.wait()
+        await super().logs_stored(logs)
+
+
+class TestStop:
+    async def test_logs_buffered_at_stop_are_stored_and_pushed(
+        self, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        agent_id, user_id, _ = await add_agent(sessionmaker)
+        sink = HeldSink()
+        sid, rid = str(uuid.uuid4()), str(uuid.uuid4())
+        count, batch = 1000, 100
+        spec = registry_spec(
+            RegistryConfig(SECRET, batch_size=batch), sessionmaker, session=None, sink=sink
+        )
+
+        async def release_when_stopping() -> None:
+            await wait_for_state(system, "registry", ActorState.STOPPING, 10)
+            sink.release.set()
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg, open_actor_system(spec) as system:
+                ref = system.ref_of("registry")
+                for n in range(count):
+                    await ref.tell(AgentLogged(str(agent_id), sid, rid, "info", f"line {n}"))
+                await sink.holding.wait()
+                # The writer is held after its first batch: the rest is buffered.
+                stats = await RegistryClient(ref).statistics()
+                assert stats.written <= batch
+                assert stats.buffered == count - stats.written
+                tg.start_soon(release_when_stopping)
+        assert [e.message for e in sink.entries] == [f"line {n}" for n in range(count)]
+        assert {e.creator_id for e in sink.entries} == {user_id}
+        assert await count_logs(sessionmaker) == count
 
 
 def log_frame(agent_id: uuid.UUID, sid: str, rid: str, text: str) -> dict[str, Any]:
