@@ -31,6 +31,7 @@ __all__ = [
     "EMPTY_RESPONSE_ATTRIBUTE",
     "NUL_MESSAGE",
     "PATH_TYPES_ATTRIBUTE",
+    "documents_multipart",
     "parse_json_body",
     "responds",
     "validate_body",
@@ -196,6 +197,20 @@ def validate_form(model: type[BaseModel]) -> Callable[[F], F]:
             return await func(*args, data=loaded, **kwargs)
 
         return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+def documents_multipart(model: type[BaseModel]) -> Callable[[F], F]:
+    """Document a ``multipart/form-data`` body that the route reads by itself.
+
+    It only documents (``/openapi.json`` and the fuzzers see the body): the route
+    reads and checks the form, e.g. to answer its own 413.
+    """
+
+    def decorator(func: F) -> F:
+        setattr(func, QUART_SCHEMA_REQUEST_ATTRIBUTE, (model, DataSource.FORM_MULTIPART))
+        return func
 
     return decorator
 

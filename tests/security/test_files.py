@@ -94,3 +94,12 @@ async def test_path_like_file_ids_are_not_found(client: QuartClient, users: User
         response = await client.get(f"/files/{file_id}", headers=user.headers)
         assert response.status_code in {400, 404}, file_id
         assert "root:" not in (await response.get_data()).decode("utf-8", "replace")
+
+
+async def test_the_upload_body_is_documented(client: QuartClient) -> None:
+    document = await (await client.get("/openapi.json")).get_json()
+    body = document["paths"]["/files"]["post"]["requestBody"]["content"]
+    schema = body["multipart/form-data"]["schema"]
+    assert set(schema["properties"]) == {"file", "request_id", "session_id"}
+    assert schema["properties"]["file"] == {"type": "string", "format": "binary", "title": "File"}
+    assert schema["required"] == ["file"]

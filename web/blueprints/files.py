@@ -14,6 +14,7 @@ import anyio
 from pydantic import BaseModel, ValidationError, field_validator
 from quart import Blueprint, Response, request
 from quart_schema import tag_blueprint
+from quart_schema.pydantic import File as FilePart
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from persistence import File, FileRepository
@@ -23,7 +24,7 @@ from ..auth import Caller, requires_service, requires_user_or_agent
 from ..common import PageQuery, json_response
 from ..errors import APIError, RequestValidationError, validation_errors
 from ..services import services
-from ..validation import responds, validate_path, validate_query
+from ..validation import documents_multipart, responds, validate_path, validate_query
 
 __all__ = ["FileDTO", "blueprint"]
 
@@ -41,6 +42,11 @@ class UploadForm(BaseModel):
     @classmethod
     def _empty_is_absent(cls, value: Any) -> Any:
         return None if value == "" else value
+
+
+class UploadBody(UploadForm):
+    # Documents the multipart body; upload_file reads it by hand (for its own 413).
+    file: FilePart
 
 
 class FileCreated(BaseModel):
@@ -108,6 +114,7 @@ async def _read_upload() -> tuple[Any, UploadForm]:
 
 @blueprint.post("/files")
 @requires_user_or_agent
+@documents_multipart(UploadBody)
 @responds(FileCreated, 201)
 async def upload_file(caller: Caller) -> Any:
     """Store an uploaded file under a new id; answer 201 ``{"id"}``."""
