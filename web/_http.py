@@ -22,11 +22,22 @@ __all__ = ["GetAddresses", "HttpServer", "hypercorn_config"]
 logger = logging.getLogger("web.http")
 
 
-def hypercorn_config(host: str, port: int, *, graceful_timeout: float = 5.0) -> Config:
-    """Return a hypercorn configuration that serves on ``host:port``."""
+def hypercorn_config(
+    host: str,
+    port: int,
+    *,
+    graceful_timeout: float = 5.0,
+    max_ws_frame_bytes: int = 1024 * 1024,
+) -> Config:
+    """Return a hypercorn configuration that serves on ``host:port``.
+
+    A WebSocket message larger than ``max_ws_frame_bytes`` closes its socket with
+    1009 ("message too big") before the app sees it.
+    """
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.graceful_timeout = graceful_timeout
+    config.websocket_max_message_size = max_ws_frame_bytes
     config.accesslog = None
     # Our own loggers report; hypercorn's error log would duplicate them.
     config.errorlog = logging.getLogger("hypercorn.error")

@@ -288,6 +288,7 @@ async def _start_tree(
                     settings.HTTP_HOST,
                     settings.HTTP_PORT,
                     graceful_timeout=settings.SHUTDOWN_GRACE_SECONDS,
+                    max_ws_frame_bytes=settings.MAX_WS_FRAME_BYTES,
                 ),
             ),
             shutdown=settings.SHUTDOWN_GRACE_SECONDS + 2,

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     )
     MAX_UPLOAD_BYTES: int = 50 * 1024 * 1024
     MAX_JSON_BYTES: int = 1024 * 1024
+    # A larger /frontend/ws message closes its socket with 1009.
+    MAX_WS_FRAME_BYTES: int = Field(1024 * 1024, ge=1024)
 
     HTTP_HOST: str = "0.0.0.0"
     HTTP_PORT: int = 8000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from io import BytesIO
 from pathlib import Path
 
@@ -9,13 +10,16 @@ import pytest
 from quart.datastructures import FileStorage
 from quart.testing import QuartClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from websockets.exceptions import ConnectionClosed
 
 from web import Settings, create_app
 
 from ..web.conftest import Users
+from .live import open_live
 
 UPLOAD_LIMIT = 4096
 JSON_LIMIT = 1024
+FRAME_LIMIT = 4096
 
 
 @pytest.fixture(name="small")
@@ -160,3 +164,26 @@ class TestPages:
             headers=user.headers,
         )
         assert response.status_code == 422
+
+
+class TestSockets:
+    async def test_a_frontend_frame_past_the_limit_closes_1009(
+        self,
+        tmp_path: Path,
+        database_url: str,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        async with open_live(tmp_path, database_url, MAX_WS_FRAME_BYTES=FRAME_LIMIT) as live:
+            _, token = await live.login()
+            async with live.chat(token, max_size=None) as ws:
+                await ws.send(json.dumps({"message": "x" * (FRAME_LIMIT - 100)}))
+                reply = json.loads(await ws.recv())
+                assert reply["type"] == "error"  # under the limit: read and answered
+                await ws.send("x" * (FRAME_LIMIT + 1))
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.recv()
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.code == 1009
+            async with live.chat(token) as ws:  # the server is still there
+                await ws.send("{}")
+                assert json.loads(await ws.recv())["type"] == "error"
