@@ -17,6 +17,10 @@ the clock then runs from the signal to send to the last row committed, so
 bottleneck. ``server_cpu_us_per_log`` is this process's CPU time over the same span,
 per log: the cost of the path, steadier than a rate on a busy machine.
 
+The registry alone, in the same run: the same logs told straight to a fresh registry as
+the router session tells them (``registry_logs_per_s``, ``registry_cpu_us_per_log``);
+the rest of ``server_cpu_us_per_log`` is the router and the session.
+
 The baseline, measured in the same run on the same database: the same rows written
 straight into PostgreSQL with asyncpg's ``copy_records_to_table``, in batches of the
 run's mean batch size, one transaction each (``db_copy_logs_per_s``): what the database
@@ -48,7 +52,7 @@ from websockets.asyncio.client import connect
 import persistence
 from actors.registry import RegistryActor, RegistryConfig, registry_spec
 from actors.router import RouterConfig, router_children
-from actors.session import SessionConfig, router_session_spec
+from actors.session import AgentLogged, SessionConfig, router_session_spec
 from persistence import AgentRepository, Log, UserRepository, utcnow
 from runtime import ChildSpec, RestartIntensity, Strategy, Supervisor, open_actor_system
 
@@ -220,8 +224,9 @@ async def run(database_url: str, agent_count: int, per_agent: int) -> dict[str, 
         stats = registry.statistics()
     async with sessionmaker() as db:
         stored = await db.scalar(select(func.count()).select_from(Log))
-    await engine.dispose()
     mean_batch = stats.written / max(1, stats.batches)
+    alone, alone_cpu = await _registry_alone(sessionmaker, agents, per_agent)
+    await engine.dispose()
     floor = await _copy_floor(database_url, total, max(1, round(mean_batch)))
     elapsed = done - started
     return {
@@ -237,9 +242,38 @@ async def run(database_url: str, agent_count: int, per_agent: int) -> dict[str, 
         "dropped": stats.dropped + stats.overflowed + stats.failed,
         "session_restarts": restarts,
         "router_outbox": OUTBOX,
+        "registry_logs_per_s": alone,
+        "registry_cpu_us_per_log": alone_cpu,
         "db_copy_logs_per_s": floor,
         "ratio": total / elapsed / floor,
     }
+
+
+async def _registry_alone(
+    sessionmaker: Any, agents: list[tuple[str, str]], per_agent: int
+) -> tuple[float, float]:
+    """Return logs per second and CPU microseconds per log of the registry by itself."""
+    events = []
+    for agent_id, _ in agents:
+        sid, rid = str(uuid.uuid4()), str(uuid.uuid4())
+        events += [
+            AgentLogged(agent_id, sid, rid, "info", f"step {n} of the request", "caller#1")
+            for n in range(per_agent)
+        ]
+    async with open_actor_system(
+        registry_spec(RegistryConfig(SECRET), sessionmaker, session=None)
+    ) as system:
+        ref = system.ref_of("registry")
+        registry = ref._cell.instance
+        assert isinstance(registry, RegistryActor)
+        cpu, started = time.process_time(), time.perf_counter()
+        for event in events:
+            await ref.tell(event)
+        with anyio.move_on_after(120):
+            while registry.statistics().written < len(events):  # noqa: ASYNC110
+                await anyio.sleep(0.002)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return len(events) / elapsed, cpu / len(events) * 1e6
 
 
 async def _copy_floor(database_url: str, total: int, batch: int) -> float:
