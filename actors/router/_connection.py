@@ -124,14 +124,19 @@ async def serve_connection(
                     await hub.tell(ReceiveFrame(conn_id, await ws.recv(decode=False)))
             tg.cancel_scope.cancel()
     finally:
-        with anyio.CancelScope(shield=True):
+        # Shielded so the table is cleaned up even when the handler is cancelled, but
+        # bounded: when the whole router is being torn down, the hub and the connections
+        # supervisor may already be gone, and nothing would ever answer.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_SECONDS):
             try:
                 hub.tell_nowait(CloseConnection(conn_id))
             except MailboxFullError:
-                with anyio.move_on_after(5):  # never hang a stopping router
-                    await hub.tell(CloseConnection(conn_id))
+                await hub.tell(CloseConnection(conn_id))
             with contextlib.suppress(KeyError, ActorDeadError):
                 await connections.stop_child(key)
+
+
+_CLEANUP_SECONDS = 5.0
 
 
 async def _close_on_overflow(ws: ServerConnection, outbox: ActorOutbox) -> None:
