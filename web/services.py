@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import current_app
 
+from ._sockets import SocketCounts
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ class AppServices:
     router: Any = None
     metrics: Metrics = field(default_factory=Metrics)
     extras: dict[str, Any] = field(default_factory=dict)
+    sockets: SocketCounts = field(default_factory=SocketCounts)
+    """The open front-end sockets per user (``MAX_SOCKETS_PER_USER``)."""
 
 
 def services() -> AppServices:

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     MAX_JSON_BYTES: int = 1024 * 1024
     # A larger /frontend/ws message closes its socket with 1009.
     MAX_WS_FRAME_BYTES: int = Field(1024 * 1024, ge=1024)
+    # Open /frontend/ws sockets per user, over all sessions; one more is closed with 1013.
+    MAX_SOCKETS_PER_USER: int = Field(20, ge=1)
 
     HTTP_HOST: str = "0.0.0.0"
     HTTP_PORT: int = 8000

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import uuid
 from io import BytesIO
 from pathlib import Path
 
+import anyio
 import pytest
 from quart.datastructures import FileStorage
 from quart.testing import QuartClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from web import Settings, create_app
 
 from ..web.conftest import Users
-from .live import open_live
+from .live import Live, open_live
 
 UPLOAD_LIMIT = 4096
 JSON_LIMIT = 1024
@@ -187,3 +191,59 @@ class TestSockets:
             async with live.chat(token) as ws:  # the server is still there
                 await ws.send("{}")
                 assert json.loads(await ws.recv())["type"] == "error"
+
+    async def test_sockets_past_the_per_user_limit_close_1013_and_free_their_place(
+        self,
+        tmp_path: Path,
+        database_url: str,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        async with open_live(
+            tmp_path, database_url, MAX_SOCKETS_PER_USER=2, MAX_WS_FRAME_BYTES=FRAME_LIMIT
+        ) as live:
+            _, token = await live.login()
+            _, other = await live.login()
+            async with live.chat(token) as first, live.chat(token, str(uuid.uuid4())):
+                async with live.chat(token) as third:
+                    assert json.loads(await third.recv()) == {
+                        "type": "error",
+                        "error": "Too many open sockets",
+                    }
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await third.recv()
+                    assert closed.value.rcvd is not None
+                    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+                        1013,
+                        "Too many open sockets",
+                    )
+                async with live.chat(other) as bystander:  # counted per user
+                    await _still_answers(bystander)
+                await _still_answers(first)
+            # Places are given back: on a clean close, on a 1009 and on a dropped transport.
+            async with live.chat(token) as ws:
+                await ws.send("x" * (FRAME_LIMIT + 1))
+                with pytest.raises(ConnectionClosed):
+                    await ws.recv()
+            dropped = await live.chat(token)
+            dropped.transport.abort()
+            await _wait_places(live, token, 2)
+
+
+async def _still_answers(ws: ClientConnection) -> None:
+    await ws.send("{}")
+    assert json.loads(await ws.recv())["error"] == "Message validation failed"
+
+
+async def _wait_places(live: Live, token: str, places: int) -> None:
+    """Wait until the user can hold ``places`` sockets at once (releases are async)."""
+    with anyio.fail_after(10):
+        while True:
+            async with contextlib.AsyncExitStack() as stack:
+                sockets = [await stack.enter_async_context(live.chat(token)) for _ in range(places)]
+                replies = []
+                for ws in sockets:
+                    await ws.send("{}")
+                    replies.append(json.loads(await ws.recv())["error"])
+            if set(replies) == {"Message validation failed"}:
+                return
+            await anyio.sleep(0.05)

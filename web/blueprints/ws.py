@@ -9,6 +9,10 @@ at once with 1013 ("try again later": another instance, or this one restarted, w
 take it; a close before accepting would reach the browser as a bare HTTP 403); a message
 on an open socket is answered with an error frame; once the turns in flight are
 answered, the open sockets send what is queued and close with 1001 ("going away").
+
+A user holds at most ``MAX_SOCKETS_PER_USER`` open sockets, over all sessions. One more
+is accepted, sent the error frame ``{"type": "error", "error": "Too many open sockets"}``
+and closed with 1013, for the same reason: a refused handshake would log the UI out.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ __all__ = [
     "CLOSE_POLICY",
     "CLOSE_TOO_SLOW",
     "SERVER_STOPPING",
+    "TOO_MANY_SOCKETS",
     "IncomingMessage",
     "blueprint",
     "parse_message",
@@ -56,6 +61,7 @@ BAD_SESSION = "session_id is not a valid UUID"
 VALIDATION_FAILED = "Message validation failed"
 SERVER_STOPPING = "Server is shutting down"
 BUSY = "Too many messages are waiting in this chat. Try again later"
+TOO_MANY_SOCKETS = "Too many open sockets"
 
 
 class _OlderLlm(BaseModel):
@@ -123,6 +129,11 @@ async def frontend_ws() -> None:
     if drain is not None and drain.draining:
         await websocket.close(CLOSE_TRY_AGAIN, SERVER_STOPPING)
         return
+    sockets = services().sockets
+    if not sockets.acquire_nowait(caller.user_id, services().settings.MAX_SOCKETS_PER_USER):
+        await websocket.send(_error_frame(TOO_MANY_SOCKETS))
+        await websocket.close(CLOSE_TRY_AGAIN, TOO_MANY_SOCKETS)
+        return
     try:
         async with (
             services().chats.open_session(caller.user_id, session_id) as chat,
@@ -134,6 +145,8 @@ async def frontend_ws() -> None:
             await _read(chat, drain)
     except ChatUnavailableError:
         await websocket.close(CLOSE_TRY_AGAIN, "Chat is not available. Try again later")
+    finally:
+        sockets.release(caller.user_id)
 
 
 async def _close_when_drained(chat: ChatSession, drain: ChatDrain) -> None:
