@@ -72,7 +72,8 @@ def parse_frame(data: str | bytes, *, limit: int) -> Frame:
         raise FrameTooLargeError(size, limit)
     try:
         frame = json.loads(data)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+    except (ValueError, RecursionError) as exc:
+        # JSONDecodeError, UnicodeDecodeError, and nesting deeper than the stack.
         raise InvalidFrameError("Invalid JSON format") from exc
     if not isinstance(frame, dict):
         raise InvalidFrameError("Invalid JSON format")

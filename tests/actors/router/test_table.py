@@ -204,6 +204,15 @@ class TestRouting:
             (target, {"error": {**notice, "message_type": "agent_error"}})
         ]
 
+    @pytest.mark.parametrize("data", ["[" * 100_000, b'{"a":' * 50_000])
+    def test_absurdly_nested_frames_get_error_frames(
+        self, table: RoutingTable, data: str | bytes
+    ) -> None:
+        conn, _ = table.open(invoker("a:b"))
+        [(to, frame)] = frames(table.receive(conn, data))
+        assert to == conn
+        assert frame["error"]["error_type"] == "InvalidJSONRequestFormat"
+
     def test_bad_frames_get_error_frames(self, table: RoutingTable) -> None:
         conn, _ = table.open(invoker("a:b"))
         assert frames(table.receive(conn, b"[1]")) == [
