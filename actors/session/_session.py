@@ -5,10 +5,12 @@ registry, and it invokes the master agent for the chat actors. Each invocation u
 short-lived socket whose ``x-custom-invoke-key`` is unique per request, so replies never
 mix, with the embedded router and an upstream one alike (PROTOCOL.md §1.5, §5 step 2).
 
-Lifecycle: ``on_start`` connects (a failure raises, and the supervisor restarts the
-session with backoff); a dropped connection makes the session crash, which fails every
-invocation in flight with `RouterUnavailableError` at once. Place it with
-`router_session_spec`.
+Lifecycle: the session connects in a task of its own after ``on_start``, so a router
+that is down never keeps the server from starting. While that first connect is under
+way, invocations wait (stashed) for at most their accept timeout; a failed connect or a
+dropped connection crashes the session, which fails every invocation in flight with
+`RouterUnavailableError` at once, and its supervisor restarts it with backoff. Place it
+with `router_session_spec`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from ._exceptions import (
     RouterConnectionError,
     RouterUnavailableError,
 )
-from ._tasks import OwnedTasks
 
 if TYPE_CHECKING:
     from ._connection import Connector, RouterConnection
@@ -147,13 +148,14 @@ SessionMessage = InvokeMaster | NotifyAgent | GetStatus
 class PendingCall:
     """One invocation in flight; the caller waits on it, the session resolves it."""
 
-    __slots__ = ("_done", "_error", "_reply", "task")
+    __slots__ = ("_done", "_error", "_reply", "scope")
 
     def __init__(self) -> None:
         self._done = anyio.Event()
         self._reply: MasterReply | None = None
         self._error: MasterAgentError | None = None
-        self.task: Any = None
+        self.scope = anyio.CancelScope()
+        """The scope the session runs the invocation in; cancelling it stops the work."""
 
     @property
     def done(self) -> bool:
@@ -171,8 +173,8 @@ class PendingCall:
 
     def abandon(self) -> None:
         """Stop the work if it is still running (the caller gave up; does not wait)."""
-        if not self._done.is_set() and self.task is not None:
-            self.task.cancel()
+        if not self._done.is_set():
+            self.scope.cancel()
 
     async def wait(self) -> MasterReply:
         """Wait for the outcome.
@@ -213,8 +215,9 @@ class RouterSession(Actor[SessionMessage]):
         self.connector: Connector = connector or WebSocketConnector(
             config.url, open_timeout=config.open_timeout, ping_interval=config.ping_interval
         )
-        self._tasks = OwnedTasks(self._crash)
         self._main: RouterConnection | None = None
+        self._connecting = False
+        self._closing = False
         self._calls: set[PendingCall] = set()
         self._status = SessionStatus(connected=False, url=config.url)
         self._forwarded = 0
@@ -224,34 +227,22 @@ class RouterSession(Actor[SessionMessage]):
     async def on_start(self) -> None:
         spec = self._events_spec
         self._events = self.system.ref_of(spec) if isinstance(spec, str) else spec
-        self._main = await self.connector.connect({"API-KEY": self.config.api_key})
-        self._tasks.open()
-        self._tasks.start(self._read(self._main), name=f"{self.name} reader")
-        self._status = dataclasses.replace(
-            self._status, connected=True, connects=self._status.connects + 1
-        )
-        logger.info("connected to the router at %s", self.config.url)
+        # Connecting is not part of the synchronous start: a router that is down must
+        # not fail the server's start; the task's failure crashes us into a backoff.
+        self._connecting = True
+        self.start_soon(self._run_main, name=f"{self.name} main socket")
 
     async def on_stop(self) -> None:
+        self._closing = True
+        self._connecting = False
         self._status = dataclasses.replace(self._status, connected=False)
         for call in list(self._calls):
             call.fail(RouterUnavailableError())
         self._calls.clear()
-        await self._tasks.aclose()
         if self._main is not None:
             with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_GRACE):
                 await self._main.aclose()
             self._main = None
-        if self._tasks.failure is not None:
-            raise self._tasks.failure
-
-    def _crash(self, error: BaseException) -> None:
-        # Fail the callers now; the supervisor restarts us after its backoff.
-        self._status = dataclasses.replace(self._status, connected=False)
-        for call in list(self._calls):
-            call.fail(RouterUnavailableError())
-        logger.warning("router session lost: %r", error)
-        self.stop()
 
     # -- messages ------------------------------------------------------------------
 
@@ -261,7 +252,7 @@ class RouterSession(Actor[SessionMessage]):
                 return self._start_invoke(message)
             case NotifyAgent(agent_uuid, error_message, error_type):
                 if self._status.connected:
-                    self._tasks.start(self._notify(agent_uuid, error_message, error_type))
+                    self.start_soon(self._notify, agent_uuid, error_message, error_type)
             case GetStatus():
                 return dataclasses.replace(
                     self._status, in_flight=len(self._calls), events=self._forwarded
@@ -272,18 +263,43 @@ class RouterSession(Actor[SessionMessage]):
         if anyio.current_time() > message.accept_by:
             return None  # the caller has given up already
         if not self._status.connected:
+            if self._connecting:
+                try:
+                    self.stash()  # handled again once connected (or dropped if too late)
+                except MailboxFullError:
+                    return RouterUnavailableError()
+                return None
             return RouterUnavailableError()
         call = PendingCall()
         self._calls.add(call)
-        call.task = self._tasks.start(self._invoke(call, message))
+        self.start_soon(self._invoke, call, message)
         self._status = dataclasses.replace(self._status, invocations=self._status.invocations + 1)
         return call
 
     # -- tasks -----------------------------------------------------------------------
 
+    async def _run_main(self) -> None:
+        """Connect, then read the main socket until it drops (a drop crashes the session)."""
+        conn = await self.connector.connect({"API-KEY": self.config.api_key})
+        self._main = conn
+        self._connecting = False
+        self._status = dataclasses.replace(
+            self._status, connected=True, connects=self._status.connects + 1
+        )
+        logger.info("connected to the router at %s", self.config.url)
+        self.unstash_all()
+        try:
+            await self._read(conn)
+        except RouterConnectionError:
+            if self._closing:
+                return  # on_stop closed it
+            self._status = dataclasses.replace(self._status, connected=False)
+            logger.warning("router session lost: %s", self.config.url)
+            raise
+
     async def _read(self, conn: RouterConnection) -> None:
         while True:
-            data = await conn.recv()  # RouterConnectionError on a drop: we crash
+            data = await conn.recv()
             event = parse_forward(data)
             if event is None:
                 logger.debug("ignored frame from the router: %.200s", data)
@@ -294,8 +310,10 @@ class RouterSession(Actor[SessionMessage]):
 
     async def _invoke(self, call: PendingCall, message: InvokeMaster) -> None:
         try:
-            with anyio.fail_after(max(0.0, message.deadline - anyio.current_time())):
+            with call.scope, anyio.fail_after(max(0.0, message.deadline - anyio.current_time())):
                 reply = await self._exchange(message)
+            if call.scope.cancelled_caught:
+                return  # abandoned by its caller
         except TimeoutError:
             call.fail(MasterTimeoutError(message.timeout))
         except RouterConnectionError as exc:

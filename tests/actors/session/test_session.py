@@ -16,14 +16,13 @@ from actors.session import (
     MasterNotActiveError,
     MasterReply,
     MasterTimeoutError,
-    RouterConnectionError,
     RouterSessionClient,
     RouterUnavailableError,
     SessionConfig,
     router_session_spec,
 )
 from runtime import ActorState, Backoff, RestartIntensity, open_actor_system
-from runtime.testing import wait_for_state
+from runtime.testing import wait_for, wait_for_state
 from tests.actors.router.conftest import Peer, open_peer
 
 from ..agents import BACKEND_KEY, free_port
@@ -250,7 +249,49 @@ class TestConnection:
                         )
                     assert reply.response["response"] == "ok"
 
-    async def test_no_router_at_start_fails_the_start(self, port: int) -> None:
-        with pytest.raises(RouterConnectionError):
-            async with open_session(f"ws://127.0.0.1:{port}/ws"):
-                pass
+    async def test_no_router_at_start_starts_anyway_and_connects_once_there(
+        self, port: int
+    ) -> None:
+        url = f"ws://127.0.0.1:{port}/ws"
+        async with open_session(url) as system:
+            client = RouterSessionClient(system.ref_of("session"), accept_timeout=0.2)
+            with pytest.raises(RouterUnavailableError):
+                await client.invoke_master({}, request_id="r", session_id="s", timeout=60)
+            assert not (await client.status(timeout=0.2)).connected
+            await wait_for(lambda: _restarts(system) >= 1, timeout=5)
+            info = system.snapshot().find("session")
+            assert info is not None
+            assert info.last_failure is not None
+            assert info.last_failure.type.endswith("RouterConnectionError")
+
+            async with (
+                open_router("127.0.0.1", port, ping_interval=None),
+                open_peer(url, **{"API-KEY": DEFAULT_MASTER_AGENT_API_KEY}) as master,
+            ):
+                with anyio.fail_after(5):
+                    while not (await client.status(timeout=0.2)).connected:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(serve_master, master)
+                    reply = await client.invoke_master(
+                        {}, request_id="r", session_id="s", timeout=5
+                    )
+                assert reply.response["response"] == "ok"
+
+    async def test_a_call_made_while_connecting_waits_for_the_connection(self, port: int) -> None:
+        async with (
+            open_router("127.0.0.1", port, ping_interval=None) as router,
+            open_peer(router.url, **{"API-KEY": DEFAULT_MASTER_AGENT_API_KEY}) as master,
+            open_session(router.url) as system,
+            anyio.create_task_group() as tg,
+        ):
+            # Called as soon as the tree has started, before the socket is open.
+            tg.start_soon(serve_master, master)
+            client = RouterSessionClient(system.ref_of("session"))
+            reply = await client.invoke_master({}, request_id="r", session_id="s", timeout=5)
+            assert reply.response["response"] == "ok"
+
+
+def _restarts(system: ActorSystem) -> int:
+    info = system.snapshot().find("session")
+    return 0 if info is None else info.restarts
