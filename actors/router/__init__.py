@@ -15,8 +15,9 @@ Identity, from the handshake headers, first match wins:
 
 Close codes: **4000** ``"Missing Authorization header"`` when a socket has no identity
 (or a token claims a master id); **1013** when a connection's outbox overflows because
-the peer does not read; **1009** from the transport for frames over four times the frame
-limit; **1001** when the router stops.
+the peer does not read (the back-end's own connection, which carries every agent's
+logs, has a far larger outbox: ``backend_outbox_capacity``); **1009** from the
+transport for frames over four times the frame limit; **1001** when the router stops.
 
 Frame limit: ``max_frame_bytes`` (default 1 MiB, the library client's own limit). A
 larger frame is refused with ``{"message_type": "agent_error", "error": {"error_message":
@@ -28,7 +29,8 @@ Running it: ``async with open_router(host, port) as router`` (``port=0`` picks o
 ``router.url`` is the agents' ``ROUTER_WS_URL``), or inside a supervision tree with
 ``Supervisor([*router_children(RouterConfig(...)), ...], strategy=REST_FOR_ONE)``:
 a ``connections`` ``DynamicSupervisor`` (one ``ConnectionActor`` per socket, its
-bounded mailbox being the socket's outbox) followed by the ``hub`` (``RouterHub``,
+bounded mailbox being the socket's outbox), a ``backend_connections`` one for the
+back-end's own socket, then the ``hub`` (``RouterHub``,
 owning the routing table and the listening socket).
 
 Each connection gets a unique id ``"<client id>#<n>"``, stamped as ``invoked_by`` on the

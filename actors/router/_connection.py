@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLOSE_MISSING_IDENTITY",
     "CLOSE_OUTBOX_OVERFLOW",
+    "DEFAULT_BACKEND_OUTBOX_CAPACITY",
     "DEFAULT_OUTBOX_CAPACITY",
     "ActorOutbox",
     "ConnectionActor",
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 CLOSE_MISSING_IDENTITY = 4000
 CLOSE_OUTBOX_OVERFLOW = int(CloseCode.TRY_AGAIN_LATER)  # 1013
 DEFAULT_OUTBOX_CAPACITY = 1000
+DEFAULT_BACKEND_OUTBOX_CAPACITY = 200_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -96,19 +98,24 @@ async def serve_connection(
     hub: ActorRef[HubMessage],
     connections: DynamicSupervisor,
     keys: ApiKeys,
+    backend_connections: DynamicSupervisor | None = None,
 ) -> None:
     """Serve one accepted socket until it closes.
 
     A socket without an identity is closed with code 4000, reason ``"Missing
-    Authorization header"``, as upstream does after accepting it.
+    Authorization header"``, as upstream does after accepting it. The back-end's own
+    connection runs under ``backend_connections`` (its larger outbox) when given.
     """
     from ._hub import CloseConnection, OpenConnection, ReceiveFrame
+    from ._identity import ClientKind
 
     identity = identify(ws.request.headers.get, keys) if ws.request else None
     if identity is None:
         await ws.close(CLOSE_MISSING_IDENTITY, "Missing Authorization header")
         return
     key = str(ws.id)
+    if identity.kind is ClientKind.BACKEND and backend_connections is not None:
+        connections = backend_connections
     try:
         ref = await connections.get_or_start(key, lambda: ConnectionActor(ws))
         outbox = ActorOutbox(ref)

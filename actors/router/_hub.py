@@ -28,7 +28,11 @@ from runtime import (
     Restart,
 )
 
-from ._connection import DEFAULT_OUTBOX_CAPACITY, serve_connection
+from ._connection import (
+    DEFAULT_BACKEND_OUTBOX_CAPACITY,
+    DEFAULT_OUTBOX_CAPACITY,
+    serve_connection,
+)
 from ._switchboard import Switchboard
 from ._table import DEFAULT_MAX_FRAME_BYTES, RoutingTable
 
@@ -71,6 +75,9 @@ class RouterConfig:
         keys: The back-end and master-agent API keys (upstream defaults if ``None``).
         max_frame_bytes: Larger frames are refused with an error frame.
         outbox_capacity: Frames queued per connection before it is closed (1013).
+        backend_outbox_capacity: The same for the back-end's own connection
+            (``master_server_be``), which carries every agent's logs: a burst must
+            not close it and lose them, so it may queue far more.
         replay_registrations: Replay connected agents' registrations to a back-end
             that (re)connects.
         ping_interval: Seconds between WebSocket pings; ``None`` turns them off.
@@ -81,6 +88,7 @@ class RouterConfig:
     keys: ApiKeys | None = None
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     outbox_capacity: int = DEFAULT_OUTBOX_CAPACITY
+    backend_outbox_capacity: int = DEFAULT_BACKEND_OUTBOX_CAPACITY
     replay_registrations: bool = True
     ping_interval: float | None = 20
 
@@ -125,9 +133,16 @@ class RouterHub(Actor[HubMessage]):
             connection actors; by default the sibling named ``connections``.
     """
 
-    def __init__(self, config: RouterConfig | None = None, *, connections: str | None = None):
+    def __init__(
+        self,
+        config: RouterConfig | None = None,
+        *,
+        connections: str | None = None,
+        backend_connections: str | None = None,
+    ):
         self.config = config or RouterConfig()
         self._connections_path = connections
+        self._backend_path = backend_connections
         self.switchboard = Switchboard()
         self.port: int | None = None
         self._server: Server | None = None
@@ -141,11 +156,21 @@ class RouterHub(Actor[HubMessage]):
                 replay_registrations=config.replay_registrations,
             )
         )
-        supervisor = self.system.supervisor(self._sibling("connections"))
-        if not isinstance(supervisor, DynamicSupervisor):
-            raise TypeError(f"{supervisor!r} is not a DynamicSupervisor")
+        supervisors: list[DynamicSupervisor] = []
+        for path, name in (
+            (self._connections_path, "connections"),
+            (self._backend_path, "backend_connections"),
+        ):
+            supervisor = self.system.supervisor(self._sibling(path, name))
+            if not isinstance(supervisor, DynamicSupervisor):
+                raise TypeError(f"{supervisor!r} is not a DynamicSupervisor")
+            supervisors.append(supervisor)
         handler = functools.partial(
-            serve_connection, hub=self.ref, connections=supervisor, keys=self.switchboard.table.keys
+            serve_connection,
+            hub=self.ref,
+            connections=supervisors[0],
+            backend_connections=supervisors[1],
+            keys=self.switchboard.table.keys,
         )
         self._server = await serve(
             handler,
@@ -180,34 +205,42 @@ class RouterHub(Actor[HubMessage]):
         """Return a snapshot of the routing table (does not wait)."""
         return self.switchboard.statistics()
 
-    def _sibling(self, name: str) -> str:
-        if self._connections_path is not None:
-            return self._connections_path
+    def _sibling(self, path: str | None, name: str) -> str:
+        if path is not None:
+            return path
         parent = self.ref.name.rpartition(".")[0]
         return f"{parent}.{name}" if parent else name
 
 
 def router_children(
-    config: RouterConfig | None = None, *, hub: str = "hub", connections: str = "connections"
+    config: RouterConfig | None = None,
+    *,
+    hub: str = "hub",
+    connections: str = "connections",
+    backend_connections: str = "backend_connections",
 ) -> list[ChildSpec]:
     """Return the child specs of the embedded router, in start order.
 
-    ``connections`` (a ``DynamicSupervisor`` of temporary connection actors with
-    fail-fast bounded mailboxes) comes first, then ``hub``. Put them first in a
+    ``connections`` and ``backend_connections`` (``DynamicSupervisor``s of temporary
+    connection actors with fail-fast bounded mailboxes: the back-end's own connection
+    gets the larger bound) come first, then ``hub``. Put them first in a
     ``REST_FOR_ONE`` supervisor: a restart of the hub drops every socket.
     """
     config = config or RouterConfig()
 
-    def connections_supervisor() -> DynamicSupervisor:
+    def supervisor(capacity: int) -> DynamicSupervisor:
         return DynamicSupervisor(
-            capacity=config.outbox_capacity,
+            capacity=capacity,
             overflow=OverflowPolicy.FAIL,
             restart=Restart.TEMPORARY,
             shutdown=1.0,
         )
 
     return [
-        ChildSpec(connections, connections_supervisor),
+        ChildSpec(connections, functools.partial(supervisor, config.outbox_capacity)),
+        ChildSpec(
+            backend_connections, functools.partial(supervisor, config.backend_outbox_capacity)
+        ),
         ChildSpec(hub, functools.partial(RouterHub, config)),
     ]
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from runtime import open_actor_system
 
+from ._connection import DEFAULT_BACKEND_OUTBOX_CAPACITY
 from ._hub import DEFAULT_PORT, WS_PATH, RouterConfig, RouterHub, router_children
 from ._table import DEFAULT_MAX_FRAME_BYTES
 
@@ -41,6 +42,7 @@ async def open_router(
     keys: ApiKeys | None = None,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     outbox_capacity: int = 1000,
+    backend_outbox_capacity: int = DEFAULT_BACKEND_OUTBOX_CAPACITY,
     replay_registrations: bool = True,
     ping_interval: float | None = 20,
 ) -> AsyncIterator[RunningRouter]:
@@ -62,6 +64,7 @@ async def open_router(
         keys,
         max_frame_bytes=max_frame_bytes,
         outbox_capacity=outbox_capacity,
+        backend_outbox_capacity=backend_outbox_capacity,
         replay_registrations=replay_registrations,
         ping_interval=ping_interval,
     )
@@ -71,8 +74,8 @@ async def open_router(
         hubs.append(RouterHub(config))
         return hubs[-1]
 
-    connections, hub = router_children(config)
-    specs = [connections, dataclasses.replace(hub, factory=make_hub)]
+    *supervisors, hub = router_children(config)
+    specs = [*supervisors, dataclasses.replace(hub, factory=make_hub)]
     async with open_actor_system(*specs, name="router"):
         running = hubs[-1]
         assert running.port is not None  # set by on_start
