@@ -5,12 +5,15 @@ The server is ``postgresql://postgres@127.0.0.1:5432`` when it answers, else (or
 database gets a unique name, is migrated to head at session start and dropped at the end.
 
 Fixtures:
-    database_url (session): asyncpg URL of the run's database.
+    database_url: asyncpg URL of the run's database (created once per run); every
+        table is truncated after each test that used it, so rows written by a whole
+        server under test never reach the next test.
     engine: an ``AsyncEngine`` on it, disposed after the test.
     db_session: an ``AsyncSession`` inside an outer transaction that is rolled back
         after the test; commits inside it only release savepoints.
     sessionmaker: a real ``async_sessionmaker`` for code that commits and runs
-        concurrent sessions; every table is truncated after the test.
+        concurrent sessions (tables are truncated after the test, as for
+        ``database_url``).
     empty_database_url: asyncpg URL of a new database without any table, dropped
         after the test (for migration tests).
 """
@@ -27,7 +30,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -83,11 +85,26 @@ def _new_database(server_url: str) -> Iterator[str]:
         asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture(name="database_url", scope="session")
-def _database_url(_server_url: str) -> Iterator[str]:
+@pytest.fixture(scope="session")
+def _run_database_url(_server_url: str) -> Iterator[str]:
     with _new_database(_server_url) as url:
         asyncio.run(persistence.upgrade_to_head(url))
         yield url
+
+
+_TABLES = ", ".join(f'"{t.name}"' for t in persistence.Base.metadata.sorted_tables)
+
+
+@pytest.fixture(name="database_url")
+def _database_url(_run_database_url: str) -> Iterator[str]:
+    yield _run_database_url
+    # A connection a test leaked must fail the clean-up loudly, not hang it.
+    asyncio.run(
+        _admin(
+            _run_database_url,
+            f"SET lock_timeout = '10s'; TRUNCATE {_TABLES} RESTART IDENTITY CASCADE",
+        )
+    )
 
 
 @pytest.fixture(name="empty_database_url")
@@ -120,10 +137,6 @@ async def _db_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
 
 
 @pytest.fixture(name="sessionmaker")
-async def _sessionmaker(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    try:
-        yield persistence.create_sessionmaker(engine)
-    finally:
-        tables = ", ".join(f'"{t.name}"' for t in persistence.Base.metadata.sorted_tables)
-        async with engine.begin() as conn:
-            await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+def _sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    # The tables are truncated by ``database_url`` once the engine is disposed.
+    return persistence.create_sessionmaker(engine)
