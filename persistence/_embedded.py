@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 __all__ = ["EmbeddedPostgres", "open_embedded_postgres"]
+
+_START_ATTEMPTS = 10
+_START_RETRY_SECONDS = 0.5
 
 
 def _import_pgserver() -> Any:
@@ -58,12 +62,25 @@ class EmbeddedPostgres:
             return self.url()
         pgserver = _import_pgserver()
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
-        except (OSError, subprocess.SubprocessError, AssertionError) as exc:
-            raise EmbeddedPostgresError(
-                f"embedded PostgreSQL failed to start in {self.data_dir}: {exc}"
-            ) from exc
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+                break
+            except AssertionError as exc:
+                # pgserver asserts the postmaster reports "ready" right after pg_ctl
+                # returns, or when it finds one still running; a server that is still
+                # starting, or still stopping after a restart, says otherwise for a
+                # moment. pgserver caches the failed handle, so drop it and ask again.
+                pgserver.PostgresServer._instances.pop(self.data_dir, None)
+                if attempt == _START_ATTEMPTS - 1:
+                    raise EmbeddedPostgresError(
+                        f"embedded PostgreSQL in {self.data_dir} did not become ready"
+                    ) from exc
+                time.sleep(_START_RETRY_SECONDS)
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise EmbeddedPostgresError(
+                    f"embedded PostgreSQL failed to start in {self.data_dir}: {exc}"
+                ) from exc
         return self.url()
 
     def url(self, database: str = "postgres") -> str:
