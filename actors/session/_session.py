@@ -311,7 +311,7 @@ class RouterSession(Actor[SessionMessage]):
     async def _invoke(self, call: PendingCall, message: InvokeMaster) -> None:
         try:
             with call.scope, anyio.fail_after(max(0.0, message.deadline - anyio.current_time())):
-                reply = await self._exchange(message)
+                reply = await self._exchange(call, message)
             if call.scope.cancelled_caught:
                 return  # abandoned by its caller
         except TimeoutError:
@@ -330,7 +330,7 @@ class RouterSession(Actor[SessionMessage]):
         finally:
             self._calls.discard(call)
 
-    async def _exchange(self, message: InvokeMaster) -> MasterReply:
+    async def _exchange(self, call: PendingCall, message: InvokeMaster) -> MasterReply:
         frame = {
             "message_type": "agent_invoke",
             "agent_uuid": MASTER_AGENT_ID,
@@ -347,6 +347,7 @@ class RouterSession(Actor[SessionMessage]):
             while True:
                 reply = _master_reply(await conn.recv())
                 if reply is not None:
+                    call.resolve(reply)  # before the closing handshake, which is not its business
                     return reply
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_GRACE):
