@@ -170,8 +170,9 @@ async def open_server(
 ) -> AsyncIterator[RunningServer]:
     """Run the whole server for the duration of the block.
 
-    The tree starts in order (router, then the HTTP face last) and is ready when
-    the block is entered; on exit it stops in reverse order, then the database.
+    The tree starts in order (fan-out, registry, router, chats, then the HTTP face)
+    and is ready when the block is entered; on exit it stops in reverse order, then
+    the database.
 
     Raises:
         InsecureSettingsError: See `check_settings`.
