@@ -14,11 +14,20 @@ router session → router → master → back, master turn stored → front-end 
 The floor, in the same run: a client invoking an instant echo agent through the same
 router over its own socket (``floor_*``). ``p50_overhead_ms`` and ``p99_overhead_ms``
 are the chat percentiles minus the floor's, at 20 sessions.
+
+The master, the echo agent and the clients run in a child process (``python -m
+bench.chat --drive``), so that their CPU is not the server's. ``server_cpu_ms_per_turn``
+is the server process's CPU time over a chat phase per turn (``floor_server_cpu_ms``:
+the same over a floor phase): the cost of the path, steadier than a rate on a busy
+machine. With one event loop, a closed loop of N sessions waits about N times that per
+turn. ``BENCH_PROFILE=<file>`` writes a cProfile of the server over the 20-session chat
+phase.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import json
 import os
 import statistics
@@ -39,6 +48,8 @@ from web import Settings
 from web._server import open_server
 
 from .logs import _admin, _free_port, _server_url
+
+PROFILE = os.environ.get("BENCH_PROFILE")
 
 INSTANT = {"response": "ok", "agents_trace": [], "is_success": True}
 
@@ -107,6 +118,46 @@ async def _floor(router_url: str, agent_id: str, sessions: int, turns: int) -> l
     return [s for r in results for s in r]
 
 
+async def _drive() -> None:
+    """The load generator (child process): the master, the echo agent and the clients.
+
+    Reads the plan from stdin, prints the samples of every phase as one JSON line.
+    """
+    plan = json.loads(sys.stdin.readline())
+    router_url, base, token = plan["router_url"], plan["base"], plan["token"]
+    agent_id, turns = plan["agent_id"], plan["turns"]
+    async with (
+        connect(router_url, additional_headers={"API-KEY": plan["master_key"]}) as master,
+        connect(router_url, additional_headers={"X-Custom-Authorization": agent_id}) as agent,
+    ):
+        tasks = [
+            asyncio.create_task(_answer(master, INSTANT)),
+            asyncio.create_task(_answer(agent, "echo")),
+        ]
+        await asyncio.sleep(0.2)
+        await _chat(base, token, 4, 20)  # warm-up
+        await _floor(router_url, agent_id, 4, 20)
+        phases: dict[str, Any] = {}
+        for sessions in (1, 20):
+            count = turns if sessions == 1 else max(20, turns // 4)
+            phase: dict[str, Any] = {}
+            for kind in ("chat", "floor"):
+                # The server measures its CPU time from our signal to the next one.
+                print(f"ready {kind} {sessions}", flush=True)
+                await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+                started = time.perf_counter()
+                if kind == "chat":
+                    phase[kind] = await _chat(base, token, sessions, count)
+                else:
+                    phase[kind] = await _floor(router_url, agent_id, sessions, count)
+                phase[f"{kind}_seconds"] = time.perf_counter() - started
+            phases[str(sessions)] = phase
+        print("ready end 0", flush=True)
+        for task in tasks:
+            task.cancel()
+    print(json.dumps(phases), flush=True)
+
+
 async def run(database_url: str, turns: int) -> dict[str, float]:
     settings = Settings(
         HTTP_HOST="127.0.0.1",
@@ -134,42 +185,60 @@ async def run(database_url: str, turns: int) -> dict[str, float]:
             ).raise_for_status()
             config = {"name": "gpt", "model": "m", "provider": "openai"}
             (await http.post("/api/llm/model/config", json=config, headers=auth)).raise_for_status()
-        agent_id = str(uuid.uuid4())
-        master_headers = {"API-KEY": settings.MASTER_AGENT_API_KEY}
-        async with (
-            connect(server.router_url, additional_headers=master_headers) as master,
-            connect(
-                server.router_url, additional_headers={"X-Custom-Authorization": agent_id}
-            ) as agent,
-        ):
-            tasks = [
-                asyncio.create_task(_answer(master, INSTANT)),
-                asyncio.create_task(_answer(agent, "echo")),
-            ]
-            await asyncio.sleep(0.2)
-            await _chat(base, token, 4, 20)  # warm-up
-            await _floor(server.router_url, agent_id, 4, 20)
-            for sessions in (1, 20):
-                count = turns if sessions == 1 else max(20, turns // 4)
-                started = time.perf_counter()
-                chat = await _chat(base, token, sessions, count)
-                chat_rate = len(chat) / (time.perf_counter() - started)
-                started = time.perf_counter()
-                floor = await _floor(server.router_url, agent_id, sessions, count)
-                floor_rate = len(floor) / (time.perf_counter() - started)
-                (c50, c99), (f50, f99) = _percentiles(chat), _percentiles(floor)
-                results |= {
-                    f"chat_turns_per_s_{sessions}": chat_rate,
-                    f"chat_p50_ms_{sessions}": c50,
-                    f"chat_p99_ms_{sessions}": c99,
-                    f"floor_turns_per_s_{sessions}": floor_rate,
-                    f"floor_p50_ms_{sessions}": f50,
-                    f"floor_p99_ms_{sessions}": f99,
-                }
-            results["p50_overhead_ms"] = results["chat_p50_ms_20"] - results["floor_p50_ms_20"]
-            results["p99_overhead_ms"] = results["chat_p99_ms_20"] - results["floor_p99_ms_20"]
-            for task in tasks:
-                task.cancel()
+        driver = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.chat",
+            "--drive",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert driver.stdin is not None and driver.stdout is not None
+        plan = {
+            "router_url": server.router_url,
+            "base": base,
+            "token": token,
+            "master_key": settings.MASTER_AGENT_API_KEY,
+            "agent_id": str(uuid.uuid4()),
+            "turns": turns,
+        }
+        driver.stdin.write(json.dumps(plan).encode() + b"\n")
+        await driver.stdin.drain()
+        cpu: dict[str, float] = {}
+        profile = cProfile.Profile() if PROFILE else None
+        running, started = "", 0.0
+        while True:
+            _, kind, sessions = (await driver.stdout.readline()).decode().split()
+            now = time.process_time()
+            if running:
+                cpu[running] = now - started
+            if running == "chat_20" and profile is not None and PROFILE:
+                profile.disable()
+                profile.dump_stats(PROFILE)
+            if kind == "end":
+                break
+            running, started = f"{kind}_{sessions}", time.process_time()
+            if running == "chat_20" and profile is not None:
+                profile.enable()
+            driver.stdin.write(b"go\n")
+            await driver.stdin.drain()
+        phases = json.loads(await driver.stdout.readline())
+        assert await driver.wait() == 0
+    for sessions, phase in phases.items():
+        chat, floor = phase["chat"], phase["floor"]
+        (c50, c99), (f50, f99) = _percentiles(chat), _percentiles(floor)
+        results |= {
+            f"chat_turns_per_s_{sessions}": len(chat) / phase["chat_seconds"],
+            f"chat_p50_ms_{sessions}": c50,
+            f"chat_p99_ms_{sessions}": c99,
+            f"floor_turns_per_s_{sessions}": len(floor) / phase["floor_seconds"],
+            f"floor_p50_ms_{sessions}": f50,
+            f"floor_p99_ms_{sessions}": f99,
+            f"server_cpu_ms_per_turn_{sessions}": cpu[f"chat_{sessions}"] * 1000 / len(chat),
+            f"floor_server_cpu_ms_{sessions}": cpu[f"floor_{sessions}"] * 1000 / len(floor),
+        }
+    results["p50_overhead_ms"] = results["chat_p50_ms_20"] - results["floor_p50_ms_20"]
+    results["p99_overhead_ms"] = results["chat_p99_ms_20"] - results["floor_p99_ms_20"]
     return results
 
 
@@ -190,4 +259,7 @@ async def main(turns: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 400))
+    if sys.argv[1:] == ["--drive"]:
+        asyncio.run(_drive())
+    else:
+        asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 400))
