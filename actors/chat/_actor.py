@@ -234,43 +234,19 @@ class ChatActor(Actor[ChatMessage]):
 
     async def _steps(self, chat_input: ChatInput, turn: _Turn) -> Reply:
         """Run ENDPOINTS.md §9 steps 2 to 6; return the reply. Expected failures are replies."""
-        resolved = await self._prepare(chat_input, turn)
-        if isinstance(resolved, Reply):
-            return resolved
-        provider, config, files = resolved
-        api_key: str | None = None
-        if provider.api_key and not is_ollama(provider.name):
-            if self.deps.cipher is None:
-                return error_reply(DECRYPT_FAILED)
-            try:
-                api_key = await self.deps.cipher.decrypt_async(provider.api_key)
-            except ApiKeyDecryptionError:
-                return error_reply(DECRYPT_FAILED)
-        payload = master_payload(
-            session_id=self.session_id,
-            user_id=self.user_id,
-            configs=configs_for(provider, config, api_key),
-            files=files,
-            timestamp=self.deps.clock(),
-        )
-        # The master reads the user's message back over HTTP: commit it first.
-        async with self.deps.sessionmaker.begin() as session:
-            await ChatRepository(session).add_message(
-                self.session_id,
-                sender_type=SenderType.USER,
-                content=chat_input.message,
-                request_id=turn.request_id,
-            )
-        turn.user_stored = True
-        return await self._invoke(payload, turn)
+        prepared = await self._prepare(chat_input, turn)
+        if isinstance(prepared, Reply):
+            return prepared
+        return await self._invoke(prepared, turn)
 
-    async def _prepare(
-        self, chat_input: ChatInput, turn: _Turn
-    ) -> Reply | tuple[ModelProvider, ModelConfig, list[dict[str, Any]]]:
-        """Find or create the conversation, stamp the files, resolve provider and config.
+    async def _prepare(self, chat_input: ChatInput, turn: _Turn) -> Reply | dict[str, Any]:
+        """Find or create the conversation, stamp the files, resolve provider and config,
+        store the user's message; return the master's payload.
 
-        Commits what it did even when it answers an error (the conversation and the
-        stamps stay, as in the original).
+        One unit of work, committed before the master is invoked (the master reads the
+        user's message back over HTTP). It commits what it did even when it answers an
+        error (the conversation and the stamps stay, as in the original); the user's
+        message is stored only once the turn can reach the master.
         """
         owner = self.user_id
         async with self.deps.sessionmaker.begin() as session:
@@ -300,7 +276,29 @@ class ChatActor(Actor[ChatMessage]):
             found = await self._resolve(session, chat_input)
             if isinstance(found, Reply):
                 return found
-            return (*found, files)
+            provider, config = found
+            api_key: str | None = None
+            if provider.api_key and not is_ollama(provider.name):
+                if self.deps.cipher is None:
+                    return error_reply(DECRYPT_FAILED)
+                try:
+                    api_key = await self.deps.cipher.decrypt_async(provider.api_key)
+                except ApiKeyDecryptionError:
+                    return error_reply(DECRYPT_FAILED)
+            await chats.add_message(
+                self.session_id,
+                sender_type=SenderType.USER,
+                content=chat_input.message,
+                request_id=turn.request_id,
+            )
+        turn.user_stored = True
+        return master_payload(
+            session_id=self.session_id,
+            user_id=self.user_id,
+            configs=configs_for(provider, config, api_key),
+            files=files,
+            timestamp=self.deps.clock(),
+        )
 
     async def _resolve(
         self, session: AsyncSession, chat_input: ChatInput
@@ -313,17 +311,18 @@ class ChatActor(Actor[ChatMessage]):
             if not candidates or candidates[0].provider is None:
                 return error_reply(CONFIG_NOT_FOUND.format(chat_input.llm_name))
             return candidates[0].provider, candidates[0]
+        config = await configs.get_by_provider_name(
+            chat_input.llm_name, provider_name=chat_input.provider, owner_id=owner
+        )
+        if config is not None and config.provider is not None:
+            return config.provider, config
+        # Not found: which of the two is missing decides the error.
         provider = await ProviderRepository(session).get_by_name(
             chat_input.provider, owner_id=owner
         )
         if provider is None:
             return error_reply(PROVIDER_NOT_FOUND.format(chat_input.provider))
-        config = await configs.get_by_name(
-            chat_input.llm_name, provider_id=provider.id, owner_id=owner
-        )
-        if config is None:
-            return error_reply(CONFIG_NOT_FOUND.format(chat_input.llm_name))
-        return provider, config
+        return error_reply(CONFIG_NOT_FOUND.format(chat_input.llm_name))
 
     async def _invoke(self, payload: dict[str, Any], turn: _Turn) -> Reply:
         timeout = self.deps.master_timeout

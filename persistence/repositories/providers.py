@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import contains_eager, selectinload
 
 from .._exceptions import NotFoundError
 from .._models import ModelConfig, ModelProvider
@@ -168,6 +168,26 @@ class ConfigRepository(Repository):
         """Return the owner's config of this name within one provider, or None."""
         stmt = self._select(owner_id).where(
             ModelConfig.name == name, ModelConfig.provider_id == provider_id
+        )
+        return await self.session.scalar(stmt)
+
+    async def get_by_provider_name(
+        self, name: str, *, provider_name: str, owner_id: uuid.UUID
+    ) -> ModelConfig | None:
+        """Return the owner's config of this name within the provider of that name, or None.
+
+        One query (a chat turn's lookup); ``provider`` is loaded, its ``configs`` are not.
+        """
+        stmt = (
+            select(ModelConfig)
+            .join(ModelConfig.provider)
+            .where(
+                ModelConfig.creator_id == owner_id,
+                ModelConfig.name == name,
+                ModelProvider.creator_id == owner_id,
+                ModelProvider.name == provider_name,
+            )
+            .options(contains_eager(ModelConfig.provider))
         )
         return await self.session.scalar(stmt)
 
