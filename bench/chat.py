@@ -190,6 +190,7 @@ async def run(database_url: str, turns: int) -> dict[str, float]:
             "-m",
             "bench.chat",
             "--drive",
+            limit=2**26,  # the samples come back as one line
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
