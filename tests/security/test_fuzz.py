@@ -123,8 +123,16 @@ def _fuzz(raw_schema: dict[str, Any], base_url: str, token: str) -> tuple[int, l
                 # Nothing of this operation can be made invalid (no parameters, no body).
                 assert mode is GenerationMode.NEGATIVE, operation.label
             except Exception as exc:
-                failures.append(f"{operation.label} ({mode.value}): {exc}")
+                failures.append(f"{operation.label} ({mode.value}): {_describe(exc)}")
     return sent, failures
+
+
+def _describe(exc: BaseException) -> str:
+    # Hypothesis wraps what went wrong ("unreliable results") in groups: show it all.
+    text = f"{type(exc).__name__}: {exc}"
+    for inner in getattr(exc, "exceptions", ()):
+        text += "\n  - " + _describe(inner).replace("\n", "\n    ")
+    return text
 
 
 async def test_no_operation_answers_5xx_or_breaks_its_schema(base_url: str) -> None:
