@@ -38,6 +38,10 @@ from ._models import Team as Team
 from ._models import User as User
 from ._models import UserProfile as UserProfile
 from ._models import utcnow as utcnow
+from ._naming import MAX_NAME_LENGTH as MAX_NAME_LENGTH
+from ._naming import alias_matches as alias_matches
+from ._naming import new_alias as new_alias
+from ._naming import normalise_name as normalise_name
 from ._settings import DatabaseSettings as DatabaseSettings
 from ._settings import to_async_url as to_async_url
 from .repositories import AgentListing as AgentListing
@@ -57,6 +61,7 @@ from .repositories import flow_item_ids as flow_item_ids
 from .repositories import is_eligible as is_eligible
 
 __all__ = [
+    "MAX_NAME_LENGTH",
     "A2ACard",
     "Agent",
     "AgentFlow",
@@ -96,6 +101,7 @@ __all__ = [
     "User",
     "UserProfile",
     "UserRepository",
+    "alias_matches",
     "create_engine",
     "create_sessionmaker",
     "current_revision",
@@ -104,6 +110,8 @@ __all__ = [
     "head_revision",
     "is_eligible",
     "is_up_to_date",
+    "new_alias",
+    "normalise_name",
     "open_embedded_postgres",
     "parse_key_ring",
     "to_async_url",

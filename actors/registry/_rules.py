@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import random
-import string
 import uuid
 from typing import Any
 
 import jwt
 
-from persistence import NewLog
+from persistence import MAX_NAME_LENGTH, NewLog, alias_matches, new_alias, normalise_name
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -40,26 +38,10 @@ __all__ = [
     "validate_log",
 ]
 
-MAX_NAME_LENGTH = 55
-_ALIAS_LETTERS = 6
-
-
-def normalise_name(name: str) -> str:
-    """Return ``name`` with spaces turned into ``_``, lowercased."""
-    return name.replace(" ", "_").lower()
-
-
-def new_alias(name: str, rng: random.Random | None = None) -> str:
-    """Return ``<name>_<6 random lowercase letters>``."""
-    choice = (rng or random).choice
-    return f"{name}_{''.join(choice(string.ascii_lowercase) for _ in range(_ALIAS_LETTERS))}"
-
 
 def next_alias(current: str, name: str) -> str | None:
     """Return None to keep ``current`` (it was made from ``name``), else a new alias."""
-    if current and current.rpartition("_")[0] == name:
-        return None
-    return new_alias(name)
+    return None if alias_matches(current, name) else new_alias(name)
 
 
 def is_agent_id(client_id: str) -> bool:

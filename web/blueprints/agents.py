@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
-import string
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
@@ -13,6 +11,7 @@ from quart import Blueprint
 from quart_schema import tag_blueprint
 
 from persistence import (
+    MAX_NAME_LENGTH,
     Agent,
     AgentFlow,
     AgentListing,
@@ -22,7 +21,9 @@ from persistence import (
     NotFoundError,
     flow_item_ids,
     is_eligible,
+    new_alias,
 )
+from persistence import normalise_name as stored_name
 
 from ..auth import (
     Caller,
@@ -48,19 +49,19 @@ __all__ = ["AgentDTO", "agent_dto", "blueprint", "make_alias", "normalise_name"]
 blueprint = Blueprint("agents", __name__)
 tag_blueprint(blueprint, ["agents"])
 
-NAME_LIMIT = 55
-
 
 def normalise_name(name: str, kind: str = "Agent") -> str:
-    """Lowercase ``name`` and turn spaces into ``_``; refuse more than 55 characters."""
-    if len(name) > NAME_LIMIT:
-        raise ValueError(f"{kind} name must be less than {NAME_LIMIT} characters")
-    return name.replace(" ", "_").lower()
+    """Normalise ``name`` as stored names are; refuse more than 55 characters.
+
+    Raises:
+        ValueError: The name is too long (reported as a 422 ``value_error``).
+    """
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"{kind} name must be less than {MAX_NAME_LENGTH} characters")
+    return stored_name(name)
 
 
-def make_alias(name: str) -> str:
-    """Return ``<name>_<6 random lowercase letters>``."""
-    return f"{name}_{''.join(secrets.choice(string.ascii_lowercase) for _ in range(6))}"
+make_alias = new_alias
 
 
 def _schema_object(value: dict[Any, Any] | str) -> dict[Any, Any]:
