@@ -111,4 +111,7 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # The embedded database's helper narrates every pg_ctl call (with its output) at
+    # INFO; operators need its warnings only, unless they ask for DEBUG.
+    logging.getLogger("pgserver").setLevel(max(level, logging.WARNING))
     return handler

@@ -82,3 +82,22 @@ class TestFormats:
             configure_logging("INFO", "xml")
         with pytest.raises(ValueError, match="LOG_LEVEL"):
             configure_logging("LOUD", "text")
+
+
+@pytest.mark.usefixtures("restore_root")
+class TestQuietDependencies:
+    def test_the_embedded_database_helper_speaks_only_of_warnings(self) -> None:
+        pgserver = logging.getLogger("pgserver")
+        before = pgserver.level
+        try:
+            stream = io.StringIO()
+            configure_logging("INFO", "text", stream=stream)
+            pgserver.info("running pg_ctl ...")
+            pgserver.warning("server log shows a problem")
+            assert stream.getvalue().splitlines()[-1].endswith("server log shows a problem")
+            assert "pg_ctl" not in stream.getvalue()
+            configure_logging("DEBUG", "text", stream=stream)
+            pgserver.info("running pg_ctl again")
+            assert "pg_ctl again" in stream.getvalue()
+        finally:
+            pgserver.setLevel(before)
