@@ -113,5 +113,7 @@ def configure_logging(
     root.setLevel(level)
     # The embedded database's helper narrates every pg_ctl call (with its output) at
     # INFO; operators need its warnings only, unless they ask for DEBUG.
-    logging.getLogger("pgserver").setLevel(max(level, logging.WARNING))
+    logging.getLogger("pgserver").setLevel(
+        logging.NOTSET if level <= logging.DEBUG else max(level, logging.WARNING)
+    )
     return handler
