@@ -6,6 +6,7 @@ from ._crypto import ApiKeyCipher as ApiKeyCipher
 from ._crypto import parse_key_ring as parse_key_ring
 from ._db import create_engine as create_engine
 from ._db import create_sessionmaker as create_sessionmaker
+from ._db import is_database_unavailable as is_database_unavailable
 from ._embedded import EmbeddedPostgres as EmbeddedPostgres
 from ._embedded import open_embedded_postgres as open_embedded_postgres
 from ._exceptions import AlreadyExistsError as AlreadyExistsError
@@ -108,6 +109,7 @@ __all__ = [
     "downgrade_to",
     "flow_item_ids",
     "head_revision",
+    "is_database_unavailable",
     "is_eligible",
     "is_up_to_date",
     "new_alias",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
+import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
@@ -12,7 +14,7 @@ from ._settings import to_async_url
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-__all__ = ["create_engine", "create_sessionmaker"]
+__all__ = ["create_engine", "create_sessionmaker", "is_database_unavailable"]
 
 # Sessions run in UTC so that server-side now() defaults are naive UTC like ours.
 _SERVER_SETTINGS = {"timezone": "UTC"}
@@ -54,3 +56,31 @@ def create_engine(
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Return the session factory; callers own transactions (``async with sm.begin()``)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+# What an unreachable, restarting or overloaded server looks like from here: the socket
+# is refused or reset (ConnectionError), the server refuses connections while it starts
+# or stops, an open connection dies under a statement (SQLAlchemy wraps that as an
+# Operational or InterfaceError and invalidates the pool), or no pooled connection
+# frees up in time.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+)
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """Tell whether ``error`` means the database cannot be reached right now.
+
+    Such a failure is the server's condition, not the request's fault: callers answer
+    "try again later" (HTTP 503) instead of reporting an internal error.
+    """
+    if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, _UNAVAILABLE)

@@ -24,6 +24,8 @@ from quart_schema import RequestSchemaValidationError
 from quart_schema.validation import QuerystringValidationError, RequestHeadersValidationError
 from werkzeug.exceptions import HTTPException
 
+from persistence import is_database_unavailable
+
 if TYPE_CHECKING:
     from quart import Quart
 
@@ -172,7 +174,14 @@ async def _http_exception(error: HTTPException) -> Response:
     return response
 
 
+DATABASE_UNAVAILABLE = "Database unavailable. Try again later"
+
+
 async def _unexpected(error: Exception) -> Response:
+    if is_database_unavailable(error):
+        # The server's condition, not the request's fault, and it passes: say so.
+        logger.warning("database unavailable during a request: %r", error)
+        return json_error(503, DATABASE_UNAVAILABLE, {"Retry-After": "5"})
     logger.error("unhandled error in a request", exc_info=error)
     return json_error(500, "Internal Server Error")
 

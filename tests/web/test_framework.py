@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from openapi_spec_validator import validate
 from pydantic import BaseModel
 from quart import Blueprint, Quart
 
+from persistence import create_engine, create_sessionmaker
 from web import APIError, Settings, create_app
+from web.auth import issue_user_token
 from web.common import PageQuery, Timestamp, json_response
 from web.validation import responds, validate_body, validate_form, validate_path, validate_query
 
@@ -355,3 +357,21 @@ class TestRoutingAndDocs:
         document = await (await app.test_client().get("/openapi.json")).get_json()
         assert "/api/agents/" in document["paths"]
         validate(document)
+
+
+class TestDatabaseOutage:
+    async def test_an_unreachable_database_answers_503_not_500(self, settings: Settings) -> None:
+        engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/none")
+        try:
+            app = create_app(settings, create_sessionmaker(engine))
+            token = issue_user_token(uuid4(), settings)
+            response = await app.test_client().get(
+                "/api/agents/",
+                headers={"Authorization": f"Bearer {token}", "Origin": "http://ui.example"},
+            )
+        finally:
+            await engine.dispose()
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "5"
+        assert await response.get_json() == {"detail": "Database unavailable. Try again later"}
+        assert response.headers["Access-Control-Allow-Origin"]
