@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, String, func, literal_column, select, update
+from sqlalchemy import Select, select, update
 
 from .._exceptions import NotFoundError
 from .._models import Agent
@@ -52,69 +52,6 @@ _LISTING = select(
 
 def _newest_first(stmt: SelectT) -> SelectT:
     return stmt.order_by(Agent.created_at.desc(), Agent.id.desc())
-
-
-# The list body as PostgreSQL renders it, over the rows ``a`` of a listing (``n`` is each
-# row's place in it): the agent DTO of the web API, key for key. ``agent_schema`` is
-# ``input_parameters`` with ``function.name`` set to the agent's name when ``function`` is
-# an object; members keep their stored order (``name`` is appended when missing).
-# Timestamps are naive with six fraction digits.
-_SCHEMA_FUNCTION = """(
-    SELECT json_object_agg(f.key, f.value ORDER BY f.n)
-    FROM (
-        SELECT key, CASE WHEN key = 'name' THEN to_json(a.name) ELSE value END AS value, n
-        FROM json_each(e.value) WITH ORDINALITY AS f(key, value, n)
-        UNION ALL
-        SELECT 'name', to_json(a.name), 9223372036854775807
-        WHERE e.value -> 'name' IS NULL
-    ) AS f
-)"""
-_AGENT_SCHEMA = f"""CASE
-    WHEN json_typeof(a.input_parameters) = 'object'
-        AND json_typeof(a.input_parameters -> 'function') = 'object'
-    THEN (
-        SELECT json_object_agg(
-            e.key,
-            CASE
-                WHEN e.key = 'function' AND json_typeof(e.value) = 'object'
-                THEN {_SCHEMA_FUNCTION}
-                ELSE e.value
-            END
-            ORDER BY e.n
-        )
-        FROM json_each(a.input_parameters) WITH ORDINALITY AS e(key, value, n)
-    )
-    ELSE a.input_parameters
-END"""
-_AGENT_LIST_BODY = literal_column(
-    f"""COALESCE(json_agg(json_build_object(
-    'agent_id', a.id,
-    'agent_name', a.name,
-    'agent_alias', a.alias,
-    'agent_description', a.description,
-    'agent_schema', {_AGENT_SCHEMA},
-    'is_active', a.is_active,
-    'agent_jwt', a.jwt,
-    'created_at', to_char(a.created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US'),
-    'updated_at', to_char(a.updated_at, 'YYYY-MM-DD"T"HH24:MI:SS.US')
-) ORDER BY a.n), '[]')::text""",
-    String(),
-)
-
-
-def _listing(
-    owner_id: uuid.UUID, name: str | None, description: str | None
-) -> tuple[Select[Any], tuple[Any, ...]]:
-    """The owner's agent list: ``_LISTING`` filtered, and the order to show it in."""
-    stmt = _LISTING.where(Agent.creator_id == owner_id)
-    if name is None and description is None:
-        stmt = stmt.where(Agent.name != "", Agent.description != "")
-        return stmt, (Agent.created_at, Agent.id)
-    if name is not None:
-        stmt = stmt.where(Agent.name == name)
-    if description is not None:
-        stmt = stmt.where(Agent.description.icontains(description, autoescape=True))
-    return stmt, (Agent.created_at.desc(), Agent.id.desc())
 
 
 class AgentRepository(Repository):
@@ -184,34 +121,19 @@ class AgentRepository(Repository):
         first. Without a filter, only agents whose name and description are both
         non-empty, oldest first.
         """
-        stmt, order = _listing(owner_id, name, description)
-        rows = await self.session.execute(stmt.order_by(*order).offset(offset).limit(limit))
+        stmt = _LISTING.where(Agent.creator_id == owner_id)
+        if name is None and description is None:
+            stmt = stmt.where(Agent.name != "", Agent.description != "").order_by(
+                Agent.created_at, Agent.id
+            )
+        else:
+            if name is not None:
+                stmt = stmt.where(Agent.name == name)
+            if description is not None:
+                stmt = stmt.where(Agent.description.icontains(description, autoescape=True))
+            stmt = _newest_first(stmt)
+        rows = await self.session.execute(stmt.offset(offset).limit(limit))
         return [AgentListing(*row) for row in rows]
-
-    async def list_json_for_user(
-        self,
-        owner_id: uuid.UUID,
-        *,
-        name: str | None = None,
-        description: str | None = None,
-        offset: int = 0,
-        limit: int = 100,
-    ) -> str:
-        """Return :meth:`list_for_user`'s agents as the web API's JSON array of agent DTOs.
-
-        PostgreSQL builds the text; ``function.name`` of each schema is the agent's name.
-        """
-        stmt, order = _listing(owner_id, name, description)
-        rows = (
-            stmt.add_columns(func.row_number().over(order_by=order).label("n"))
-            .order_by(*order)
-            .offset(offset)
-            .limit(limit)
-            .subquery("a")
-        )
-        body = await self.session.scalar(select(_AGENT_LIST_BODY).select_from(rows))
-        assert body is not None
-        return body
 
     async def list_active_for_user(
         self, owner_id: uuid.UUID, *, offset: int = 0, limit: int | None = 100

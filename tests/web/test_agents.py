@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
-from typing import Any
 from uuid import UUID, uuid4
 
 import jwt
 from quart.testing import QuartClient
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from persistence import Agent, AgentRepository
 from web import Settings
-from web.blueprints.agents import AgentDTO, agent_dto
 
 from .conftest import Agents, Users
 
@@ -186,83 +179,6 @@ class TestReadAgents:
         assert await response.get_json() == {"detail": f"Agent {agent_id} was not found"}
         still = await client.get(f"/api/agents/{agent_id}", headers=a.headers)
         assert still.status_code == 200
-
-
-# Schemas the list must render exactly as ``agent_dto`` does, stored order included.
-ODD_SCHEMAS: list[Any] = [
-    {"type": "function", "function": {"description": "d", "name": "x", "parameters": {}}},
-    {"function": {"description": "no name"}, "z": [1, 2.5, None, True]},
-    {"function": {}},
-    {"b": 1, "a": {"function": {"name": "nested stays"}}, "function": {"name": "x", "0": 0}},
-    {"function": "not an object"},
-    {"function": None},
-    {"function": [{"name": "x"}]},
-    {"type": "no function"},
-    {},
-    '{"type": "function", "function": {"name": "first release string"}}',
-    {"ünïcode \"quoted\"": "tab\tnewline\n\u0001 ☃", "function": {"name": None}},
-]
-
-
-def _ordered(body: str | bytes) -> Any:
-    """Parse JSON keeping each object's member order (as lists of pairs)."""
-    return json.loads(body, object_pairs_hook=list)
-
-
-class TestAgentListBody:
-    """The list body PostgreSQL builds is ``agent_dto`` of ``list_for_user``'s rows."""
-
-    async def test_same_as_agent_dto(
-        self,
-        client: QuartClient,
-        users: Users,
-        sessionmaker: async_sessionmaker[AsyncSession],
-    ) -> None:
-        user, other = await users.login(), await users.login()
-        async with sessionmaker.begin() as session:
-            repo = AgentRepository(session)
-            for i, schema in enumerate(ODD_SCHEMAS):
-                agent = await repo.add(
-                    id=uuid4(),
-                    name=f"agent_{i}" if i != 10 else 'ünï "q" \\ \n',
-                    alias=f"alias_{uuid4().hex}",
-                    description=f"odd 100% _{i}_ Schema",
-                    jwt=f"jwt-{uuid4()}",
-                    creator_id=user.id,
-                    input_parameters=schema,
-                    is_active=i % 2 == 0,
-                )
-            await session.execute(
-                update(Agent)
-                .where(Agent.id == agent.id)
-                .values(created_at=datetime(1999, 1, 2, 3, 4, 5), updated_at=datetime(2030, 1, 1))
-            )
-        queries: list[dict[str, Any]] = [
-            {},
-            {"name": "agent_3"},
-            {"description": "SCHEMA"},
-            {"description": "100%"},
-            {"description": "_1_"},
-            {"name": "agent_1", "description": "odd"},
-            {"offset": 2, "limit": 3},
-            {"description": "odd", "offset": 4, "limit": 5},
-            {"name": "missing"},
-        ]
-        async with sessionmaker() as session:
-            repo = AgentRepository(session)
-            for query in queries:
-                rows = await repo.list_for_user(user.id, **query)
-                expected = json.dumps([agent_dto(row) for row in rows])
-                body = await repo.list_json_for_user(user.id, **query)
-                assert _ordered(body) == _ordered(expected), query
-            assert len(await repo.list_for_user(user.id)) == len(ODD_SCHEMAS)
-            assert await repo.list_json_for_user(other.id) == "[]"
-        response = await client.get("/api/agents/", headers=user.headers)
-        assert response.content_type == "application/json"
-        listed = await response.get_json()
-        assert listed[0]["created_at"] == "1999-01-02T03:04:05.000000"
-        assert listed[0]["updated_at"] == "2030-01-01T00:00:00.000000"
-        assert all(list(dto) == list(AgentDTO.model_fields) for dto in listed)
 
 
 class TestPatchDeleteAgent:

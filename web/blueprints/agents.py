@@ -7,7 +7,7 @@ from typing import Any, Literal
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, field_validator
-from quart import Blueprint, Response
+from quart import Blueprint
 from quart_schema import tag_blueprint
 
 from persistence import (
@@ -180,19 +180,16 @@ class ActiveOut(BaseModel):
 @validate_query(AgentListQuery)
 @responds(list[AgentDTO])
 async def list_agents(query: AgentListQuery, caller: Caller) -> Any:
-    """List the caller's agents (see the filters).
-
-    The database renders the body (the same :func:`agent_dto` shape); it is sent as is.
-    """
+    """List the caller's agents (see the filters)."""
     async with read_session() as session:
-        body = await AgentRepository(session).list_json_for_user(
+        agents = await AgentRepository(session).list_for_user(
             caller.user_id,
             name=query.name,
             description=query.description,
             offset=query.offset,
             limit=query.limit,
         )
-    return Response(body.encode(), content_type="application/json")
+    return json_response([agent_dto(agent) for agent in agents], model=list[dict[str, Any]])
 
 
 @blueprint.get("/api/agents/active")
