@@ -10,6 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ._db import create_engine
@@ -27,6 +28,28 @@ __all__ = [
     "upgrade_to",
     "upgrade_to_head",
 ]
+
+
+# The original's current release replaced its migration history with two revisions of
+# its own. A database at its head has the schema of our second revision, so it is
+# adopted there and upgraded from it; its first revision alone is no release we know.
+_ORIGINAL_CURRENT_RELEASE = {"8403bb364491": "2b7f3c1d9e40"}
+_ORIGINAL_INTERMEDIATE = "046a06a0b0a4"
+
+
+def _adopt_original_current_release(conn: Connection) -> None:
+    current = MigrationContext.configure(conn).get_current_revision()
+    if current == _ORIGINAL_INTERMEDIATE:
+        raise MigrationError(
+            f"the database is at the original back-end's revision {current}, which no "
+            "release shipped alone: upgrade it with the original to 8403bb364491 first"
+        )
+    ours = _ORIGINAL_CURRENT_RELEASE.get(current or "")
+    if ours is not None:
+        conn.execute(
+            text("UPDATE alembic_version SET version_num = :ours WHERE version_num = :theirs"),
+            {"ours": ours, "theirs": current},
+        )
 
 
 def _script_location() -> Path:
@@ -73,6 +96,7 @@ async def upgrade_to(url: str, revision: str) -> None:
     """
 
     def run(conn: Connection) -> None:
+        _adopt_original_current_release(conn)
         config = alembic_config()
         config.attributes["connection"] = conn
         command.upgrade(config, revision)

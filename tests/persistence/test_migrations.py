@@ -177,3 +177,53 @@ class TestMigrations:
                 assert flow_json[0] == {"agent_id": str(agent_id)}
         finally:
             await engine.dispose()
+
+
+CURRENT_RELEASE = "2b7f3c1d9e40"
+
+
+class TestOriginalCurrentRelease:
+    async def _stamp(self, url: str, revision: str) -> None:
+        engine = persistence.create_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text("UPDATE alembic_version SET version_num = :r"), {"r": revision}
+                )
+        finally:
+            await engine.dispose()
+
+    async def test_a_database_at_the_originals_head_is_adopted_and_upgraded(
+        self, empty_database_url: str
+    ) -> None:
+        url = empty_database_url
+        await persistence.upgrade_to(url, CURRENT_RELEASE)
+        user_id = uuid.uuid4()
+        engine = persistence.create_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text("INSERT INTO users (id, username, password) VALUES (:id, 'kim', 'h')"),
+                    {"id": user_id},
+                )
+            # What the original's current release leaves in alembic_version.
+            await self._stamp(url, "8403bb364491")
+            assert await persistence.current_revision(url) == "8403bb364491"
+            assert not await persistence.is_up_to_date(url)
+
+            await persistence.upgrade_to_head(url)
+
+            assert await persistence.is_up_to_date(url)
+            async with persistence.create_sessionmaker(engine)() as session:
+                user = await persistence.UserRepository(session).get_by_username("kim")
+                assert user is not None and user.id == user_id
+        finally:
+            await engine.dispose()
+
+    async def test_the_originals_intermediate_revision_is_refused_clearly(
+        self, empty_database_url: str
+    ) -> None:
+        await persistence.upgrade_to(empty_database_url, CURRENT_RELEASE)
+        await self._stamp(empty_database_url, "046a06a0b0a4")
+        with pytest.raises(persistence.MigrationError, match="8403bb364491 first"):
+            await persistence.upgrade_to_head(empty_database_url)
