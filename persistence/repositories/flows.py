@@ -14,7 +14,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 from .._exceptions import NotFoundError
 from .._models import AgentFlow
 from ._base import Repository, apply_changes
-from .agents import AgentRepository
 
 __all__ = ["FlowRepository", "flow_item_ids", "is_eligible"]
 
@@ -96,14 +95,6 @@ class FlowRepository(Repository):
             .limit(limit)
         )
         return (await self.session.scalars(stmt)).all()
-
-    async def list_eligible_for_user(self, owner_id: uuid.UUID) -> list[AgentFlow]:
-        """List the owner's flows whose every item is valid now, newest first."""
-        flows = await self.list_for_user(owner_id, limit=None)
-        if not flows:
-            return []
-        active = {str(a) for a in await AgentRepository(self.session).active_ids(owner_id)}
-        return [f for f in flows if is_eligible(f, active)]
 
     async def patch(self, flow_id: uuid.UUID, *, owner_id: uuid.UUID, **changes: Any) -> AgentFlow:
         """Change fields of the owner's flow.

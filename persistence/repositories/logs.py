@@ -165,9 +165,3 @@ class LogRepository(Repository):
             )
             for log, owner in (await self.session.execute(stmt)).all()
         ]
-
-    async def owner_of_session(self, session_id: uuid.UUID) -> uuid.UUID | None:
-        """Return the creator of the session's conversation, or None."""
-        return await self.session.scalar(
-            select(ChatConversation.creator_id).where(ChatConversation.session_id == session_id)
-        )

@@ -171,7 +171,6 @@ class TestFlows:
         assert [f.id for f in await repo.list_for_user(alice.id)] == [newer.id, older.id]
         assert await repo.list_for_user(bob.id) == []
         assert await repo.get(older.id, owner_id=bob.id) is None
-        assert [f.id for f in await repo.list_eligible_for_user(alice.id)] == [older.id]
 
         assert await repo.deactivate_containing(a1.id, owner_id=bob.id) == 0
         assert await repo.deactivate_containing(a1.id) == 2
@@ -226,7 +225,6 @@ class TestLogs:
         by_session = await repo.list_for_session(loose_session, owner_id=alice.id)
         assert [e.message for e in by_session] == ["agent line"]
         assert await repo.list_for_session(chat_session, owner_id=bob.id) == []
-        assert await repo.owner_of_session(chat_session) == alice.id
 
 
 class TestFiles:
