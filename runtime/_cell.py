@@ -163,6 +163,10 @@ class Cell:
         putters = mailbox._putters
         loop = mailbox._loop
         count = 0
+        idle_timeout = self.idle_timeout
+        # Only user messages count as activity: control items (Down, stop) do not
+        # keep an idle actor alive.
+        last_message = anyio.current_time() if idle_timeout is not None else 0.0
         while True:
             if control:
                 item = control.popleft()
@@ -171,10 +175,12 @@ class Cell:
                 mailbox.processed += 1
                 if putters:
                     putters.popleft().set()
+                if idle_timeout is not None:
+                    last_message = anyio.current_time()
             else:
                 if mailbox.closed:
                     return "stopped"
-                if self.idle_timeout is None:
+                if idle_timeout is None:
                     if loop is None:
                         await mailbox.wait_readable()
                         continue
@@ -186,9 +192,10 @@ class Cell:
                         if mailbox._getter is waiter:
                             mailbox._getter = None
                 else:
-                    with anyio.move_on_after(self.idle_timeout):
+                    deadline = last_message + idle_timeout
+                    with anyio.move_on_after(deadline - anyio.current_time()):
                         await mailbox.wait_readable()
-                    if self._idle():
+                    if anyio.current_time() >= deadline and self._idle():
                         return "idle"
                 continue
             self.current = item

@@ -138,3 +138,19 @@ class TestPassivation:
                 await anyio.sleep(0.08)
                 assert await ref.ask("still here") == "still here"
             assert dyn.get("s") is ref
+
+    async def test_control_messages_do_not_keep_an_idle_child_alive(self) -> None:
+        dyn = DynamicSupervisor(idle_timeout=0.2)
+        async with open_actor_system(ChildSpec("chats", lambda: dyn)):
+            gone = await dyn.get_or_start("gone", Quitter)
+            await gone.ask("bye")
+            await wait_for(lambda: not gone.is_alive, timeout=2)
+            ref = await dyn.get_or_start("s", RecordingActor)
+            # Watching a stopped actor delivers Down("noproc") on the control channel:
+            # a steady stream of them must not count as activity.
+            with anyio.move_on_after(2):
+                while dyn.get("s") is ref:
+                    gone.watch(ref)
+                    await anyio.sleep(0.02)
+            assert dyn.get("s") is None
+            assert not ref.is_alive
