@@ -262,7 +262,6 @@ async def _start_tree(
         cipher=settings.api_key_cipher(),
         master_timeout=settings.MASTER_AGENT_TIMEOUT,
         files_dir=settings.FILES_DIR,
-        master_errors=(MasterAgentError,),
         drain=chat_drain,
     )
     await system.start(chat_supervisor_spec(deps))

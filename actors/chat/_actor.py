@@ -24,6 +24,7 @@ from persistence import (
 )
 from runtime import Actor
 
+from ..session import MasterAgentError, MasterTimeoutError
 from ._context import turn_context
 from ._drain import SHUTTING_DOWN
 from ._frames import (
@@ -36,7 +37,6 @@ from ._frames import (
     Reply,
     agent_response_frame,
     configs_for,
-    deadline_text,
     error_reply,
     file_dto,
     is_ollama,
@@ -84,9 +84,6 @@ class ChatDeps:
         files_dir: Where uploaded files live; a reply lists only files present there.
             None lists every file of the request.
         clock: Wall-clock seconds, for the payload's ``timestamp``.
-        master_errors: The exception types `master` raises for a missing reply, whose
-            ``str()`` is the text to show the user (``actors.session.MasterAgentError``).
-            Any other exception is unexpected.
         drain: The server's stop: cuts the master wait of a turn short at its
             deadline. None: turns are never cut.
     """
@@ -97,7 +94,6 @@ class ChatDeps:
     master_timeout: float = DEFAULT_MASTER_TIMEOUT
     files_dir: Path | None = None
     clock: Callable[[], float] = field(default=time.time)
-    master_errors: tuple[type[Exception], ...] = ()
     drain: ChatDrain | None = None
 
 
@@ -340,8 +336,9 @@ class ChatActor(Actor[ChatMessage]):
                 logger.warning("turn cut short: the server is stopping")
                 return error_reply(SHUTTING_DOWN)
         except TimeoutError:
-            return error_reply(deadline_text(timeout))
-        except self.deps.master_errors as exc:
+            return error_reply(str(MasterTimeoutError(timeout)))
+        except MasterAgentError as exc:
+            # Its text is what the user should read (not active, failed, router down).
             return error_reply(str(exc))
         reply = reply_from_master(answer.response, answer.execution_time)
         return reply if reply is not None else error_reply(UNEXPECTED)

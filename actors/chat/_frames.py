@@ -23,7 +23,6 @@ __all__ = [
     "Reply",
     "agent_response_frame",
     "configs_for",
-    "deadline_text",
     "error_reply",
     "file_dto",
     "is_ollama",
@@ -79,13 +78,6 @@ def title_for(message: str) -> str:
 def is_ollama(provider_name: str) -> bool:
     """Tell whether the provider keeps no API key (its key is sent as null)."""
     return provider_name.lower().strip() == "ollama"
-
-
-def deadline_text(timeout: float) -> str:
-    """Return the error text of a missed master deadline (Q7): ``300``, ``0.5``."""
-    value = float(timeout)
-    seconds = str(int(value)) if value.is_integer() else repr(value)
-    return f"Master agent did not answer within {seconds} s"
 
 
 def error_reply(text: str) -> Reply:

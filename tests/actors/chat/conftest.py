@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.chat import ChatDeps, ChatsClient, ChatSession, chat_supervisor_spec
 from actors.fanout import LogFanoutClient, log_fanout_spec
+from actors.session import MasterAgentError
 from persistence import (
     ApiKeyCipher,
     ConfigRepository,
@@ -26,8 +27,8 @@ from runtime import ActorSystem, open_actor_system
 CIPHER = ApiKeyCipher({"k1": "chat-test-secret"})
 
 
-class FakeMasterError(Exception):
-    """Stands for the router session's MasterAgentError: ``str()`` is the user text."""
+class FakeMasterError(MasterAgentError):
+    """A failed master call as the router session reports it: ``str()`` is the user text."""
 
 
 @dataclass(frozen=True)
@@ -132,9 +133,7 @@ def _deadline() -> float:
 async def _running(
     sessionmaker: async_sessionmaker[AsyncSession], master: FakeMaster, deadline: float
 ) -> AsyncIterator[Running]:
-    deps = ChatDeps(
-        sessionmaker, master, CIPHER, master_timeout=deadline, master_errors=(FakeMasterError,)
-    )
+    deps = ChatDeps(sessionmaker, master, CIPHER, master_timeout=deadline)
     async with open_actor_system(chat_supervisor_spec(deps), log_fanout_spec()) as system:
         fanout = LogFanoutClient(system)
         yield Running(system, ChatsClient(system, fanout=fanout), fanout)
