@@ -151,8 +151,6 @@ class RunningServer:
     http_addresses: list[tuple[str, int]]
     router_url: str
     database: DatabaseInfo
-    draining: anyio.Event
-    """Set when a stop begins: readiness turns 503."""
     chat_drain: ChatDrain
     """The chats' side of a stop: new sockets refused, turns given a deadline."""
 
@@ -160,7 +158,6 @@ class RunningServer:
         """Begin the stop: readiness 503 at once, new front-end sockets refused; wait
         for the chat turns in flight (cut short after ``grace`` seconds with an error
         frame), then close the front-end sockets. The tree keeps running."""
-        self.draining.set()
         await self.chat_drain.drain(grace)
 
 
@@ -188,11 +185,8 @@ async def open_server(
         )
         try:
             sessionmaker = create_sessionmaker(engine)
-            services = AppServices(settings, sessionmaker)
-            draining = anyio.Event()
             chat_drain = ChatDrain()
-            services.extras["draining"] = draining
-            services.extras["chat_drain"] = chat_drain
+            services = AppServices(settings, sessionmaker, drain=chat_drain)
             app = create_app(settings, sessionmaker, services=services)
             async with open_actor_system(name="genai-backend") as system:
                 # Started one by one, in dependency order; the tree stops in reverse.
@@ -200,7 +194,7 @@ async def open_server(
                     system, settings, sessionmaker, services, app, chat_drain
                 )
                 addresses = await system.ref_of("http").ask(GetAddresses())
-                yield RunningServer(system, addresses, router_url, database, draining, chat_drain)
+                yield RunningServer(system, addresses, router_url, database, chat_drain)
         finally:
             await engine.dispose()
 
@@ -259,7 +253,7 @@ async def _start_tree(
     deps = ChatDeps(
         sessionmaker,
         _MeasuredMaster(session, services.metrics),
-        cipher=settings.api_key_cipher(),
+        cipher=services.api_key_cipher(),
         master_timeout=settings.MASTER_AGENT_TIMEOUT,
         files_dir=settings.FILES_DIR,
         drain=chat_drain,
@@ -267,8 +261,8 @@ async def _start_tree(
     await system.start(chat_supervisor_spec(deps))
     services.chats = ChatsClient(system, fanout=fanout)
     services.router = session
-    services.extras["system"] = system
-    services.extras["router_status"] = lambda: _router_status(session)
+    services.system = system
+    services.router_status = lambda: _router_status(session)
     services.metrics.watch_system(system)
     registry = RegistryClient(system.ref_of("registry"))
     services.metrics.add_probe(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -13,9 +14,16 @@ from .metrics import Metrics
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+    from actors.chat import ChatDrain
+    from persistence import ApiKeyCipher
+    from runtime import ActorSystem
+
     from .settings import Settings
 
-__all__ = ["EXTENSION_KEY", "AppServices", "services"]
+__all__ = ["EXTENSION_KEY", "AppServices", "RouterStatus", "services"]
+
+RouterStatus = Callable[[], Awaitable[dict[str, Any]]]
+"""Reports the router session: ``{"connected": bool, ...}``."""
 
 EXTENSION_KEY = "genai"
 
@@ -24,8 +32,8 @@ EXTENSION_KEY = "genai"
 class AppServices:
     """The collaborators of one app: settings, the database, and the actor clients.
 
-    The live path plugs its clients in here (``chats``, ``router``); routes read them with
-    :func:`services`. ``extras`` holds anything else a later part needs to hand to routes.
+    The server plugs the running parts in here; routes read them with :func:`services`.
+    An app without them (as in most tests) answers readiness with 503.
     """
 
     settings: Settings
@@ -33,9 +41,24 @@ class AppServices:
     chats: Any = None
     router: Any = None
     metrics: Metrics = field(default_factory=Metrics)
-    extras: dict[str, Any] = field(default_factory=dict)
     sockets: SocketCounts = field(default_factory=SocketCounts)
     """The open front-end sockets per user (``MAX_SOCKETS_PER_USER``)."""
+    system: ActorSystem | None = None
+    """The running supervision tree (health, readiness, metrics)."""
+    router_status: RouterStatus | None = None
+    drain: ChatDrain | None = None
+    """The server's stop: once it has begun, readiness is 503 and new sockets are refused."""
+    cipher: ApiKeyCipher | None = None
+
+    def api_key_cipher(self) -> ApiKeyCipher:
+        """Return the provider API-key cipher, built from the settings on first use.
+
+        Raises:
+            ValueError: ``ENCRYPTION_KEYS`` is malformed or empty.
+        """
+        if self.cipher is None:
+            self.cipher = self.settings.api_key_cipher()
+        return self.cipher
 
 
 def services() -> AppServices:

@@ -12,6 +12,7 @@ from quart import Quart
 from quart.testing import QuartClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from actors.chat import ChatDrain
 from runtime import Actor, ActorSystem, ChildSpec, RestartIntensity, open_actor_system
 from web import AppServices, Settings, create_app
 
@@ -33,20 +34,24 @@ async def _system() -> AsyncIterator[ActorSystem]:
         yield system
 
 
+@pytest.fixture(name="connected")
+def _connected() -> dict[str, bool]:
+    return {"connected": True}
+
+
 @pytest.fixture(name="services")
 def _services(
-    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], system: ActorSystem
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    system: ActorSystem,
+    connected: dict[str, bool],
 ) -> AppServices:
-    connected = {"connected": True}
-
     async def router_status() -> dict[str, Any]:
         return dict(connected)
 
-    services = AppServices(settings, sessionmaker)
-    services.extras.update(
-        system=system, router_status=router_status, draining=anyio.Event(), connected=connected
+    return AppServices(
+        settings, sessionmaker, system=system, router_status=router_status, drain=ChatDrain()
     )
-    return services
 
 
 @pytest.fixture(name="app")
@@ -70,9 +75,9 @@ class TestReadiness:
         assert await response.get_json() == {"ready": True, "reason": "ready"}
 
     async def test_not_ready_while_the_router_session_is_down(
-        self, client: QuartClient, services: AppServices
+        self, client: QuartClient, connected: dict[str, bool]
     ) -> None:
-        services.extras["connected"]["connected"] = False
+        connected["connected"] = False
         response = await client.get("/health/ready")
         assert response.status_code == 503
         body = await response.get_json()
@@ -82,7 +87,8 @@ class TestReadiness:
     async def test_not_ready_while_draining(
         self, client: QuartClient, services: AppServices
     ) -> None:
-        services.extras["draining"].set()
+        assert services.drain is not None
+        services.drain.begin()
         response = await client.get("/health/ready")
         assert response.status_code == 503
         assert (await response.get_json())["reason"] == "draining: the server is stopping"
@@ -101,8 +107,7 @@ class TestReadiness:
         async with open_actor_system(
             ChildSpec("crasher", Crasher), intensity=RestartIntensity(max_restarts=0, period=60)
         ) as system:
-            services = AppServices(settings, sessionmaker)
-            services.extras["system"] = system
+            services = AppServices(settings, sessionmaker, system=system)
             client = create_app(settings, sessionmaker, services=services).test_client()
             await system.ref_of("crasher").tell("crash")
             with anyio.fail_after(5):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -24,7 +23,7 @@ from ..metrics import CONTENT_TYPE
 from ..services import services
 from ..validation import responds
 
-__all__ = ["HEALTH_TIMEOUT", "RouterStatus", "blueprint", "readiness"]
+__all__ = ["HEALTH_TIMEOUT", "blueprint", "readiness"]
 
 blueprint = Blueprint("health", __name__)
 
@@ -34,9 +33,6 @@ HEALTH_TIMEOUT = 2.0
 # "<local>" is what the ASGI layer reports when the server gives no client address
 # (a Unix socket or an in-process client): the caller is on this machine.
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost", "<local>"})
-
-RouterStatus = Callable[[], Awaitable[dict[str, Any]]]
-"""What the live path provides as ``extras["router_status"]``: ``{"connected": bool, ...}``."""
 
 
 class Check(BaseModel):
@@ -89,7 +85,7 @@ async def _database() -> Check:
 
 
 async def _router() -> dict[str, Any]:
-    probe: RouterStatus | None = services().extras.get("router_status")
+    probe = services().router_status
     if probe is None:
         return {"connected": False, "detail": "no router session"}
     try:
@@ -102,14 +98,14 @@ async def _router() -> dict[str, Any]:
 
 
 def _draining() -> bool:
-    draining = services().extras.get("draining")
-    return bool(draining is not None and draining.is_set())
+    drain = services().drain
+    return drain is not None and drain.draining
 
 
 async def readiness() -> tuple[Readiness, Check, dict[str, Any]]:
     """Work out readiness; also return the database and router checks it used."""
     database, router = await _database(), await _router()
-    system = services().extras.get("system")
+    system = services().system
     if _draining():
         reason = "draining: the server is stopping"
     elif system is None:
@@ -145,7 +141,7 @@ async def health() -> Any:
     """
     _require_operator()
     ready, database, router = await readiness()
-    system = services().extras.get("system")
+    system = services().system
     tree = system.snapshot() if system is not None else None
     if system is None or system.failed:
         status = "failed"

@@ -78,12 +78,7 @@ def _is_ollama(name: str) -> bool:
 
 
 def _cipher() -> ApiKeyCipher:
-    found = services()
-    cipher = found.extras.get("api_key_cipher")
-    if cipher is None:
-        cipher = found.extras["api_key_cipher"] = found.settings.api_key_cipher()
-    assert isinstance(cipher, ApiKeyCipher)
-    return cipher
+    return services().api_key_cipher()
 
 
 # -- models ------------------------------------------------------------------------------

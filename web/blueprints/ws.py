@@ -4,7 +4,7 @@ Messages are validated by hand rather than with ``receive_as``: an invalid frame
 be answered with the Q3 error frame and the socket kept open, and the older
 ``{"llm": {"llm_name": …}}`` form must be read as well (Q2).
 
-While the server stops (``extras["chat_drain"]``): a new socket is accepted and closed
+While the server stops (``services().drain``): a new socket is accepted and closed
 at once with 1013 ("try again later": another instance, or this one restarted, will
 take it; a close before accepting would reach the browser as a bare HTTP 403); a message
 on an open socket is answered with an error frame; once the turns in flight are
@@ -124,7 +124,7 @@ async def frontend_ws() -> None:
     except ValueError:
         await websocket.close(CLOSE_POLICY, BAD_SESSION)
         return
-    drain: ChatDrain | None = services().extras.get("chat_drain")
+    drain = services().drain
     await websocket.accept()
     if drain is not None and drain.draining:
         await websocket.close(CLOSE_TRY_AGAIN, SERVER_STOPPING)
