@@ -15,6 +15,7 @@ from .registry import RegistryClient as RegistryClient
 from .registry import RegistryConfig as RegistryConfig
 from .registry import RegistryStatistics as RegistryStatistics
 from .registry import registry_spec as registry_spec
+from .session import LocalConnector as LocalConnector
 from .session import MasterAgentError as MasterAgentError
 from .session import MasterFailedError as MasterFailedError
 from .session import MasterNotActiveError as MasterNotActiveError
@@ -32,6 +33,7 @@ __all__: list[str] = [
     "ChatDeps",
     "ChatSupervisor",
     "ChatsClient",
+    "LocalConnector",
     "LogFanout",
     "LogFanoutClient",
     "LogSink",

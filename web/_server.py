@@ -17,6 +17,7 @@ import anyio
 from actors import (
     ChatDeps,
     ChatsClient,
+    LocalConnector,
     LogFanoutClient,
     MasterAgentError,
     MasterNotActiveError,
@@ -237,10 +238,25 @@ async def _start_tree(
         keys = ApiKeys(
             master_be=settings.MASTER_BE_API_KEY, master_agent=settings.MASTER_AGENT_API_KEY
         )
-        router_specs += router_children(
-            RouterConfig(host=settings.ROUTER_HOST, port=settings.ROUTER_PORT, keys=keys)
+        router_config = RouterConfig(
+            host=settings.ROUTER_HOST, port=settings.ROUTER_PORT, keys=keys
         )
-    router_specs.append(router_session_spec(SessionConfig(router_url, settings.MASTER_BE_API_KEY)))
+        router_specs += router_children(router_config)
+    connector = None
+    if embedded_router:
+        # The session reaches the router in our own process through its hub, not a socket.
+        connector = LocalConnector(
+            lambda: system.ref_of("router.hub"),
+            keys,
+            url=router_url,
+            capacity=router_config.outbox_capacity,
+            backend_capacity=router_config.backend_outbox_capacity,
+        )
+    router_specs.append(
+        router_session_spec(
+            SessionConfig(router_url, settings.MASTER_BE_API_KEY), connector=connector
+        )
+    )
     await system.start(
         ChildSpec(
             "router",

@@ -25,6 +25,7 @@ from ._exceptions import MasterTimeoutError as MasterTimeoutError
 from ._exceptions import RouterConnectionError as RouterConnectionError
 from ._exceptions import RouterSessionError as RouterSessionError
 from ._exceptions import RouterUnavailableError as RouterUnavailableError
+from ._local import LocalConnector as LocalConnector
 from ._session import MASTER_AGENT_ID as MASTER_AGENT_ID
 from ._session import GetStatus as GetStatus
 from ._session import InvokeMaster as InvokeMaster
@@ -48,6 +49,7 @@ __all__ = [
     "Connector",
     "GetStatus",
     "InvokeMaster",
+    "LocalConnector",
     "MasterAgentError",
     "MasterFailedError",
     "MasterNotActiveError",

@@ -125,5 +125,8 @@ class WebSocketConnector:
                 ping_interval=self.ping_interval,
                 max_size=_MAX_FRAME,
                 compression=None,
+                # Not read from the environment: a proxy lookup per socket costs more
+                # than the rest of opening it, and the router is ours to reach directly.
+                proxy=None,
             )
         return _WebSocket(ws)

@@ -173,16 +173,16 @@ class Backend:
         return stats
 
     async def cut_session(self) -> None:
-        """Close the back-end's own socket from the router's side, as a network cut would."""
+        """Cut the back-end's own connection from the router's side.
+
+        The session reaches the embedded router in-process; the router cuts such a link
+        as it cuts a socket whose outbox is full.
+        """
         hub = self.server.system.ref_of("router.hub")._cell.instance
-        assert isinstance(hub, RouterHub) and hub._server is not None
-        key = self.settings.MASTER_BE_API_KEY
-        (conn,) = [
-            conn
-            for conn in hub._server.connections
-            if conn.request is not None and conn.request.headers.get("API-KEY") == key
-        ]
-        await conn.close(1011, "cut")
+        assert isinstance(hub, RouterHub)
+        conn_id = hub.switchboard.table.conn_id_of(MASTER_SERVER_BE)
+        assert conn_id is not None
+        hub.switchboard._outboxes[conn_id].overflow()
 
     async def wait_connected(self, client_id: str, within: float = 15.0) -> None:
         """Wait until the embedded router has a connection for ``client_id``."""

@@ -1,0 +1,161 @@
+"""The session's in-process link to the embedded router: the same frames, no socket.
+
+When the router runs in our own process, a WebSocket to it costs a TCP connect, an HTTP
+upgrade and a frame encode and decode on both ends, all on the one event loop, for every
+master invocation. `LocalConnector` opens the same connections straight on the router's
+hub: it identifies them from the same headers, routes the same JSON text frames through
+the same routing table, and gets its frames through the same bounded-outbox contract
+(a full outbox closes the connection). So the session behaves exactly as it does over
+sockets, and an upstream router still gets real sockets (`WebSocketConnector`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+import anyio
+
+from actors.router import (
+    ApiKeys,
+    ClientKind,
+    CloseConnection,
+    OpenConnection,
+    ReceiveFrame,
+    identify,
+)
+from runtime import ActorDeadError, MailboxFullError
+
+from ._exceptions import RouterConnectionError
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+    from actors.router import HubMessage
+    from runtime import ActorRef
+
+    from ._connection import RouterConnection
+
+__all__ = ["LocalConnector"]
+
+_OPEN_TIMEOUT = 5.0
+
+
+class _Inbox:
+    """The outbox the hub fills for one local connection (`actors.router.Outbox`)."""
+
+    __slots__ = ("_receive", "_send", "overflowed")
+
+    def __init__(self, capacity: int) -> None:
+        self._send: MemoryObjectSendStream[str]
+        self._receive: MemoryObjectReceiveStream[str]
+        self._send, self._receive = anyio.create_memory_object_stream[str](capacity)
+        self.overflowed = False
+
+    def send_nowait(self, text: str) -> bool:
+        try:
+            self._send.send_nowait(text)
+        except anyio.WouldBlock:
+            return False
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # we closed it; frames still in flight to us are dropped, as on a socket
+        return True
+
+    def overflow(self) -> None:
+        self.overflowed = True
+        self._send.close()
+
+    async def receive(self) -> str:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError) as exc:
+            self._receive.close()
+            reason = "its outbox overflowed" if self.overflowed else "it is closed"
+            raise RouterConnectionError(f"local router connection lost: {reason}") from exc
+
+    def close(self) -> None:
+        self._send.close()
+        self._receive.close()
+
+
+class _LocalConnection:
+    """One connection on the hub (`RouterConnection`)."""
+
+    __slots__ = ("_closed", "_conn_id", "_hub", "_inbox")
+
+    def __init__(self, hub: ActorRef[HubMessage], conn_id: str, inbox: _Inbox) -> None:
+        self._hub = hub
+        self._conn_id = conn_id
+        self._inbox = inbox
+        self._closed = False
+
+    async def send(self, text: str) -> None:
+        if self._closed or self._inbox.overflowed:
+            raise RouterConnectionError("local router connection is closed")
+        try:
+            await self._hub.tell(ReceiveFrame(self._conn_id, text))
+        except ActorDeadError as exc:
+            raise RouterConnectionError("the router is not running") from exc
+
+    async def recv(self) -> str:
+        return await self._inbox.receive()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._inbox.close()
+        with contextlib.suppress(ActorDeadError):
+            try:
+                self._hub.tell_nowait(CloseConnection(self._conn_id))
+            except MailboxFullError:
+                await self._hub.tell(CloseConnection(self._conn_id))
+
+
+class LocalConnector:
+    """Open router connections directly on the embedded router's hub (`Connector`).
+
+    Args:
+        hub: Returns the hub's ref (looked up when a connection opens, so the connector
+            can be built before the router starts; the ref is stable across restarts).
+        keys: The router's API keys, which identify connections as sockets' headers do.
+        url: The router's URL, for status and logs (its sockets serve the agents).
+        capacity: Frames a connection may have queued before it is closed.
+        backend_capacity: The same for the back-end's own event connection, which
+            carries every agent's logs.
+    """
+
+    def __init__(
+        self,
+        hub: Callable[[], ActorRef[HubMessage]],
+        keys: ApiKeys,
+        *,
+        url: str,
+        capacity: int = 1000,
+        backend_capacity: int = 200_000,
+    ) -> None:
+        self._hub = hub
+        self._keys = keys
+        self._url = url
+        self.capacity = capacity
+        self.backend_capacity = backend_capacity
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    async def connect(self, headers: Mapping[str, str]) -> RouterConnection:
+        lowered = {name.lower(): value for name, value in headers.items()}
+        identity = identify(lowered.get, self._keys)
+        if identity is None:
+            raise RouterConnectionError("the router refused the connection: no identity")
+        backend = identity.kind is ClientKind.BACKEND
+        inbox = _Inbox(self.backend_capacity if backend else self.capacity)
+        try:
+            hub = self._hub()
+            conn_id: str = await hub.ask(OpenConnection(identity, inbox), timeout=_OPEN_TIMEOUT)
+        except (LookupError, ActorDeadError, TimeoutError, MailboxFullError) as exc:
+            inbox.close()
+            raise RouterConnectionError(f"router connection failed: {exc!r}") from exc
+        return _LocalConnection(hub, conn_id, inbox)
