@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import sqlalchemy.exc
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
@@ -42,15 +43,25 @@ def create_engine(
     """
     connect_args = dict(kwargs.pop("connect_args", {}))
     connect_args.setdefault("server_settings", _SERVER_SETTINGS)
-    return _create_async_engine(
+    engine = _create_async_engine(
         to_async_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
         echo=echo,
-        pool_pre_ping=True,
         connect_args=connect_args,
         **kwargs,
     )
+    # Instead of a pre-ping (a round trip per checkout), ask the driver whether the
+    # socket is still open: a server that restarted or cut us has closed it, and the
+    # event loop has noticed by the time a pooled connection is handed out again.
+    event.listen(engine.sync_engine.pool, "checkout", _refuse_closed_connection)
+    return engine
+
+
+def _refuse_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    if dbapi_connection.driver_connection.is_closed():
+        # Its siblings in the pool went with the same server: replace them all.
+        raise sqlalchemy.exc.InvalidatePoolError("pooled connection was closed")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
