@@ -48,15 +48,18 @@ from ._settings import to_async_url as to_async_url
 from .repositories import AgentListing as AgentListing
 from .repositories import AgentRepository as AgentRepository
 from .repositories import ChatRepository as ChatRepository
+from .repositories import ChatTurnStore as ChatTurnStore
 from .repositories import ConfigRepository as ConfigRepository
 from .repositories import FileRepository as FileRepository
 from .repositories import FlowRepository as FlowRepository
 from .repositories import LogEntry as LogEntry
 from .repositories import LogRepository as LogRepository
 from .repositories import MessagePage as MessagePage
+from .repositories import ModelChoice as ModelChoice
 from .repositories import NewLog as NewLog
 from .repositories import ProfileRepository as ProfileRepository
 from .repositories import ProviderRepository as ProviderRepository
+from .repositories import TurnLookup as TurnLookup
 from .repositories import UserRepository as UserRepository
 from .repositories import flow_item_ids as flow_item_ids
 from .repositories import is_eligible as is_eligible
@@ -75,6 +78,7 @@ __all__ = [
     "ChatConversation",
     "ChatMessage",
     "ChatRepository",
+    "ChatTurnStore",
     "ConfigRepository",
     "DatabaseSettings",
     "EmbeddedPostgres",
@@ -89,6 +93,7 @@ __all__ = [
     "MCPTool",
     "MessagePage",
     "MigrationError",
+    "ModelChoice",
     "ModelConfig",
     "ModelProvider",
     "NewLog",
@@ -99,6 +104,7 @@ __all__ = [
     "ProviderRepository",
     "SenderType",
     "Team",
+    "TurnLookup",
     "User",
     "UserProfile",
     "UserRepository",

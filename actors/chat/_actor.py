@@ -13,15 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from persistence import (
-    AlreadyExistsError,
-    ApiKeyDecryptionError,
-    ChatRepository,
-    ConfigRepository,
-    FileRepository,
-    ProviderRepository,
-    SenderType,
-)
+from persistence import ApiKeyDecryptionError, ChatTurnStore, FileRepository
 from runtime import Actor
 
 from ..session import MasterAgentError, MasterTimeoutError
@@ -50,7 +42,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from actors.fanout import SocketOutbox
-    from persistence import File, ModelConfig, ModelProvider
+    from persistence import File
 
     from ._drain import ChatDrain
     from ._ports import ApiKeyDecrypter, MasterInvoker
@@ -188,6 +180,7 @@ class ChatActor(Actor[ChatMessage]):
         self.session_id = session_id
         self.deps = deps
         self.room = room
+        self._store = ChatTurnStore(deps.sessionmaker)
 
     async def handle(self, message: ChatMessage) -> Any:
         match message:
@@ -239,25 +232,29 @@ class ChatActor(Actor[ChatMessage]):
         """Find or create the conversation, stamp the files, resolve provider and config,
         store the user's message; return the master's payload.
 
-        One unit of work, committed before the master is invoked (the master reads the
-        user's message back over HTTP). It commits what it did even when it answers an
-        error (the conversation and the stamps stay, as in the original); the user's
-        message is stored only once the turn can reach the master.
+        Everything is stored before the master is invoked (the master reads the user's
+        message back over HTTP). The conversation and the stamps stay when the turn
+        answers an error, as in the original; the user's message is stored only once the
+        turn can reach the master.
         """
         owner = self.user_id
-        async with self.deps.sessionmaker.begin() as session:
-            chats = ChatRepository(session)
-            if await chats.get_conversation(self.session_id, owner_id=owner) is None:
-                if await chats.conversation_exists(self.session_id):
-                    return error_reply(CHAT_NOT_FOUND.format(self.session_id))
-                try:
-                    await chats.create_conversation(
-                        self.session_id, owner_id=owner, title=title_for(chat_input.message)
-                    )
-                except AlreadyExistsError:
-                    return error_reply(CHAT_NOT_FOUND.format(self.session_id))
-            files: list[dict[str, Any]] = []
-            if chat_input.files:
+        found = await self._store.look_up(
+            self.session_id,
+            owner_id=owner,
+            llm_name=chat_input.llm_name,
+            provider_name=chat_input.provider,
+        )
+        if not found.conversation_exists:
+            created = await self._store.create_conversation(
+                self.session_id, owner_id=owner, title=title_for(chat_input.message)
+            )
+            if not created:  # taken meanwhile by another user's first message
+                return error_reply(CHAT_NOT_FOUND.format(self.session_id))
+        elif found.conversation_owner != owner:
+            return error_reply(CHAT_NOT_FOUND.format(self.session_id))
+        files: list[dict[str, Any]] = []
+        if chat_input.files:
+            async with self.deps.sessionmaker.begin() as session:
                 repo = FileRepository(session)
                 await repo.stamp(
                     chat_input.files,
@@ -269,56 +266,31 @@ class ChatActor(Actor[ChatMessage]):
                     file_dto(f)
                     for f in await repo.list_for_request(turn.request_id, owner_id=owner)
                 ]
-            found = await self._resolve(session, chat_input)
-            if isinstance(found, Reply):
-                return found
-            provider, config = found
-            api_key: str | None = None
-            if provider.api_key and not is_ollama(provider.name):
-                if self.deps.cipher is None:
-                    return error_reply(DECRYPT_FAILED)
-                try:
-                    api_key = await self.deps.cipher.decrypt_async(provider.api_key)
-                except ApiKeyDecryptionError:
-                    return error_reply(DECRYPT_FAILED)
-            await chats.add_message(
-                self.session_id,
-                sender_type=SenderType.USER,
-                content=chat_input.message,
-                request_id=turn.request_id,
-            )
+        choice = found.choice
+        if choice is None:
+            # Which of the two is missing decides the error.
+            if chat_input.provider is not None and not found.provider_exists:
+                return error_reply(PROVIDER_NOT_FOUND.format(chat_input.provider))
+            return error_reply(CONFIG_NOT_FOUND.format(chat_input.llm_name))
+        api_key: str | None = None
+        if choice.api_key and not is_ollama(choice.provider_name):
+            if self.deps.cipher is None:
+                return error_reply(DECRYPT_FAILED)
+            try:
+                api_key = await self.deps.cipher.decrypt_async(choice.api_key)
+            except ApiKeyDecryptionError:
+                return error_reply(DECRYPT_FAILED)
+        await self._store.add_message(
+            self.session_id, content=chat_input.message, request_id=turn.request_id
+        )
         turn.user_stored = True
         return master_payload(
             session_id=self.session_id,
             user_id=self.user_id,
-            configs=configs_for(provider, config, api_key),
+            configs=configs_for(choice, api_key),
             files=files,
             timestamp=self.deps.clock(),
         )
-
-    async def _resolve(
-        self, session: AsyncSession, chat_input: ChatInput
-    ) -> Reply | tuple[ModelProvider, ModelConfig]:
-        owner = self.user_id
-        configs = ConfigRepository(session)
-        if chat_input.provider is None:
-            # The older message form names no provider: use the config's own (Q2).
-            candidates = await configs.list_by_name(chat_input.llm_name, owner_id=owner)
-            if not candidates or candidates[0].provider is None:
-                return error_reply(CONFIG_NOT_FOUND.format(chat_input.llm_name))
-            return candidates[0].provider, candidates[0]
-        config = await configs.get_by_provider_name(
-            chat_input.llm_name, provider_name=chat_input.provider, owner_id=owner
-        )
-        if config is not None and config.provider is not None:
-            return config.provider, config
-        # Not found: which of the two is missing decides the error.
-        provider = await ProviderRepository(session).get_by_name(
-            chat_input.provider, owner_id=owner
-        )
-        if provider is None:
-            return error_reply(PROVIDER_NOT_FOUND.format(chat_input.provider))
-        return error_reply(CONFIG_NOT_FOUND.format(chat_input.llm_name))
 
     async def _invoke(self, payload: dict[str, Any], turn: _Turn) -> Reply:
         timeout = self.deps.master_timeout
@@ -350,17 +322,15 @@ class ChatActor(Actor[ChatMessage]):
         """
         files: list[dict[str, Any]] = []
         try:
-            async with self.deps.sessionmaker.begin() as session:
-                if turn.user_stored:
-                    await ChatRepository(session).add_message(
-                        self.session_id,
-                        sender_type=SenderType.MASTER_AGENT,
-                        content=stored_content(reply),
-                        request_id=turn.request_id,
-                    )
-                found = await FileRepository(session).list_for_request(
-                    turn.request_id, owner_id=self.user_id
+            if turn.user_stored:
+                found = await self._store.add_reply(
+                    self.session_id,
+                    content=stored_content(reply),
+                    request_id=turn.request_id,
+                    owner_id=self.user_id,
                 )
+            else:
+                found = await self._store.files_of_request(turn.request_id, owner_id=self.user_id)
             files = [file_dto(f) for f in await self._on_disk(found)]
         finally:
             self.room.broadcast(

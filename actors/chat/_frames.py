@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from persistence import File, ModelConfig, ModelProvider
+    from persistence import File, ModelChoice
 
 __all__ = [
     "CHAT_NOT_FOUND",
@@ -117,24 +117,22 @@ def file_dto(file: File) -> dict[str, Any]:
     }
 
 
-def configs_for(
-    provider: ModelProvider, config: ModelConfig, api_key: str | None
-) -> dict[str, Any]:
+def configs_for(choice: ModelChoice, api_key: str | None) -> dict[str, Any]:
     """Build the flat ``configs`` of the master payload (API.md §13.7 step 4 and 6).
 
     The config's credentials, then the provider's metadata, then ``api_key`` (plain
     text, or None for ollama) are merged over the config's own fields.
     """
     return {
-        "provider": provider.name,
-        "model": config.model,
-        "temperature": config.temperature,
-        "system_prompt": config.system_prompt,
-        "user_prompt": config.user_prompt,
-        "config_name": config.name,
-        "max_last_messages": config.max_last_messages,
-        **(config.credentials or {}),
-        **(provider.provider_metadata or {}),
+        "provider": choice.provider_name,
+        "model": choice.model,
+        "temperature": choice.temperature,
+        "system_prompt": choice.system_prompt,
+        "user_prompt": choice.user_prompt,
+        "config_name": choice.name,
+        "max_last_messages": choice.max_last_messages,
+        **(choice.credentials or {}),
+        **(choice.provider_metadata or {}),
         "api_key": api_key,
     }
 

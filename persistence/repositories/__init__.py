@@ -15,6 +15,9 @@ from .logs import LogRepository as LogRepository
 from .logs import NewLog as NewLog
 from .providers import ConfigRepository as ConfigRepository
 from .providers import ProviderRepository as ProviderRepository
+from .turns import ChatTurnStore as ChatTurnStore
+from .turns import ModelChoice as ModelChoice
+from .turns import TurnLookup as TurnLookup
 from .users import ProfileRepository as ProfileRepository
 from .users import UserRepository as UserRepository
 
@@ -22,15 +25,18 @@ __all__ = [
     "AgentListing",
     "AgentRepository",
     "ChatRepository",
+    "ChatTurnStore",
     "ConfigRepository",
     "FileRepository",
     "FlowRepository",
     "LogEntry",
     "LogRepository",
     "MessagePage",
+    "ModelChoice",
     "NewLog",
     "ProfileRepository",
     "ProviderRepository",
+    "TurnLookup",
     "UserRepository",
     "flow_item_ids",
     "is_eligible",

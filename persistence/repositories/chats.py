@@ -52,13 +52,6 @@ class ChatRepository(Repository):
             )
         )
 
-    async def conversation_exists(self, session_id: uuid.UUID) -> bool:
-        """Whether a conversation with this id exists, whoever owns it."""
-        found = await self.session.scalar(
-            select(ChatConversation.session_id).where(ChatConversation.session_id == session_id)
-        )
-        return found is not None
-
     async def list_conversations(
         self, owner_id: uuid.UUID, *, offset: int = 0, limit: int = 100
     ) -> Sequence[ChatConversation]:

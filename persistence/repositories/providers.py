@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import contains_eager, selectinload
+from sqlalchemy.orm import selectinload
 
 from .._exceptions import NotFoundError
 from .._models import ModelConfig, ModelProvider
@@ -170,32 +170,6 @@ class ConfigRepository(Repository):
             ModelConfig.name == name, ModelConfig.provider_id == provider_id
         )
         return await self.session.scalar(stmt)
-
-    async def get_by_provider_name(
-        self, name: str, *, provider_name: str, owner_id: uuid.UUID
-    ) -> ModelConfig | None:
-        """Return the owner's config of this name within the provider of that name, or None.
-
-        One query (a chat turn's lookup); ``provider`` is loaded, its ``configs`` are not.
-        """
-        stmt = (
-            select(ModelConfig)
-            .join(ModelConfig.provider)
-            .where(
-                ModelConfig.creator_id == owner_id,
-                ModelConfig.name == name,
-                ModelProvider.creator_id == owner_id,
-                ModelProvider.name == provider_name,
-            )
-            .options(contains_eager(ModelConfig.provider))
-        )
-        return await self.session.scalar(stmt)
-
-    async def list_by_name(self, name: str, *, owner_id: uuid.UUID) -> Sequence[ModelConfig]:
-        """List the owner's configs of this name across providers, newest first."""
-        stmt = self._select(owner_id).where(ModelConfig.name == name)
-        stmt = stmt.order_by(ModelConfig.created_at.desc(), ModelConfig.id.desc())
-        return (await self.session.scalars(stmt)).all()
 
     async def patch(
         self, config_id: uuid.UUID, *, owner_id: uuid.UUID, **changes: Any

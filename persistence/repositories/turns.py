@@ -1,0 +1,246 @@
+"""A chat turn's reads and writes, in as few round trips as the turn allows.
+
+A turn runs on every chat message, so its database work is the chat's latency: one
+statement to look the conversation and the model choice up, one to store the user's
+message (plus one to create the conversation on its first turn), and one that stores
+the master's reply and lists the request's files. Each statement commits on its own
+(there is nothing to roll back together), and they run straight on the driver's
+connection with its prepared-statement cache, without the ORM's unit of work: the
+rules are those of `ChatRepository`, `ConfigRepository` and `FileRepository`, which
+the REST API uses (and which the tests compare them with).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from .._exceptions import NotFoundError
+from .._models import File, SenderType, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+__all__ = ["ChatTurnStore", "ModelChoice", "TurnLookup"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelChoice:
+    """The model config a message names, with its provider's name, key and metadata."""
+
+    provider_name: str
+    api_key: str | None
+    provider_metadata: Mapping[str, Any]
+    name: str
+    model: str
+    temperature: float
+    system_prompt: str
+    user_prompt: str | None
+    max_last_messages: int
+    credentials: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TurnLookup:
+    """What a turn needs to know before it stores anything.
+
+    Attributes:
+        conversation_exists: A conversation with this session id exists (anyone's).
+        conversation_owner: Its creator, if it exists and has one.
+        choice: The named config of the user, None if there is none.
+        provider_exists: The user has a provider of the name the message gave (False
+            when it gave none).
+    """
+
+    conversation_exists: bool
+    conversation_owner: uuid.UUID | None
+    choice: ModelChoice | None
+    provider_exists: bool
+
+
+_CHOICE_COLUMNS = """
+    c.name, c.model, c.temperature, c.system_prompt, c.user_prompt, c.max_last_messages,
+    c.credentials, p.name AS provider_name, p.api_key, p.provider_metadata
+"""
+
+_CONVERSATION_COLUMNS = """
+    (SELECT creator_id FROM chatconversations WHERE session_id = $1) AS owner,
+    EXISTS (SELECT FROM chatconversations WHERE session_id = $1) AS conversation_exists
+"""
+
+# The config of this name under the user's provider of that name (one at most: names
+# are unique per provider and provider names per user).
+_LOOK_UP = f"""
+SELECT {_CONVERSATION_COLUMNS},
+    EXISTS (SELECT FROM modelproviders WHERE creator_id = $2 AND name = $4) AS provider_exists,
+    {_CHOICE_COLUMNS}
+FROM (SELECT) AS one
+LEFT JOIN (modelconfigs c JOIN modelproviders p ON p.id = c.provider_id)
+    ON c.creator_id = $2 AND c.name = $3 AND p.creator_id = $2 AND p.name = $4
+"""
+
+# The older message form names no provider: the user's newest config of this name,
+# with whatever provider it belongs to.
+_LOOK_UP_BY_NAME = f"""
+SELECT {_CONVERSATION_COLUMNS}, false AS provider_exists, {_CHOICE_COLUMNS}
+FROM (SELECT) AS one
+LEFT JOIN LATERAL (
+    SELECT * FROM modelconfigs
+    WHERE creator_id = $2 AND name = $3
+    ORDER BY created_at DESC, id DESC
+    LIMIT 1
+) AS c ON true
+LEFT JOIN modelproviders p ON p.id = c.provider_id
+"""
+
+_CREATE_CONVERSATION = """
+INSERT INTO chatconversations (session_id, title, creator_id, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $4)
+ON CONFLICT (session_id) DO NOTHING
+RETURNING session_id
+"""
+
+_ADD_MESSAGE = """
+INSERT INTO chatmessages
+    (id, request_id, sender_type, content, created_at, updated_at, conversation_id)
+VALUES ($1, $2, $3, $4, $5, $5, $6)
+"""
+
+_FILE_COLUMNS = """
+    id, session_id, request_id, creator_id, mimetype, original_name, internal_name,
+    internal_id, from_agent
+"""
+
+_FILES_OF_REQUEST = f"""
+SELECT {_FILE_COLUMNS} FROM files WHERE request_id = $1 AND creator_id = $2 ORDER BY id
+"""
+
+# The reply, and the request's files as they are once it is stored (agents upload them
+# during the turn), in one statement.
+_ADD_REPLY = f"""
+WITH reply AS ({_ADD_MESSAGE} RETURNING id)
+SELECT {_FILE_COLUMNS} FROM files WHERE request_id = $2 AND creator_id = $7 ORDER BY id
+"""
+
+
+class ChatTurnStore:
+    """The database work of chat turns (see the module's text).
+
+    Args:
+        sessionmaker: Where connections come from (the server's pool).
+    """
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+
+    async def look_up(
+        self,
+        session_id: uuid.UUID,
+        *,
+        owner_id: uuid.UUID,
+        llm_name: str,
+        provider_name: str | None,
+    ) -> TurnLookup:
+        """Find the conversation and the user's model config named by a message."""
+        async with self._driver() as driver:
+            if provider_name is None:
+                row = await driver.fetchrow(_LOOK_UP_BY_NAME, session_id, owner_id, llm_name)
+            else:
+                row = await driver.fetchrow(_LOOK_UP, session_id, owner_id, llm_name, provider_name)
+        choice = None
+        if row["name"] is not None and row["provider_name"] is not None:
+            choice = ModelChoice(
+                provider_name=row["provider_name"],
+                api_key=row["api_key"],
+                provider_metadata=row["provider_metadata"] or {},
+                name=row["name"],
+                model=row["model"],
+                temperature=row["temperature"],
+                system_prompt=row["system_prompt"],
+                user_prompt=row["user_prompt"],
+                max_last_messages=row["max_last_messages"],
+                credentials=row["credentials"] or {},
+            )
+        return TurnLookup(
+            conversation_exists=row["conversation_exists"],
+            conversation_owner=row["owner"],
+            choice=choice,
+            provider_exists=row["provider_exists"],
+        )
+
+    async def create_conversation(
+        self, session_id: uuid.UUID, *, owner_id: uuid.UUID, title: str
+    ) -> bool:
+        """Create the conversation; return False if its id is taken (by anyone)."""
+        async with self._driver() as driver:
+            created = await driver.fetchval(
+                _CREATE_CONVERSATION, session_id, title, owner_id, utcnow()
+            )
+        return created is not None
+
+    async def add_message(
+        self,
+        session_id: uuid.UUID,
+        *,
+        content: str,
+        request_id: uuid.UUID,
+        sender_type: SenderType = SenderType.USER,
+    ) -> None:
+        """Store a message of the conversation (whose owner the caller has checked).
+
+        Raises:
+            NotFoundError: The conversation does not exist (any more).
+        """
+        args = (uuid.uuid4(), request_id, sender_type.value, content, utcnow(), session_id)
+        async with self._driver() as driver:
+            try:
+                await driver.execute(_ADD_MESSAGE, *args)
+            except asyncpg.ForeignKeyViolationError as exc:
+                raise NotFoundError(f"conversation {session_id} not found") from exc
+
+    async def add_reply(
+        self, session_id: uuid.UUID, *, content: str, request_id: uuid.UUID, owner_id: uuid.UUID
+    ) -> list[File]:
+        """Store the master's message and return the owner's files of the request.
+
+        Raises:
+            NotFoundError: The conversation does not exist (any more); nothing is stored.
+        """
+        args = (
+            uuid.uuid4(),
+            request_id,
+            SenderType.MASTER_AGENT.value,
+            content,
+            utcnow(),
+            session_id,
+            owner_id,
+        )
+        async with self._driver() as driver:
+            try:
+                rows = await driver.fetch(_ADD_REPLY, *args)
+            except asyncpg.ForeignKeyViolationError as exc:
+                raise NotFoundError(f"conversation {session_id} not found") from exc
+        return [File(**dict(row)) for row in rows]
+
+    async def files_of_request(self, request_id: uuid.UUID, *, owner_id: uuid.UUID) -> list[File]:
+        """Return the owner's files of one request (for a turn that stored no message)."""
+        async with self._driver() as driver:
+            rows = await driver.fetch(_FILES_OF_REQUEST, request_id, owner_id)
+        return [File(**dict(row)) for row in rows]
+
+    @asynccontextmanager
+    async def _driver(self) -> AsyncIterator[Any]:
+        async with self._sessionmaker() as session:
+            connection = await session.connection()
+            raw = await connection.get_raw_connection()
+            try:
+                yield raw.driver_connection
+            except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError):
+                # Lost under the statement: the pool must not hand this one out again.
+                raw.invalidate()
+                raise
