@@ -164,11 +164,17 @@ class ApiKeyCipher:
         return await anyio.to_thread.run_sync(self.encrypt, plaintext)
 
     async def decrypt_async(self, ciphertext: str) -> str:
-        """Decrypt in a worker thread, keeping scrypt off the event loop; waits for it.
+        """Decrypt without blocking the event loop.
+
+        The current format (AES-GCM, microseconds) is decrypted in place: a worker
+        thread would cost far more than the work. The ``cryptocode`` format runs scrypt,
+        so it goes to a worker thread.
 
         Raises:
             ApiKeyDecryptionError: as :meth:`decrypt`.
         """
+        if ciphertext.startswith(f"{_VERSION}:"):
+            return self._decrypt_current_format(ciphertext)
         return await anyio.to_thread.run_sync(self.decrypt, ciphertext)
 
     def _decrypt_current_format(self, ciphertext: str) -> str:

@@ -32,6 +32,25 @@ class TestCurrentFormat:
         token = await cipher.encrypt_async("sk-async")
         assert await cipher.decrypt_async(token) == "sk-async"
 
+    async def test_async_decrypt_needs_no_worker_thread(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # A chat turn decrypts a key per message: AES-GCM is quicker than a thread hop.
+        cipher = _cipher()
+        token = cipher.encrypt("sk-inline")
+        threads: list[object] = []
+
+        async def run_sync(func: object, *args: object) -> object:
+            threads.append(func)
+            return func(*args)  # type: ignore[operator]
+
+        monkeypatch.setattr("anyio.to_thread.run_sync", run_sync)
+        assert await cipher.decrypt_async(token) == "sk-inline"
+        assert threads == []
+        legacy = cryptocode.encrypt("sk-legacy", ORIGINAL_SECRET)
+        assert await cipher.decrypt_async(legacy) == "sk-legacy"
+        assert len(threads) == 1  # scrypt stays off the event loop
+
     def test_rotation_reads_old_writes_new(self) -> None:
         old = ApiKeyCipher({"k1": "first secret"})
         old_token = old.encrypt("sk-old")
