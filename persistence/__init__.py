@@ -60,9 +60,13 @@ from .repositories import NewLog as NewLog
 from .repositories import ProfileRepository as ProfileRepository
 from .repositories import ProviderRepository as ProviderRepository
 from .repositories import TurnLookup as TurnLookup
+from .repositories import TurnStatements as TurnStatements
 from .repositories import UserRepository as UserRepository
 from .repositories import flow_item_ids as flow_item_ids
 from .repositories import is_eligible as is_eligible
+from .repositories.flows import FlowListing as FlowListing
+from .repositories.flows import FlowVersions as FlowVersions
+from .repositories.flows import items_eligible as items_eligible
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -85,7 +89,9 @@ __all__ = [
     "EmbeddedPostgresError",
     "File",
     "FileRepository",
+    "FlowListing",
     "FlowRepository",
+    "FlowVersions",
     "Log",
     "LogEntry",
     "LogRepository",
@@ -105,6 +111,7 @@ __all__ = [
     "SenderType",
     "Team",
     "TurnLookup",
+    "TurnStatements",
     "User",
     "UserProfile",
     "UserRepository",
@@ -118,6 +125,7 @@ __all__ = [
     "is_database_unavailable",
     "is_eligible",
     "is_up_to_date",
+    "items_eligible",
     "new_alias",
     "normalise_name",
     "open_embedded_postgres",

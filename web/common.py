@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field, PlainSerializer, TypeAdapter
 from quart import Response
@@ -17,9 +18,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PageQuery",
+    "RenderCache",
     "Timestamp",
     "empty_response",
     "format_timestamp",
+    "json_array_response",
     "json_response",
     "read_session",
 ]
@@ -70,6 +73,64 @@ def json_response(value: Any, status_code: int = 200, *, model: Any = None) -> R
             adapter = _adapters[kind] = TypeAdapter(kind)
         body = adapter.dump_json(value)
     return Response(body, status=status_code, content_type="application/json")
+
+
+def json_array_response(items: Iterable[bytes]) -> Response:
+    """Send already serialised JSON values as one array, as :func:`json_response` writes it."""
+    return Response(b"[" + b",".join(items) + b"]", content_type="application/json")
+
+
+ValueT = TypeVar("ValueT")
+
+# What an entry costs besides the bytes ``measure`` counts: the version text, the
+# mapping's slot, the value's object.
+_ENTRY_OVERHEAD = 256
+
+
+class RenderCache(Generic[ValueT]):
+    """What was rendered from database rows, by row version; the least recently used go.
+
+    A version names one committed content of a row (``persistence.ROW_VERSION``), so an
+    entry is never stale: changed data has a different version. Callers read the
+    versions of what they show from the database on every request, then render only
+    what is missing. Memory is bounded by ``max_bytes`` as ``measure`` counts values.
+    """
+
+    def __init__(self, *, measure: Callable[[ValueT], int], max_bytes: int) -> None:
+        self._measure = measure
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._entries: OrderedDict[str, tuple[ValueT, int]] = OrderedDict()
+
+    def get_all(self, versions: Iterable[str]) -> list[ValueT] | None:
+        """Return what was rendered for each of ``versions``, or None if any is missing."""
+        values = []
+        for version in versions:
+            entry = self._entries.get(version)
+            if entry is None:
+                return None
+            self._entries.move_to_end(version)
+            values.append(entry[0])
+        return values
+
+    def get_or_render(self, version: str, render: Callable[[], ValueT]) -> ValueT:
+        """Return what was rendered for ``version``, calling ``render()`` if it is missing."""
+        entry = self._entries.get(version)
+        if entry is not None:
+            self._entries.move_to_end(version)
+            return entry[0]
+        value = render()
+        size = self._measure(value) + len(version) + _ENTRY_OVERHEAD
+        if size <= self._max_bytes:
+            self._entries[version] = (value, size)
+            self._bytes += size
+            while self._bytes > self._max_bytes:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._bytes -= dropped
+        return value
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def empty_response(status_code: int = 204) -> Response:

@@ -6,7 +6,8 @@ import json
 import uuid
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import cast, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
@@ -14,8 +15,16 @@ from sqlalchemy.dialects.postgresql import JSONB
 from .._exceptions import NotFoundError
 from .._models import AgentFlow
 from ._base import Repository, apply_changes
+from .agents import ROW_VERSION, driver_connection
 
-__all__ = ["FlowRepository", "flow_item_ids", "is_eligible"]
+__all__ = [
+    "FlowListing",
+    "FlowRepository",
+    "FlowVersions",
+    "flow_item_ids",
+    "is_eligible",
+    "items_eligible",
+]
 
 _PATCHABLE = ("name", "alias", "description", "flow", "is_active")
 
@@ -41,8 +50,47 @@ def is_eligible(flow: AgentFlow, active_agent_ids: AbstractSet[str]) -> bool:
     The ids are text, as :func:`flow_item_ids` reads them (``str(uuid)``), so callers
     convert the set once for all their flows. MCP and A2A items are never eligible yet.
     """
-    items = flow_item_ids(flow.flow)
+    return items_eligible(flow_item_ids(flow.flow), active_agent_ids)
+
+
+def items_eligible(items: Sequence[tuple[str, str]], active_agent_ids: AbstractSet[str]) -> bool:
+    """Apply :func:`is_eligible` to a flow's :func:`flow_item_ids`."""
     return bool(items) and all(t == "genai" and i in active_agent_ids for i, t in items)
+
+
+class FlowListing(NamedTuple):
+    """A flow as lists show it; ``version`` names this content of the row.
+
+    ``flow_json`` is the stored JSON text of the items, undecoded.
+    """
+
+    version: str
+    id: uuid.UUID
+    name: str
+    description: str
+    flow_json: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class FlowVersions(NamedTuple):
+    """The versions of a page of flows, and the owner's active agents at that instant."""
+
+    versions: list[str]
+    active_agent_ids: list[str]
+
+
+# Listings run on the driver connection (see the agents repository).
+_PAGE = (
+    "FROM agentworkflows WHERE creator_id = $1 ORDER BY created_at DESC, id DESC OFFSET $2 LIMIT $3"
+)
+_LIST_SQL = f"""
+SELECT {ROW_VERSION}, id, name, description, flow::text, created_at, updated_at {_PAGE}
+"""
+_VERSIONS_SQL = f"""
+SELECT ARRAY(SELECT {ROW_VERSION} {_PAGE}),
+       ARRAY(SELECT id::text FROM agents WHERE creator_id = $1 AND is_active)
+"""
 
 
 class FlowRepository(Repository):
@@ -95,6 +143,25 @@ class FlowRepository(Repository):
             .limit(limit)
         )
         return (await self.session.scalars(stmt)).all()
+
+    async def list_listings_for_user(
+        self, owner_id: uuid.UUID, *, offset: int = 0, limit: int = 100
+    ) -> list[FlowListing]:
+        """List the owner's flows as :meth:`list_for_user` orders them, as listings."""
+        driver = await driver_connection(self.session)
+        return [FlowListing(*row) for row in await driver.fetch(_LIST_SQL, owner_id, offset, limit)]
+
+    async def list_versions_for_user(
+        self, owner_id: uuid.UUID, *, offset: int = 0, limit: int = 100
+    ) -> FlowVersions:
+        """Return the ``version`` of each flow :meth:`list_listings_for_user` would list.
+
+        Read in the same statement: the ids of the owner's active agents, as text, which
+        decide whether each flow is active.
+        """
+        driver = await driver_connection(self.session)
+        versions, active = await driver.fetchrow(_VERSIONS_SQL, owner_id, offset, limit)
+        return FlowVersions(versions, active)
 
     async def patch(self, flow_id: uuid.UUID, *, owner_id: uuid.UUID, **changes: Any) -> AgentFlow:
         """Change fields of the owner's flow.

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, TypeAdapter, field_validator
 from quart import Blueprint
 from quart_schema import tag_blueprint
 
@@ -34,9 +35,11 @@ from ..auth import (
 )
 from ..common import (
     PageQuery,
+    RenderCache,
     Timestamp,
     empty_response,
     format_timestamp,
+    json_array_response,
     json_response,
     read_session,
 )
@@ -140,7 +143,7 @@ class AgentDTO(BaseModel):
     updated_at: Timestamp
 
 
-def agent_dto(agent: Agent | AgentListing, *, rename: bool = True) -> dict[str, Any]:
+def agent_dto(agent: Agent, *, rename: bool = True) -> dict[str, Any]:
     """Render an agent as a JSON-ready :class:`AgentDTO`.
 
     Built as plain data, serialised once: ``rename`` puts the name into
@@ -181,15 +184,40 @@ class ActiveOut(BaseModel):
 @responds(list[AgentDTO])
 async def list_agents(query: AgentListQuery, caller: Caller) -> Any:
     """List the caller's agents (see the filters)."""
+    page = query.model_dump()
     async with read_session() as session:
-        agents = await AgentRepository(session).list_for_user(
-            caller.user_id,
-            name=query.name,
-            description=query.description,
-            offset=query.offset,
-            limit=query.limit,
-        )
-    return json_response([agent_dto(agent) for agent in agents], model=list[dict[str, Any]])
+        agents = AgentRepository(session)
+        fragments = _LISTED.get_all(await agents.list_versions_for_user(caller.user_id, **page))
+        if fragments is None:
+            listed = await agents.list_for_user(caller.user_id, **page)
+            fragments = [
+                _LISTED.get_or_render(agent.version, partial(_render_listed, agent))
+                for agent in listed
+            ]
+    return json_array_response(fragments)
+
+
+def _render_listed(agent: AgentListing) -> bytes:
+    """Serialise a listed agent as :func:`agent_dto` renders it."""
+    dto = {
+        "agent_id": str(agent.id),
+        "agent_name": agent.name,
+        "agent_alias": agent.alias,
+        "agent_description": agent.description,
+        "agent_schema": named_schema(json.loads(agent.input_parameters_json), agent.name),
+        "is_active": agent.is_active,
+        "agent_jwt": agent.jwt,
+        "created_at": format_timestamp(agent.created_at),
+        "updated_at": format_timestamp(agent.updated_at),
+    }
+    return _DTO_JSON.dump_json(dto)
+
+
+_DTO_JSON: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+
+# Listed agents by row version: otherwise every list decodes and re-encodes every
+# schema, and reads and formats every column.
+_LISTED: RenderCache[bytes] = RenderCache(measure=len, max_bytes=16 * 2**20)
 
 
 @blueprint.get("/api/agents/active")

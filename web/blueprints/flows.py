@@ -2,29 +2,36 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, TypeAdapter, field_validator
 from quart import Blueprint
 from quart_schema import hide, tag_blueprint
 
 from persistence import (
     AgentFlow,
     AgentRepository,
+    FlowListing,
     FlowRepository,
     NotFoundError,
     flow_item_ids,
     is_eligible,
+    items_eligible,
 )
 
 from ..auth import Caller, requires_user
 from ..common import (
     PageQuery,
+    RenderCache,
     Timestamp,
     empty_response,
     format_timestamp,
+    json_array_response,
     json_response,
     read_session,
 )
@@ -166,11 +173,63 @@ async def _check(session: AsyncSession, caller: Caller, data: FlowBody) -> list[
 async def list_flows(query: PageQuery, caller: Caller) -> Any:
     """List the caller's flows, newest first, with their activity recomputed."""
     async with read_session() as session:
-        flows = await FlowRepository(session).list_for_user(
+        flows = FlowRepository(session)
+        page = await flows.list_versions_for_user(
             caller.user_id, offset=query.offset, limit=query.limit
         )
-        active = await _active_ids(session, caller) if flows else set()
-    return json_response([_dto(flow, active) for flow in flows], model=list[dict[str, Any]])
+        rendered = _LISTED.get_all(page.versions)
+        if rendered is None:
+            listed = await flows.list_listings_for_user(
+                caller.user_id, offset=query.offset, limit=query.limit
+            )
+            rendered = [
+                _LISTED.get_or_render(flow.version, partial(_render_listed, flow))
+                for flow in listed
+            ]
+    active = set(page.active_agent_ids)
+    return json_array_response(flow.body(active) for flow in rendered)
+
+
+@dataclass(frozen=True, slots=True)
+class _ListedFlow:
+    """A listed flow serialised both ways, and the items its activity depends on."""
+
+    items: list[tuple[str, str]]
+    when_active: bytes
+    when_inactive: bytes
+
+    def body(self, active_agent_ids: AbstractSet[str]) -> bytes:
+        """Return the serialised flow, active if all its items are active agents."""
+        eligible = items_eligible(self.items, active_agent_ids)
+        return self.when_active if eligible else self.when_inactive
+
+    def size(self) -> int:
+        """Count the bytes this holds, roughly."""
+        return len(self.when_active) * 2 + len(self.items) * 100
+
+
+def _render_listed(flow: FlowListing) -> _ListedFlow:
+    """Serialise a listed flow as :func:`_dto` renders it."""
+    items = flow_item_ids(json.loads(flow.flow_json))
+    dto = {
+        "id": str(flow.id),
+        "name": flow.name,
+        "description": flow.description,
+        "flow": [{"id": item_id, "type": kind} for item_id, kind in items],
+        "is_active": True,
+        "created_at": format_timestamp(flow.created_at),
+        "updated_at": format_timestamp(flow.updated_at),
+    }
+    when_active = _DTO_JSON.dump_json(dto)
+    dto["is_active"] = False
+    return _ListedFlow(items, when_active, _DTO_JSON.dump_json(dto))
+
+
+_DTO_JSON: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+
+# Listed flows by row version: otherwise every list decodes every flow's items and
+# reads and formats every column.
+_LISTED: RenderCache[_ListedFlow] = RenderCache(measure=_ListedFlow.size, max_bytes=16 * 2**20)
 
 
 @blueprint.get("/api/agentflows/<agentflow_id>")
