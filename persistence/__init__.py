@@ -60,6 +60,7 @@ from .repositories import NewLog as NewLog
 from .repositories import ProfileRepository as ProfileRepository
 from .repositories import ProviderRepository as ProviderRepository
 from .repositories import TurnLookup as TurnLookup
+from .repositories import TurnStatements as TurnStatements
 from .repositories import UserRepository as UserRepository
 from .repositories import flow_item_ids as flow_item_ids
 from .repositories import is_eligible as is_eligible
@@ -110,6 +111,7 @@ __all__ = [
     "SenderType",
     "Team",
     "TurnLookup",
+    "TurnStatements",
     "User",
     "UserProfile",
     "UserRepository",

@@ -238,51 +238,39 @@ class ChatActor(Actor[ChatMessage]):
         turn can reach the master.
         """
         owner = self.user_id
-        found = await self._store.look_up(
-            self.session_id,
-            owner_id=owner,
-            llm_name=chat_input.llm_name,
-            provider_name=chat_input.provider,
-        )
-        if not found.conversation_exists:
-            created = await self._store.create_conversation(
-                self.session_id, owner_id=owner, title=title_for(chat_input.message)
+        async with self._store.connect() as db:
+            found = await db.look_up(
+                self.session_id,
+                owner_id=owner,
+                llm_name=chat_input.llm_name,
+                provider_name=chat_input.provider,
             )
-            if not created:  # taken meanwhile by another user's first message
-                return error_reply(CHAT_NOT_FOUND.format(self.session_id))
-        elif found.conversation_owner != owner:
-            return error_reply(CHAT_NOT_FOUND.format(self.session_id))
-        files: list[dict[str, Any]] = []
-        if chat_input.files:
-            async with self.deps.sessionmaker.begin() as session:
-                repo = FileRepository(session)
-                await repo.stamp(
-                    chat_input.files,
-                    owner_id=owner,
-                    session_id=self.session_id,
-                    request_id=turn.request_id,
+            if not found.conversation_exists:
+                created = await db.create_conversation(
+                    self.session_id, owner_id=owner, title=title_for(chat_input.message)
                 )
-                files = [
-                    file_dto(f)
-                    for f in await repo.list_for_request(turn.request_id, owner_id=owner)
-                ]
-        choice = found.choice
-        if choice is None:
-            # Which of the two is missing decides the error.
-            if chat_input.provider is not None and not found.provider_exists:
-                return error_reply(PROVIDER_NOT_FOUND.format(chat_input.provider))
-            return error_reply(CONFIG_NOT_FOUND.format(chat_input.llm_name))
-        api_key: str | None = None
-        if choice.api_key and not is_ollama(choice.provider_name):
-            if self.deps.cipher is None:
-                return error_reply(DECRYPT_FAILED)
-            try:
-                api_key = await self.deps.cipher.decrypt_async(choice.api_key)
-            except ApiKeyDecryptionError:
-                return error_reply(DECRYPT_FAILED)
-        await self._store.add_message(
-            self.session_id, content=chat_input.message, request_id=turn.request_id
-        )
+                if not created:  # taken meanwhile by another user's first message
+                    return error_reply(CHAT_NOT_FOUND.format(self.session_id))
+            elif found.conversation_owner != owner:
+                return error_reply(CHAT_NOT_FOUND.format(self.session_id))
+            files = await self._stamp(chat_input, turn) if chat_input.files else []
+            choice = found.choice
+            if choice is None:
+                # Which of the two is missing decides the error.
+                if chat_input.provider is not None and not found.provider_exists:
+                    return error_reply(PROVIDER_NOT_FOUND.format(chat_input.provider))
+                return error_reply(CONFIG_NOT_FOUND.format(chat_input.llm_name))
+            api_key: str | None = None
+            if choice.api_key and not is_ollama(choice.provider_name):
+                if self.deps.cipher is None:
+                    return error_reply(DECRYPT_FAILED)
+                try:
+                    api_key = await self.deps.cipher.decrypt_async(choice.api_key)
+                except ApiKeyDecryptionError:
+                    return error_reply(DECRYPT_FAILED)
+            await db.add_message(
+                self.session_id, content=chat_input.message, request_id=turn.request_id
+            )
         turn.user_stored = True
         return master_payload(
             session_id=self.session_id,
@@ -291,6 +279,19 @@ class ChatActor(Actor[ChatMessage]):
             files=files,
             timestamp=self.deps.clock(),
         )
+
+    async def _stamp(self, chat_input: ChatInput, turn: _Turn) -> list[dict[str, Any]]:
+        """Stamp the message's files with this session and request; return the request's."""
+        async with self.deps.sessionmaker.begin() as session:
+            repo = FileRepository(session)
+            await repo.stamp(
+                chat_input.files,
+                owner_id=self.user_id,
+                session_id=self.session_id,
+                request_id=turn.request_id,
+            )
+            found = await repo.list_for_request(turn.request_id, owner_id=self.user_id)
+        return [file_dto(f) for f in found]
 
     async def _invoke(self, payload: dict[str, Any], turn: _Turn) -> Reply:
         timeout = self.deps.master_timeout
@@ -322,15 +323,16 @@ class ChatActor(Actor[ChatMessage]):
         """
         files: list[dict[str, Any]] = []
         try:
-            if turn.user_stored:
-                found = await self._store.add_reply(
-                    self.session_id,
-                    content=stored_content(reply),
-                    request_id=turn.request_id,
-                    owner_id=self.user_id,
-                )
-            else:
-                found = await self._store.files_of_request(turn.request_id, owner_id=self.user_id)
+            async with self._store.connect() as db:
+                if turn.user_stored:
+                    found = await db.add_reply(
+                        self.session_id,
+                        content=stored_content(reply),
+                        request_id=turn.request_id,
+                        owner_id=self.user_id,
+                    )
+                else:
+                    found = await db.files_of_request(turn.request_id, owner_id=self.user_id)
             files = [file_dto(f) for f in await self._on_disk(found)]
         finally:
             self.room.broadcast(

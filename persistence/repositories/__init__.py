@@ -18,6 +18,7 @@ from .providers import ProviderRepository as ProviderRepository
 from .turns import ChatTurnStore as ChatTurnStore
 from .turns import ModelChoice as ModelChoice
 from .turns import TurnLookup as TurnLookup
+from .turns import TurnStatements as TurnStatements
 from .users import ProfileRepository as ProfileRepository
 from .users import UserRepository as UserRepository
 
@@ -37,6 +38,7 @@ __all__ = [
     "ProfileRepository",
     "ProviderRepository",
     "TurnLookup",
+    "TurnStatements",
     "UserRepository",
     "flow_item_ids",
     "is_eligible",

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._exceptions import NotFoundError
 from .._models import File, SenderType, utcnow
@@ -26,7 +27,7 @@ from .._models import File, SenderType, utcnow
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-__all__ = ["ChatTurnStore", "ModelChoice", "TurnLookup"]
+__all__ = ["ChatTurnStore", "ModelChoice", "TurnLookup", "TurnStatements"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -136,7 +137,31 @@ class ChatTurnStore:
     """
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        self._sessionmaker = sessionmaker
+        engine = sessionmaker.kw.get("bind")
+        if not isinstance(engine, AsyncEngine):
+            raise TypeError("the sessionmaker is not bound to an AsyncEngine")
+        self._engine = engine
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[TurnStatements]:
+        """Check a pooled connection out for the statements of one step of a turn."""
+        async with self._engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            try:
+                yield TurnStatements(raw.driver_connection)
+            except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError):
+                # Lost under a statement: the pool must not hand this one out again.
+                raw.invalidate()
+                raise
+
+
+class TurnStatements:
+    """A turn's statements on one checked-out connection; each commits on its own."""
+
+    __slots__ = ("_driver",)
+
+    def __init__(self, driver: Any) -> None:
+        self._driver = driver
 
     async def look_up(
         self,
@@ -147,11 +172,11 @@ class ChatTurnStore:
         provider_name: str | None,
     ) -> TurnLookup:
         """Find the conversation and the user's model config named by a message."""
-        async with self._driver() as driver:
-            if provider_name is None:
-                row = await driver.fetchrow(_LOOK_UP_BY_NAME, session_id, owner_id, llm_name)
-            else:
-                row = await driver.fetchrow(_LOOK_UP, session_id, owner_id, llm_name, provider_name)
+        driver = self._driver
+        if provider_name is None:
+            row = await driver.fetchrow(_LOOK_UP_BY_NAME, session_id, owner_id, llm_name)
+        else:
+            row = await driver.fetchrow(_LOOK_UP, session_id, owner_id, llm_name, provider_name)
         choice = None
         if row["name"] is not None and row["provider_name"] is not None:
             choice = ModelChoice(
@@ -177,10 +202,9 @@ class ChatTurnStore:
         self, session_id: uuid.UUID, *, owner_id: uuid.UUID, title: str
     ) -> bool:
         """Create the conversation; return False if its id is taken (by anyone)."""
-        async with self._driver() as driver:
-            created = await driver.fetchval(
-                _CREATE_CONVERSATION, session_id, title, owner_id, utcnow()
-            )
+        created = await self._driver.fetchval(
+            _CREATE_CONVERSATION, session_id, title, owner_id, utcnow()
+        )
         return created is not None
 
     async def add_message(
@@ -197,11 +221,10 @@ class ChatTurnStore:
             NotFoundError: The conversation does not exist (any more).
         """
         args = (uuid.uuid4(), request_id, sender_type.value, content, utcnow(), session_id)
-        async with self._driver() as driver:
-            try:
-                await driver.execute(_ADD_MESSAGE, *args)
-            except asyncpg.ForeignKeyViolationError as exc:
-                raise NotFoundError(f"conversation {session_id} not found") from exc
+        try:
+            await self._driver.execute(_ADD_MESSAGE, *args)
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFoundError(f"conversation {session_id} not found") from exc
 
     async def add_reply(
         self, session_id: uuid.UUID, *, content: str, request_id: uuid.UUID, owner_id: uuid.UUID
@@ -220,27 +243,13 @@ class ChatTurnStore:
             session_id,
             owner_id,
         )
-        async with self._driver() as driver:
-            try:
-                rows = await driver.fetch(_ADD_REPLY, *args)
-            except asyncpg.ForeignKeyViolationError as exc:
-                raise NotFoundError(f"conversation {session_id} not found") from exc
+        try:
+            rows = await self._driver.fetch(_ADD_REPLY, *args)
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFoundError(f"conversation {session_id} not found") from exc
         return [File(**dict(row)) for row in rows]
 
     async def files_of_request(self, request_id: uuid.UUID, *, owner_id: uuid.UUID) -> list[File]:
         """Return the owner's files of one request (for a turn that stored no message)."""
-        async with self._driver() as driver:
-            rows = await driver.fetch(_FILES_OF_REQUEST, request_id, owner_id)
+        rows = await self._driver.fetch(_FILES_OF_REQUEST, request_id, owner_id)
         return [File(**dict(row)) for row in rows]
-
-    @asynccontextmanager
-    async def _driver(self) -> AsyncIterator[Any]:
-        async with self._sessionmaker() as session:
-            connection = await session.connection()
-            raw = await connection.get_raw_connection()
-            try:
-                yield raw.driver_connection
-            except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError):
-                # Lost under the statement: the pool must not hand this one out again.
-                raw.invalidate()
-                raise

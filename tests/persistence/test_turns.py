@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -54,6 +54,24 @@ async def add_config(
         )
 
 
+class _Connected:
+    """Runs each statement on a connection of its own, as separate steps of turns do."""
+
+    def __init__(self, store: ChatTurnStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            async with self._store.connect() as db:
+                return await getattr(db, name)(*args, **kwargs)
+
+        return call
+
+
+def _db(store: ChatTurnStore) -> Any:
+    return _Connected(store)
+
+
 @pytest.fixture(name="store")
 def _store(sessionmaker: Sessions) -> ChatTurnStore:
     return ChatTurnStore(sessionmaker)
@@ -75,7 +93,7 @@ class TestLookUp:
     ) -> None:
         await add_config(sessionmaker, alice, "openai", "gpt", model="gpt-4o", temperature=0.2)
         await add_config(sessionmaker, alice, "ollama", "gpt", model="llama")
-        found = await store.look_up(
+        found = await _db(store).look_up(
             uuid.uuid4(), owner_id=alice.id, llm_name="gpt", provider_name="openai"
         )
         assert not found.conversation_exists and found.conversation_owner is None
@@ -93,16 +111,16 @@ class TestLookUp:
         self, store: ChatTurnStore, sessionmaker: Sessions, alice: User, bob: User
     ) -> None:
         await add_config(sessionmaker, alice, "openai", "gpt")
-        no_config = await store.look_up(
+        no_config = await _db(store).look_up(
             uuid.uuid4(), owner_id=alice.id, llm_name="other", provider_name="openai"
         )
         assert no_config.choice is None and no_config.provider_exists
-        no_provider = await store.look_up(
+        no_provider = await _db(store).look_up(
             uuid.uuid4(), owner_id=alice.id, llm_name="gpt", provider_name="azure"
         )
         assert no_provider.choice is None and not no_provider.provider_exists
         # Another user's provider and config of the same names are not alice's.
-        foreign = await store.look_up(
+        foreign = await _db(store).look_up(
             uuid.uuid4(), owner_id=bob.id, llm_name="gpt", provider_name="openai"
         )
         assert foreign.choice is None and not foreign.provider_exists
@@ -113,13 +131,13 @@ class TestLookUp:
         await add_config(sessionmaker, alice, "openai", "gpt", model="older")
         await add_config(sessionmaker, alice, "ollama", "gpt", model="newer")
         await add_config(sessionmaker, bob, "azure", "gpt", model="bobs")
-        found = await store.look_up(
+        found = await _db(store).look_up(
             uuid.uuid4(), owner_id=alice.id, llm_name="gpt", provider_name=None
         )
         assert found.choice is not None
         assert (found.choice.provider_name, found.choice.model) == ("ollama", "newer")
         assert not found.provider_exists
-        missing = await store.look_up(
+        missing = await _db(store).look_up(
             uuid.uuid4(), owner_id=alice.id, llm_name="nope", provider_name=None
         )
         assert missing.choice is None
@@ -128,10 +146,12 @@ class TestLookUp:
         self, store: ChatTurnStore, alice: User, bob: User
     ) -> None:
         sid = uuid.uuid4()
-        assert await store.create_conversation(sid, owner_id=alice.id, title="hi")
+        assert await _db(store).create_conversation(sid, owner_id=alice.id, title="hi")
         # The id is taken, whoever asks next.
-        assert not await store.create_conversation(sid, owner_id=bob.id, title="x")
-        found = await store.look_up(sid, owner_id=bob.id, llm_name="gpt", provider_name="openai")
+        assert not await _db(store).create_conversation(sid, owner_id=bob.id, title="x")
+        found = await _db(store).look_up(
+            sid, owner_id=bob.id, llm_name="gpt", provider_name="openai"
+        )
         assert found.conversation_exists and found.conversation_owner == alice.id
 
 
@@ -140,7 +160,7 @@ class TestMessages:
         self, store: ChatTurnStore, sessionmaker: Sessions, alice: User, bob: User
     ) -> None:
         sid, request_id = uuid.uuid4(), uuid.uuid4()
-        await store.create_conversation(sid, owner_id=alice.id, title="hi")
+        await _db(store).create_conversation(sid, owner_id=alice.id, title="hi")
         async with sessionmaker.begin() as session:
             mine = File(
                 id=uuid.uuid4(),
@@ -165,14 +185,14 @@ class TestMessages:
             )
             session.add_all([mine, theirs])
 
-        await store.add_message(sid, content="question", request_id=request_id)
-        files = await store.add_reply(
+        await _db(store).add_message(sid, content="question", request_id=request_id)
+        files = await _db(store).add_reply(
             sid, content='"answer"', request_id=request_id, owner_id=alice.id
         )
         assert [(f.id, f.original_name, f.from_agent, f.session_id) for f in files] == [
             (mine.id, "a.txt", True, sid)
         ]
-        assert [f.id for f in await store.files_of_request(request_id, owner_id=alice.id)] == [
+        assert [f.id for f in await _db(store).files_of_request(request_id, owner_id=alice.id)] == [
             mine.id
         ]
 
@@ -190,9 +210,31 @@ class TestMessages:
     ) -> None:
         sid = uuid.uuid4()
         with pytest.raises(NotFoundError):
-            await store.add_message(sid, content="q", request_id=uuid.uuid4())
+            await _db(store).add_message(sid, content="q", request_id=uuid.uuid4())
         with pytest.raises(NotFoundError):
-            await store.add_reply(sid, content="a", request_id=uuid.uuid4(), owner_id=alice.id)
+            await _db(store).add_reply(sid, content="a", request_id=uuid.uuid4(), owner_id=alice.id)
         async with sessionmaker() as session:
             page = await ChatRepository(session).page_messages(sid, owner_id=alice.id)
         assert page.total_count == 0
+
+
+class TestRoundTrips:
+    async def test_a_step_opens_no_transaction(
+        self, store: ChatTurnStore, sessionmaker: Sessions, alice: User
+    ) -> None:
+        await add_config(sessionmaker, alice, "openai", "gpt")
+        sid = uuid.uuid4()
+        queries: list[str] = []
+        async with store.connect() as db:
+            db._driver.add_query_logger(lambda record: queries.append(record.query))
+            found = await db.look_up(sid, owner_id=alice.id, llm_name="gpt", provider_name="openai")
+            assert await db.create_conversation(sid, owner_id=alice.id, title="t")
+            await db.add_message(sid, content="q", request_id=uuid.uuid4())
+            assert found.choice is not None
+        # Our three statements (each logged at its prepare too, the first time on a
+        # connection, next to the driver's one-off type introspection), each committing
+        # on its own: no BEGIN, COMMIT or ROLLBACK around them, not even when the
+        # connection goes back to the pool.
+        assert len({q for q in queries if "chat" in q}) == 3, queries
+        control = {q.strip().rstrip(";").upper() for q in queries} & {"BEGIN", "COMMIT", "ROLLBACK"}
+        assert not control, queries
