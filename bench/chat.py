@@ -15,6 +15,14 @@ The floor, in the same run: a client invoking an instant echo agent through the 
 router over its own socket (``floor_*``). ``p50_overhead_ms`` and ``p99_overhead_ms``
 are the chat percentiles minus the floor's, at 20 sessions.
 
+Three phases, each for the chat and then the floor: 1 session and 20 sessions in a
+closed loop (each sends its next message as soon as its reply is in: the rate the path
+can carry; the latency then is mostly the queue of the other 19 sessions, N times the
+CPU cost of a turn), and ``paced``: 20 sessions that pause between a reply and their
+next message (exponential, mean ``THINK``), as people do, so that latency shows what
+the path adds rather than how long the queue is. ``paced_p50_overhead_ms`` and
+``paced_p99_overhead_ms`` are its chat percentiles minus the floor's, paced alike.
+
 The master, the echo agent and the clients run in a child process (``python -m
 bench.chat --drive``), so that their CPU is not the server's. ``server_cpu_ms_per_turn``
 is the server process's CPU time over a chat phase per turn (``floor_server_cpu_ms``:
@@ -30,6 +38,7 @@ import asyncio
 import cProfile
 import json
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -50,6 +59,8 @@ from web._server import open_server
 from .logs import _admin, _free_port, _server_url
 
 PROFILE = os.environ.get("BENCH_PROFILE")
+THINK = 0.2
+"""Mean pause (seconds) of a paced session between a reply and its next message."""
 
 INSTANT = {"response": "ok", "agents_trace": [], "is_success": True}
 
@@ -74,7 +85,15 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered) * 1000, p99 * 1000
 
 
-async def _chat(http_base: str, token: str, sessions: int, turns: int) -> list[float]:
+async def _think(mean: float) -> None:
+    # Exponential pauses: the sessions' messages arrive at random, not in lockstep.
+    if mean > 0:
+        await asyncio.sleep(random.expovariate(1 / mean))
+
+
+async def _chat(
+    http_base: str, token: str, sessions: int, turns: int, think: float = 0.0
+) -> list[float]:
     host = http_base.removeprefix("http://")
     message = json.dumps({"message": "hi", "llm_name": "gpt", "provider": "openai"})
 
@@ -83,6 +102,7 @@ async def _chat(http_base: str, token: str, sessions: int, turns: int) -> list[f
         samples = []
         async with connect(url, compression=None) as ws:
             for _ in range(turns):
+                await _think(think)
                 started = time.perf_counter()
                 await ws.send(message)
                 while True:
@@ -97,7 +117,9 @@ async def _chat(http_base: str, token: str, sessions: int, turns: int) -> list[f
     return [s for r in results for s in r]
 
 
-async def _floor(router_url: str, agent_id: str, sessions: int, turns: int) -> list[float]:
+async def _floor(
+    router_url: str, agent_id: str, sessions: int, turns: int, think: float = 0.0
+) -> list[float]:
     async def one() -> list[float]:
         key = f"bench:{uuid.uuid4().hex}:{agent_id}"
         samples = []
@@ -108,6 +130,7 @@ async def _floor(router_url: str, agent_id: str, sessions: int, turns: int) -> l
             router_url, additional_headers={"x-custom-invoke-key": key}, compression=None
         ) as ws:
             for _ in range(turns):
+                await _think(think)
                 started = time.perf_counter()
                 await ws.send(frame)
                 await ws.recv()
@@ -138,20 +161,20 @@ async def _drive() -> None:
         await _chat(base, token, 4, 20)  # warm-up
         await _floor(router_url, agent_id, 4, 20)
         phases: dict[str, Any] = {}
-        for sessions in (1, 20):
+        for name, sessions, think in (("1", 1, 0.0), ("20", 20, 0.0), ("paced", 20, THINK)):
             count = turns if sessions == 1 else max(20, turns // 4)
             phase: dict[str, Any] = {}
             for kind in ("chat", "floor"):
                 # The server measures its CPU time from our signal to the next one.
-                print(f"ready {kind} {sessions}", flush=True)
+                print(f"ready {kind} {name}", flush=True)
                 await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
                 started = time.perf_counter()
                 if kind == "chat":
-                    phase[kind] = await _chat(base, token, sessions, count)
+                    phase[kind] = await _chat(base, token, sessions, count, think)
                 else:
-                    phase[kind] = await _floor(router_url, agent_id, sessions, count)
+                    phase[kind] = await _floor(router_url, agent_id, sessions, count, think)
                 phase[f"{kind}_seconds"] = time.perf_counter() - started
-            phases[str(sessions)] = phase
+            phases[name] = phase
         print("ready end 0", flush=True)
         for task in tasks:
             task.cancel()
@@ -240,6 +263,8 @@ async def run(database_url: str, turns: int) -> dict[str, float]:
         }
     results["p50_overhead_ms"] = results["chat_p50_ms_20"] - results["floor_p50_ms_20"]
     results["p99_overhead_ms"] = results["chat_p99_ms_20"] - results["floor_p99_ms_20"]
+    results["paced_p50_overhead_ms"] = results["chat_p50_ms_paced"] - results["floor_p50_ms_paced"]
+    results["paced_p99_overhead_ms"] = results["chat_p99_ms_paced"] - results["floor_p99_ms_paced"]
     return results
 
 
