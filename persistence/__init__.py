@@ -64,7 +64,10 @@ from .repositories import TurnStatements as TurnStatements
 from .repositories import UserRepository as UserRepository
 from .repositories import flow_item_ids as flow_item_ids
 from .repositories import is_eligible as is_eligible
+from .repositories.agents import AgentListings as AgentListings
+from .repositories.agents import open_driver_connection as open_driver_connection
 from .repositories.flows import FlowListing as FlowListing
+from .repositories.flows import FlowListings as FlowListings
 from .repositories.flows import FlowVersions as FlowVersions
 from .repositories.flows import items_eligible as items_eligible
 
@@ -74,6 +77,7 @@ __all__ = [
     "Agent",
     "AgentFlow",
     "AgentListing",
+    "AgentListings",
     "AgentRepository",
     "AlreadyExistsError",
     "ApiKeyCipher",
@@ -90,6 +94,7 @@ __all__ = [
     "File",
     "FileRepository",
     "FlowListing",
+    "FlowListings",
     "FlowRepository",
     "FlowVersions",
     "Log",
@@ -128,6 +133,7 @@ __all__ = [
     "items_eligible",
     "new_alias",
     "normalise_name",
+    "open_driver_connection",
     "open_embedded_postgres",
     "parse_key_ring",
     "to_async_url",

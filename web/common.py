@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -10,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field, PlainSerializer, TypeAdapter
 from quart import Response
+
+from persistence import open_driver_connection
 
 from .services import services
 
@@ -24,6 +25,7 @@ __all__ = [
     "format_timestamp",
     "json_array_response",
     "json_response",
+    "read_driver",
     "read_session",
 ]
 
@@ -88,46 +90,46 @@ _ENTRY_OVERHEAD = 256
 
 
 class RenderCache(Generic[ValueT]):
-    """What was rendered from database rows, by row version; the least recently used go.
+    """What was rendered from database rows, by row version; the oldest entries go first.
 
     A version names one committed content of a row (``persistence.ROW_VERSION``), so an
     entry is never stale: changed data has a different version. Callers read the
     versions of what they show from the database on every request, then render only
     what is missing. Memory is bounded by ``max_bytes`` as ``measure`` counts values.
+    Entries leave in the order they came (no reordering on a hit, which would cost
+    every request): a row still shown once dropped is simply rendered again.
     """
 
     def __init__(self, *, measure: Callable[[ValueT], int], max_bytes: int) -> None:
         self._measure = measure
         self._max_bytes = max_bytes
         self._bytes = 0
-        self._entries: OrderedDict[str, tuple[ValueT, int]] = OrderedDict()
+        self._entries: dict[str, ValueT] = {}
 
     def get_all(self, versions: Iterable[str]) -> list[ValueT] | None:
         """Return what was rendered for each of ``versions``, or None if any is missing."""
-        values = []
-        for version in versions:
-            entry = self._entries.get(version)
-            if entry is None:
-                return None
-            self._entries.move_to_end(version)
-            values.append(entry[0])
-        return values
+        entries = self._entries
+        try:
+            return [entries[version] for version in versions]
+        except KeyError:
+            return None
 
     def get_or_render(self, version: str, render: Callable[[], ValueT]) -> ValueT:
         """Return what was rendered for ``version``, calling ``render()`` if it is missing."""
-        entry = self._entries.get(version)
-        if entry is not None:
-            self._entries.move_to_end(version)
-            return entry[0]
+        value = self._entries.get(version)
+        if value is not None:
+            return value
         value = render()
-        size = self._measure(value) + len(version) + _ENTRY_OVERHEAD
-        if size <= self._max_bytes:
-            self._entries[version] = (value, size)
-            self._bytes += size
+        if self._size(version, value) <= self._max_bytes:
+            self._entries[version] = value
+            self._bytes += self._size(version, value)
             while self._bytes > self._max_bytes:
-                _, (_, dropped) = self._entries.popitem(last=False)
-                self._bytes -= dropped
+                oldest = next(iter(self._entries))
+                self._bytes -= self._size(oldest, self._entries.pop(oldest))
         return value
+
+    def _size(self, version: str, value: ValueT) -> int:
+        return self._measure(value) + len(version) + _ENTRY_OVERHEAD
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -150,3 +152,15 @@ async def read_session() -> AsyncIterator[AsyncSession]:
     async with services().sessionmaker() as session:
         await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         yield session
+
+
+@asynccontextmanager
+async def read_driver() -> AsyncIterator[Any]:
+    """Open a pooled connection's asyncpg connection for a route that only reads.
+
+    Lighter than :func:`read_session` (no session, no transaction to track), for routes
+    whose statements run on the driver, as the lists do; each statement commits on its
+    own, as under :func:`read_session`.
+    """
+    async with open_driver_connection(services().sessionmaker.kw["bind"]) as driver:
+        yield driver

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
+import asyncpg
 from sqlalchemy import Select, select, update
 
 from .._exceptions import NotFoundError
@@ -14,9 +16,16 @@ from .._models import Agent
 from ._base import Repository, apply_changes
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-__all__ = ["ROW_VERSION", "AgentListing", "AgentRepository", "driver_connection"]
+__all__ = [
+    "ROW_VERSION",
+    "AgentListing",
+    "AgentListings",
+    "AgentRepository",
+    "driver_connection",
+    "open_driver_connection",
+]
 
 SelectT = TypeVar("SelectT", bound=Select[Any])
 
@@ -51,8 +60,6 @@ So whatever was rendered from a row can be reused for as long as its version is 
 same, by any number of server processes.
 """
 
-# Lists run on the driver connection: no ORM rows, no statement compilation or result
-# processing, and asyncpg keeps the prepared statements.
 _LIST_COLUMNS = f"""
 SELECT {ROW_VERSION}, id, name, alias, description, input_parameters::text, jwt,
        is_active, created_at, updated_at
@@ -65,6 +72,67 @@ async def driver_connection(session: AsyncSession) -> Any:
     """Return the asyncpg connection under ``session`` (in its transaction, if any)."""
     connection = await session.connection()
     return (await connection.get_raw_connection()).driver_connection
+
+
+@asynccontextmanager
+async def open_driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """Check a connection out of ``engine``'s pool and yield its asyncpg connection.
+
+    For reads only: without a session or a transaction around them, each statement
+    commits on its own. Far cheaper than a session for a request of a statement or two.
+    A connection lost under a statement is dropped from the pool.
+    """
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        try:
+            yield raw.driver_connection
+        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError):
+            raw.invalidate()
+            raise
+
+
+class AgentListings:
+    """The agent list's statements, run straight on an asyncpg connection.
+
+    No ORM rows, no statement compilation or result processing, and asyncpg keeps the
+    statements prepared. :class:`AgentRepository` lists through it too.
+    """
+
+    def __init__(self, driver: Any) -> None:
+        self._driver = driver
+
+    async def rows(
+        self,
+        owner_id: uuid.UUID,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[AgentListing]:
+        """List the owner's agents (see :meth:`AgentRepository.list_for_user`)."""
+        page, args = _listing_page(owner_id, name, description, offset, limit)
+        rows = await self._driver.fetch(_LIST_COLUMNS + page, *args)
+        return [AgentListing(*row) for row in rows]
+
+    async def versions(
+        self,
+        owner_id: uuid.UUID,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[str]:
+        """Return the ``version`` of each agent :meth:`rows` would list, in order.
+
+        One row of one text array: far cheaper to read than the agents themselves.
+        """
+        page, args = _listing_page(owner_id, name, description, offset, limit)
+        versions: list[str] = await self._driver.fetchval(
+            f"SELECT ARRAY(SELECT {ROW_VERSION} {page})", *args
+        )
+        return versions
 
 
 def _listing_page(
@@ -167,29 +235,10 @@ class AgentRepository(Repository):
         first. Without a filter, only agents whose name and description are both
         non-empty, oldest first.
         """
-        page, args = _listing_page(owner_id, name, description, offset, limit)
-        driver = await driver_connection(self.session)
-        return [AgentListing(*row) for row in await driver.fetch(_LIST_COLUMNS + page, *args)]
-
-    async def list_versions_for_user(
-        self,
-        owner_id: uuid.UUID,
-        *,
-        name: str | None = None,
-        description: str | None = None,
-        offset: int = 0,
-        limit: int = 100,
-    ) -> list[str]:
-        """Return the ``version`` of each agent :meth:`list_for_user` would list, in order.
-
-        One row of one text array: far cheaper to read than the agents themselves.
-        """
-        page, args = _listing_page(owner_id, name, description, offset, limit)
-        driver = await driver_connection(self.session)
-        versions: list[str] = await driver.fetchval(
-            f"SELECT ARRAY(SELECT {ROW_VERSION} {page})", *args
+        listings = AgentListings(await driver_connection(self.session))
+        return await listings.rows(
+            owner_id, name=name, description=description, offset=offset, limit=limit
         )
-        return versions
 
     async def list_active_for_user(
         self, owner_id: uuid.UUID, *, offset: int = 0, limit: int | None = 100

@@ -15,10 +15,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from .._exceptions import NotFoundError
 from .._models import AgentFlow
 from ._base import Repository, apply_changes
-from .agents import ROW_VERSION, driver_connection
+from .agents import ROW_VERSION
 
 __all__ = [
     "FlowListing",
+    "FlowListings",
     "FlowRepository",
     "FlowVersions",
     "flow_item_ids",
@@ -80,7 +81,6 @@ class FlowVersions(NamedTuple):
     active_agent_ids: list[str]
 
 
-# Listings run on the driver connection (see the agents repository).
 _PAGE = (
     "FROM agentworkflows WHERE creator_id = $1 ORDER BY created_at DESC, id DESC OFFSET $2 LIMIT $3"
 )
@@ -91,6 +91,35 @@ _VERSIONS_SQL = f"""
 SELECT ARRAY(SELECT {ROW_VERSION} {_PAGE}),
        ARRAY(SELECT id::text FROM agents WHERE creator_id = $1 AND is_active)
 """
+
+
+class FlowListings:
+    """The flow list's statements, run straight on an asyncpg connection.
+
+    Ordered as :meth:`FlowRepository.list_for_user` orders them (see
+    :class:`~.agents.AgentListings` for why).
+    """
+
+    def __init__(self, driver: Any) -> None:
+        self._driver = driver
+
+    async def rows(
+        self, owner_id: uuid.UUID, *, offset: int = 0, limit: int = 100
+    ) -> list[FlowListing]:
+        """List the owner's flows, newest first."""
+        rows = await self._driver.fetch(_LIST_SQL, owner_id, offset, limit)
+        return [FlowListing(*row) for row in rows]
+
+    async def versions(
+        self, owner_id: uuid.UUID, *, offset: int = 0, limit: int = 100
+    ) -> FlowVersions:
+        """Return the ``version`` of each flow :meth:`rows` would list, in order.
+
+        Read in the same statement: the ids of the owner's active agents, as text, which
+        decide whether each flow is active.
+        """
+        versions, active = await self._driver.fetchrow(_VERSIONS_SQL, owner_id, offset, limit)
+        return FlowVersions(versions, active)
 
 
 class FlowRepository(Repository):
@@ -143,25 +172,6 @@ class FlowRepository(Repository):
             .limit(limit)
         )
         return (await self.session.scalars(stmt)).all()
-
-    async def list_listings_for_user(
-        self, owner_id: uuid.UUID, *, offset: int = 0, limit: int = 100
-    ) -> list[FlowListing]:
-        """List the owner's flows as :meth:`list_for_user` orders them, as listings."""
-        driver = await driver_connection(self.session)
-        return [FlowListing(*row) for row in await driver.fetch(_LIST_SQL, owner_id, offset, limit)]
-
-    async def list_versions_for_user(
-        self, owner_id: uuid.UUID, *, offset: int = 0, limit: int = 100
-    ) -> FlowVersions:
-        """Return the ``version`` of each flow :meth:`list_listings_for_user` would list.
-
-        Read in the same statement: the ids of the owner's active agents, as text, which
-        decide whether each flow is active.
-        """
-        driver = await driver_connection(self.session)
-        versions, active = await driver.fetchrow(_VERSIONS_SQL, owner_id, offset, limit)
-        return FlowVersions(versions, active)
 
     async def patch(self, flow_id: uuid.UUID, *, owner_id: uuid.UUID, **changes: Any) -> AgentFlow:
         """Change fields of the owner's flow.

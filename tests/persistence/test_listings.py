@@ -5,10 +5,21 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+import asyncpg
+import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from persistence import AgentRepository, FlowRepository, User, UserRepository
+from persistence import (
+    AgentListings,
+    AgentRepository,
+    FlowListings,
+    FlowRepository,
+    User,
+    UserRepository,
+    open_driver_connection,
+)
+from persistence.repositories.agents import driver_connection
 
 
 async def _user(session: AsyncSession, name: str) -> User:
@@ -40,6 +51,7 @@ class TestAgentListings:
         await _agent(db_session, alice, "", "hidden without a filter")
         await _agent(db_session, bob, "first", "not alice's")
         repo = AgentRepository(db_session)
+        listings = AgentListings(await driver_connection(db_session))
         for filters in (
             {},
             {"name": "first"},
@@ -49,7 +61,7 @@ class TestAgentListings:
             {"offset": 1, "limit": 1},
         ):
             listed = await repo.list_for_user(alice.id, **filters)
-            versions = await repo.list_versions_for_user(alice.id, **filters)
+            versions = await listings.versions(alice.id, **filters)
             assert versions == [agent.version for agent in listed], filters
         [agent] = await repo.list_for_user(alice.id, name="first")
         assert agent.id == first and agent.version.startswith(f"{first}:")
@@ -58,7 +70,7 @@ class TestAgentListings:
         )
         assert isinstance(agent.created_at, datetime) and agent.jwt == f"jwt-{first}"
         assert [a.id for a in await repo.list_for_user(alice.id, description="100%")] == [second]
-        assert await repo.list_versions_for_user(uuid.uuid4()) == []
+        assert await listings.versions(uuid.uuid4()) == []
 
     async def test_a_committed_change_is_a_new_version(
         self, sessionmaker: async_sessionmaker[AsyncSession]
@@ -67,14 +79,14 @@ class TestAgentListings:
             owner = await _user(session, "owner")
             agent_id = await _agent(session, owner, "a", "d")
         async with sessionmaker() as session:
-            [before] = await AgentRepository(session).list_versions_for_user(owner.id)
+            [before] = await AgentListings(await driver_connection(session)).versions(owner.id)
         async with sessionmaker.begin() as session:
             # updated_at stays: the transaction id alone tells the versions apart.
             await session.execute(
                 text("UPDATE agents SET jwt = 'other' WHERE id = :id"), {"id": agent_id}
             )
         async with sessionmaker() as session:
-            [after] = await AgentRepository(session).list_versions_for_user(owner.id)
+            [after] = await AgentListings(await driver_connection(session)).versions(owner.id)
             [listed] = await AgentRepository(session).list_for_user(owner.id)
         assert after != before and listed.version == after and listed.jwt == "other"
 
@@ -94,13 +106,32 @@ class TestFlowListings:
             name="newer", alias="newer", description="d", flow=items, creator_id=alice.id
         )
         await flows.add(name="bobs", alias="bobs", description="d", flow=items, creator_id=bob.id)
-        listed = await flows.list_listings_for_user(alice.id)
+        listings = FlowListings(await driver_connection(db_session))
+        listed = await listings.rows(alice.id)
         assert [flow.id for flow in listed] == [newer.id, older.id]
         assert listed[0].flow_json.startswith('[{"id": "')
-        page = await flows.list_versions_for_user(alice.id)
+        page = await listings.versions(alice.id)
         assert page.versions == [flow.version for flow in listed]
         assert page.active_agent_ids == [str(active)]
-        page = await flows.list_versions_for_user(alice.id, offset=1, limit=1)
+        page = await listings.versions(alice.id, offset=1, limit=1)
         assert page.versions == [listed[1].version]
         assert page.active_agent_ids == [str(active)]
-        assert await flows.list_listings_for_user(alice.id, limit=0) == []
+        assert await listings.rows(alice.id, limit=0) == []
+
+
+class TestOpenDriverConnection:
+    async def test_reads_commit_on_their_own(self, engine: AsyncEngine) -> None:
+        async with open_driver_connection(engine) as driver:
+            assert await driver.fetchval("SELECT 1") == 1
+            assert not driver.is_in_transaction()
+
+    async def test_a_lost_connection_leaves_the_pool(self, engine: AsyncEngine) -> None:
+        async with open_driver_connection(engine) as driver:
+            lost = await driver.fetchval("SELECT pg_backend_pid()")
+        with pytest.raises((OSError, asyncpg.exceptions.ConnectionDoesNotExistError)):
+            async with open_driver_connection(engine) as driver:
+                assert await driver.fetchval("SELECT pg_backend_pid()") == lost
+                # The server ends this very connection under its next statement.
+                await driver.fetchval("SELECT pg_terminate_backend(pg_backend_pid())")
+        async with open_driver_connection(engine) as driver:
+            assert await driver.fetchval("SELECT pg_backend_pid()") != lost

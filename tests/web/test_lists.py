@@ -244,17 +244,20 @@ class TestRenderCache:
         assert cache.get_all(["a", "b"]) is None
         assert cache.get_all([]) == []
 
-    def test_memory_is_bounded_least_recently_used_first(self) -> None:
+    def test_memory_is_bounded_oldest_first(self) -> None:
         # Each entry counts its value, its version and a fixed overhead (256 bytes).
         cache: RenderCache[bytes] = RenderCache(measure=len, max_bytes=3 * (256 + 1 + 100))
         for version in "abc":
             cache.get_or_render(version, lambda: b"x" * 100)
         assert len(cache) == 3
-        assert cache.get_all(["a"]) is not None  # now b is the least recently used
+        assert cache.get_all(["a"]) is not None  # a hit does not keep an entry longer
         cache.get_or_render("d", lambda: b"x" * 100)
         assert len(cache) == 3
-        assert cache.get_all(["b"]) is None
-        assert cache.get_all(["a", "c", "d"]) is not None
+        assert cache.get_all(["a"]) is None
+        assert cache.get_all(["b", "c", "d"]) is not None
+        cache.get_or_render("e", lambda: b"x" * 200)  # takes the room of two
+        assert len(cache) == 2
+        assert cache.get_all(["d", "e"]) is not None
 
     def test_too_large_values_are_not_kept(self) -> None:
         cache: RenderCache[bytes] = RenderCache(measure=len, max_bytes=1000)

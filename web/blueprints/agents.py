@@ -16,6 +16,7 @@ from persistence import (
     Agent,
     AgentFlow,
     AgentListing,
+    AgentListings,
     AgentRepository,
     AlreadyExistsError,
     FlowRepository,
@@ -41,6 +42,7 @@ from ..common import (
     format_timestamp,
     json_array_response,
     json_response,
+    read_driver,
     read_session,
 )
 from ..errors import APIError
@@ -185,11 +187,11 @@ class ActiveOut(BaseModel):
 async def list_agents(query: AgentListQuery, caller: Caller) -> Any:
     """List the caller's agents (see the filters)."""
     page = query.model_dump()
-    async with read_session() as session:
-        agents = AgentRepository(session)
-        fragments = _LISTED.get_all(await agents.list_versions_for_user(caller.user_id, **page))
+    async with read_driver() as driver:
+        agents = AgentListings(driver)
+        fragments = _LISTED.get_all(await agents.versions(caller.user_id, **page))
         if fragments is None:
-            listed = await agents.list_for_user(caller.user_id, **page)
+            listed = await agents.rows(caller.user_id, **page)
             fragments = [
                 _LISTED.get_or_render(agent.version, partial(_render_listed, agent))
                 for agent in listed

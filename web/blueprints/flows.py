@@ -17,6 +17,7 @@ from persistence import (
     AgentFlow,
     AgentRepository,
     FlowListing,
+    FlowListings,
     FlowRepository,
     NotFoundError,
     flow_item_ids,
@@ -33,6 +34,7 @@ from ..common import (
     format_timestamp,
     json_array_response,
     json_response,
+    read_driver,
     read_session,
 )
 from ..errors import APIError
@@ -172,16 +174,12 @@ async def _check(session: AsyncSession, caller: Caller, data: FlowBody) -> list[
 @responds(list[FlowDTO])
 async def list_flows(query: PageQuery, caller: Caller) -> Any:
     """List the caller's flows, newest first, with their activity recomputed."""
-    async with read_session() as session:
-        flows = FlowRepository(session)
-        page = await flows.list_versions_for_user(
-            caller.user_id, offset=query.offset, limit=query.limit
-        )
+    async with read_driver() as driver:
+        flows = FlowListings(driver)
+        page = await flows.versions(caller.user_id, offset=query.offset, limit=query.limit)
         rendered = _LISTED.get_all(page.versions)
         if rendered is None:
-            listed = await flows.list_listings_for_user(
-                caller.user_id, offset=query.offset, limit=query.limit
-            )
+            listed = await flows.rows(caller.user_id, offset=query.offset, limit=query.limit)
             rendered = [
                 _LISTED.get_or_render(flow.version, partial(_render_listed, flow))
                 for flow in listed
