@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import asyncpg
 from sqlalchemy import Select, select, update
+from sqlalchemy.util import greenlet_spawn
 
 from .._exceptions import NotFoundError
 from .._models import Agent
@@ -82,13 +83,16 @@ async def open_driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
     commits on its own. Far cheaper than a session for a request of a statement or two.
     A connection lost under a statement is dropped from the pool.
     """
-    async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        try:
-            yield raw.driver_connection
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError):
-            raw.invalidate()
-            raise
+    raw = await engine.raw_connection()
+    try:
+        yield raw.driver_connection
+    except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError):
+        await greenlet_spawn(raw.invalidate)
+        raise
+    finally:
+        # Without a transaction to roll back, returning it never waits on the server,
+        # so nothing (not a cancellation either) interrupts the return.
+        await greenlet_spawn(raw.close)
 
 
 class AgentListings:
