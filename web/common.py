@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field, PlainSerializer, TypeAdapter
-from quart import Response
+from quart import Response, current_app
 
 from persistence import open_driver_connection
 
@@ -21,6 +22,7 @@ __all__ = [
     "PageQuery",
     "RenderCache",
     "Timestamp",
+    "app_render_cache",
     "empty_response",
     "format_timestamp",
     "json_array_response",
@@ -104,7 +106,7 @@ class RenderCache(Generic[ValueT]):
         self._measure = measure
         self._max_bytes = max_bytes
         self._bytes = 0
-        self._entries: dict[str, ValueT] = {}
+        self._entries: OrderedDict[str, ValueT] = OrderedDict()
 
     def get_all(self, versions: Iterable[str]) -> list[ValueT] | None:
         """Return what was rendered for each of ``versions``, or None if any is missing."""
@@ -124,8 +126,7 @@ class RenderCache(Generic[ValueT]):
             self._entries[version] = value
             self._bytes += self._size(version, value)
             while self._bytes > self._max_bytes:
-                oldest = next(iter(self._entries))
-                self._bytes -= self._size(oldest, self._entries.pop(oldest))
+                self._bytes -= self._size(*self._entries.popitem(last=False))
         return value
 
     def _size(self, version: str, value: ValueT) -> int:
@@ -133,6 +134,17 @@ class RenderCache(Generic[ValueT]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def app_render_cache(name: str, create: Callable[[], RenderCache[ValueT]]) -> RenderCache[ValueT]:
+    """Return the current app's cache called ``name``, made by ``create()`` on first use.
+
+    One per app: versions name rows of the app's own database.
+    """
+    cache: RenderCache[ValueT] | None = current_app.extensions.get(name)
+    if cache is None:
+        cache = current_app.extensions[name] = create()
+    return cache
 
 
 def empty_response(status_code: int = 204) -> Response:
@@ -162,5 +174,6 @@ async def read_driver() -> AsyncIterator[Any]:
     whose statements run on the driver, as the lists do; each statement commits on its
     own, as under :func:`read_session`.
     """
-    async with open_driver_connection(services().sessionmaker.kw["bind"]) as driver:
+    engine = services().sessionmaker.kw["bind"]  # what the sessions are bound to
+    async with open_driver_connection(engine) as driver:
         yield driver

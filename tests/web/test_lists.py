@@ -13,6 +13,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from persistence import Agent, AgentFlow
+from web import Settings, create_app
 from web.blueprints import agents as agents_module
 from web.blueprints import flows as flows_module
 from web.blueprints.agents import agent_dto
@@ -165,6 +166,24 @@ class TestAgentList:
         assert await _list(client, "/api/agents/", user) == await _agents_as_before(
             sessionmaker, user
         )
+
+    async def test_each_app_has_its_own_cache(
+        self,
+        client: QuartClient,
+        users: Users,
+        agents: Agents,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        renders = _Renders(monkeypatch, agents_module)
+        user = await users.login()
+        await agents.register(user)
+        await _list(client, "/api/agents/", user)
+        assert renders.take() == 1
+        other = create_app(settings, sessionmaker).test_client()
+        assert await _list(other, "/api/agents/", user) == await _list(client, "/api/agents/", user)
+        assert renders.take() == 1
 
     async def test_changes_show_at_once(
         self,

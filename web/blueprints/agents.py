@@ -38,6 +38,7 @@ from ..common import (
     PageQuery,
     RenderCache,
     Timestamp,
+    app_render_cache,
     empty_response,
     format_timestamp,
     json_array_response,
@@ -187,13 +188,14 @@ class ActiveOut(BaseModel):
 async def list_agents(query: AgentListQuery, caller: Caller) -> Any:
     """List the caller's agents (see the filters)."""
     page = query.model_dump()
+    cache = app_render_cache("genai.listed_agents", _new_cache)
     async with read_driver() as driver:
         agents = AgentListings(driver)
-        fragments = _LISTED.get_all(await agents.versions(caller.user_id, **page))
+        fragments = cache.get_all(await agents.versions(caller.user_id, **page))
         if fragments is None:
             listed = await agents.rows(caller.user_id, **page)
             fragments = [
-                _LISTED.get_or_render(agent.version, partial(_render_listed, agent))
+                cache.get_or_render(agent.version, partial(_render_listed, agent))
                 for agent in listed
             ]
     return json_array_response(fragments)
@@ -217,9 +219,11 @@ def _render_listed(agent: AgentListing) -> bytes:
 
 _DTO_JSON: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 
-# Listed agents by row version: otherwise every list decodes and re-encodes every
-# schema, and reads and formats every column.
-_LISTED: RenderCache[bytes] = RenderCache(measure=len, max_bytes=16 * 2**20)
+
+def _new_cache() -> RenderCache[bytes]:
+    # Listed agents by row version: otherwise every list decodes and re-encodes every
+    # schema, and reads and formats every column.
+    return RenderCache(measure=len, max_bytes=16 * 2**20)
 
 
 @blueprint.get("/api/agents/active")

@@ -30,6 +30,7 @@ from ..common import (
     PageQuery,
     RenderCache,
     Timestamp,
+    app_render_cache,
     empty_response,
     format_timestamp,
     json_array_response,
@@ -174,15 +175,15 @@ async def _check(session: AsyncSession, caller: Caller, data: FlowBody) -> list[
 @responds(list[FlowDTO])
 async def list_flows(query: PageQuery, caller: Caller) -> Any:
     """List the caller's flows, newest first, with their activity recomputed."""
+    cache = app_render_cache("genai.listed_flows", _new_cache)
     async with read_driver() as driver:
         flows = FlowListings(driver)
         page = await flows.versions(caller.user_id, offset=query.offset, limit=query.limit)
-        rendered = _LISTED.get_all(page.versions)
+        rendered = cache.get_all(page.versions)
         if rendered is None:
             listed = await flows.rows(caller.user_id, offset=query.offset, limit=query.limit)
             rendered = [
-                _LISTED.get_or_render(flow.version, partial(_render_listed, flow))
-                for flow in listed
+                cache.get_or_render(flow.version, partial(_render_listed, flow)) for flow in listed
             ]
     active = set(page.active_agent_ids)
     return json_array_response(flow.body(active) for flow in rendered)
@@ -225,9 +226,11 @@ def _render_listed(flow: FlowListing) -> _ListedFlow:
 
 _DTO_JSON: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 
-# Listed flows by row version: otherwise every list decodes every flow's items and
-# reads and formats every column.
-_LISTED: RenderCache[_ListedFlow] = RenderCache(measure=_ListedFlow.size, max_bytes=16 * 2**20)
+
+def _new_cache() -> RenderCache[_ListedFlow]:
+    # Listed flows by row version: otherwise every list decodes every flow's items and
+    # reads and formats every column.
+    return RenderCache(measure=_ListedFlow.size, max_bytes=16 * 2**20)
 
 
 @blueprint.get("/api/agentflows/<agentflow_id>")
