@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -393,6 +394,7 @@ async def serve(settings: Settings, db_settings: DatabaseSettings, *, migrate: b
                 print(f"Agent router ({kind}): {server.router_url}")
                 print(f"Database: {server.database.description}")
                 print("Ready. Stop with Ctrl-C.", flush=True)
+                _settle_heap()
                 async for signum in signals:
                     logger.warning("%s received: stopping", signal.Signals(signum).name)
                     break
@@ -404,6 +406,21 @@ async def serve(settings: Settings, db_settings: DatabaseSettings, *, migrate: b
                 )
             logger.info("stopped")
             tg.cancel_scope.cancel()
+
+
+def _settle_heap() -> None:
+    """Keep what startup built out of the cyclic garbage collector's full passes.
+
+    Models, schemas, the app and the tree live as long as the process; left in the
+    collector's oldest generation, every full pass walks them all and stalls the event
+    loop, every request and turn with it, for about 0.1 s. Frozen, a full pass takes a
+    few milliseconds.
+    """
+    gc.collect()
+    gc.freeze()
+    logger.info(
+        "startup heap frozen: %d objects left out of full collections", gc.get_freeze_count()
+    )
 
 
 # After a second signal, what is cancelled may still wait on a peer (a WebSocket close

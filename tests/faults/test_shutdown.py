@@ -153,6 +153,9 @@ class TestGracefulStop:
         assert [e["session_id"] for e in cut_lines] == [str(slow)]
         assert cut_lines[0]["request_id"] == cut["response"]["request_id"]
         assert any(e["message"] == "stopped" for e in entries)
+        # Once ready, the startup heap was left out of the collector's full passes.
+        frozen = [e for e in entries if e["message"].startswith("startup heap frozen: ")]
+        assert len(frozen) == 1 and int(frozen[0]["message"].split()[3]) > 10_000, frozen
 
     async def test_a_second_signal_stops_at_once(
         self, serve: ServeProcess, server_settings: Settings, database_url: str
