@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from ._catalogue import CATALOGUE_CHANNEL as CATALOGUE_CHANNEL
+from ._catalogue import CatalogueVersions as CatalogueVersions
+from ._catalogue import listen_for_catalogue_changes as listen_for_catalogue_changes
 from ._crypto import ApiKeyCipher as ApiKeyCipher
 from ._crypto import parse_key_ring as parse_key_ring
 from ._db import create_engine as create_engine
@@ -72,6 +75,7 @@ from .repositories.flows import FlowVersions as FlowVersions
 from .repositories.flows import items_eligible as items_eligible
 
 __all__ = [
+    "CATALOGUE_CHANNEL",
     "MAX_NAME_LENGTH",
     "A2ACard",
     "Agent",
@@ -83,6 +87,7 @@ __all__ = [
     "ApiKeyCipher",
     "ApiKeyDecryptionError",
     "Base",
+    "CatalogueVersions",
     "ChatConversation",
     "ChatMessage",
     "ChatRepository",
@@ -131,6 +136,7 @@ __all__ = [
     "is_eligible",
     "is_up_to_date",
     "items_eligible",
+    "listen_for_catalogue_changes",
     "new_alias",
     "normalise_name",
     "open_driver_connection",
