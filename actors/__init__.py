@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .catalogue import CatalogueWatcher as CatalogueWatcher
+from .catalogue import catalogue_watcher_spec as catalogue_watcher_spec
 from .chat import ChatDeps as ChatDeps
 from .chat import ChatsClient as ChatsClient
 from .chat import ChatSupervisor as ChatSupervisor
@@ -30,6 +32,7 @@ from .session import SessionStatus as SessionStatus
 from .session import router_session_spec as router_session_spec
 
 __all__: list[str] = [
+    "CatalogueWatcher",
     "ChatDeps",
     "ChatSupervisor",
     "ChatsClient",
@@ -52,6 +55,7 @@ __all__: list[str] = [
     "RouterUnavailableError",
     "SessionConfig",
     "SessionStatus",
+    "catalogue_watcher_spec",
     "chat_supervisor_spec",
     "log_fanout_spec",
     "registry_spec",

@@ -28,6 +28,7 @@ from actors import (
     RouterSessionClient,
     RouterUnavailableError,
     SessionConfig,
+    catalogue_watcher_spec,
     chat_supervisor_spec,
     log_fanout_spec,
     registry_spec,
@@ -227,6 +228,7 @@ async def _start_tree(
     )
     fanout = LogFanoutClient(system)
     await system.start(log_fanout_spec())
+    await system.start(catalogue_watcher_spec(sessionmaker.kw["bind"].url, services.catalogue))
     await system.start(
         registry_spec(
             RegistryConfig(settings.JWT_SECRET_KEY, settings.HASH_ALGORITHM),

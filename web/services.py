@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from quart import current_app
 
+from persistence import CatalogueVersions
+
 from ._sockets import SocketCounts
 from .metrics import Metrics
 
@@ -49,6 +51,8 @@ class AppServices:
     drain: ChatDrain | None = None
     """The server's stop: once it has begun, readiness is 503 and new sockets are refused."""
     cipher: ApiKeyCipher | None = None
+    catalogue: CatalogueVersions = field(default_factory=CatalogueVersions)
+    """Users' catalogue versions; the list routes cache their answers only while live."""
 
     def api_key_cipher(self) -> ApiKeyCipher:
         """Return the provider API-key cipher, built from the settings on first use.

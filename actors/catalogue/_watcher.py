@@ -1,0 +1,86 @@
+"""CatalogueWatcher: listens for catalogue changes for as long as it runs.
+
+It owns one task that listens on a connection of its own. When that connection cannot
+be opened or is lost, the versions stop being live at once (whatever was derived from
+them is no longer trusted) and the task tries again after a pause that doubles up to a
+cap, logging each failure: an outage of the database must neither stop the server nor
+spend its restart budget, as the registry's buffer does not.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from persistence import listen_for_catalogue_changes
+from runtime import Actor, ChildSpec
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+    from persistence import CatalogueVersions
+
+__all__ = ["CatalogueWatcher", "catalogue_watcher_spec"]
+
+logger = logging.getLogger(__name__)
+
+_FIRST_PAUSE = 0.2
+_LONGEST_PAUSE = 10.0
+
+
+class CatalogueWatcher(Actor[None]):
+    """Keep ``versions`` live while the database can tell us what changes.
+
+    Args:
+        url: The database.
+        versions: What to keep up to date.
+        first_pause: Seconds before the first retry; doubled up to ``longest_pause``.
+        longest_pause: The longest pause between retries.
+    """
+
+    def __init__(
+        self,
+        url: str | URL,
+        versions: CatalogueVersions,
+        *,
+        first_pause: float = _FIRST_PAUSE,
+        longest_pause: float = _LONGEST_PAUSE,
+    ) -> None:
+        self.url = url
+        self.versions = versions
+        self.first_pause = first_pause
+        self.longest_pause = longest_pause
+        self.connects = 0
+
+    async def on_start(self) -> None:
+        self.start_soon(self._watch, name=f"{self.name} listener")
+
+    async def on_stop(self) -> None:
+        self.versions.deaf()
+
+    async def handle(self, message: None) -> Any:
+        return None
+
+    async def _watch(self) -> None:
+        pause = self.first_pause
+        while True:
+            try:
+                async with listen_for_catalogue_changes(self.url, self.versions) as lost:
+                    self.connects += 1
+                    pause = self.first_pause
+                    logger.debug("listening for catalogue changes")
+                    await lost.wait()
+                logger.warning("catalogue listener lost its connection; listing uncached")
+            except Exception as exc:
+                logger.warning("cannot listen for catalogue changes (%r); retrying", exc)
+            await anyio.sleep(pause)
+            pause = min(pause * 2, self.longest_pause)
+
+
+def catalogue_watcher_spec(
+    url: str | URL, versions: CatalogueVersions, *, name: str = "catalogue"
+) -> ChildSpec:
+    """Return the child spec of a `CatalogueWatcher`."""
+    return ChildSpec(name, lambda: CatalogueWatcher(url, versions), shutdown=2.0)
