@@ -5,12 +5,16 @@ PostgreSQL (127.0.0.1:5432), seeds 100 agents and 20 flows for one user, serves 
 with hypercorn in this process and loads each route from a separate client process (so
 the client never competes for the server's event loop): a warm-up, then interleaved
 rounds. It prints ``name=value`` lines: medians of the rounds, and the ratio of each
-list's rate to the trivial route's.
+list's rate to the trivial route's. Twice: as the server runs (catalogue changes heard,
+so a list is answered from the cache until something of its user changes), then with
+changes not heard (``*_uncached``: every request reads the listed rows' versions and
+reuses only the rows it rendered before).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -28,6 +32,7 @@ from sqlalchemy import update
 import persistence
 from web import Settings, create_app
 from web.common import json_response
+from web.services import AppServices
 
 SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 PORT = 18765
@@ -128,9 +133,15 @@ async def main() -> None:
     await admin.execute(f'CREATE DATABASE "{name}"')
     url = persistence.to_async_url(SERVER.rsplit("/", 1)[0] + f"/{name}")
     engine = persistence.create_engine(url, pool_size=20, max_overflow=0)
+    stack = contextlib.AsyncExitStack()
     try:
         await persistence.upgrade_to_head(url)
-        app = create_app(Settings(BCRYPT_ROUNDS=4), persistence.create_sessionmaker(engine))
+        settings, sessionmaker = Settings(BCRYPT_ROUNDS=4), persistence.create_sessionmaker(engine)
+        # As the server runs it: the lists are cached while catalogue changes are heard.
+        versions = persistence.CatalogueVersions()
+        await stack.enter_async_context(persistence.listen_for_catalogue_changes(url, versions))
+        services = AppServices(settings, sessionmaker, catalogue=versions)
+        app = create_app(settings, sessionmaker, services=services)
         app.register_blueprint(ping)
         config = Config()
         config.bind = [f"127.0.0.1:{PORT}"]
@@ -178,26 +189,30 @@ async def main() -> None:
             for path, expected in (("/api/agents/", 100), ("/api/agentflows/", 20)):
                 listed = (await client.get(path, headers=headers)).json()
                 assert len(listed) == expected, (path, len(listed))
-            results = await _measure(
-                PORT,
-                {
-                    "trivial": ("/bench/ping", {}),
-                    "agents_list_100": ("/api/agents/", headers),
-                    "agentflows_list_20": ("/api/agentflows/", headers),
-                },
-            )
+            routes = {
+                "trivial": ("/bench/ping", {}),
+                "agents_list_100": ("/api/agents/", headers),
+                "agentflows_list_20": ("/api/agentflows/", headers),
+            }
+            cached = await _measure(PORT, routes)
+            # Then as while the database cannot tell us what changes: every list request
+            # reads the rows' versions (and renders only rows it has not rendered yet).
+            versions.deaf()
+            uncached = await _measure(PORT, routes)
         stop.set()
         await server
     finally:
+        await stack.aclose()
         await engine.dispose()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
-    base = results["trivial"]["rps"]
-    for key, values in results.items():
-        for metric, value in values.items():
-            print(f"{key}_{metric}={value:.{2 if metric == 'cpu_ms' else 1}f}")
-        if key != "trivial":
-            print(f"{key}_ratio={values['rps'] / base:.2f}")
+    for suffix, results in (("", cached), ("_uncached", uncached)):
+        base = results["trivial"]["rps"]
+        for key, values in results.items():
+            for metric, value in values.items():
+                print(f"{key}{suffix}_{metric}={value:.{2 if metric == 'cpu_ms' else 1}f}")
+            if key != "trivial":
+                print(f"{key}{suffix}_ratio={values['rps'] / base:.2f}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
@@ -16,6 +16,8 @@ from persistence import open_driver_connection
 from .services import services
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from sqlalchemy.ext.asyncio import AsyncSession
 
 __all__ = [
@@ -23,9 +25,11 @@ __all__ = [
     "RenderCache",
     "Timestamp",
     "app_render_cache",
+    "catalogue_list_response",
+    "catalogue_transaction",
     "empty_response",
     "format_timestamp",
-    "json_array_response",
+    "json_array",
     "json_response",
     "read_driver",
     "read_session",
@@ -79,9 +83,9 @@ def json_response(value: Any, status_code: int = 200, *, model: Any = None) -> R
     return Response(body, status=status_code, content_type="application/json")
 
 
-def json_array_response(items: Iterable[bytes]) -> Response:
-    """Send already serialised JSON values as one array, as :func:`json_response` writes it."""
-    return Response(b"[" + b",".join(items) + b"]", content_type="application/json")
+def json_array(items: Iterable[bytes]) -> bytes:
+    """Join already serialised JSON values into one array, as :func:`json_response` writes it."""
+    return b"[" + b",".join(items) + b"]"
 
 
 ValueT = TypeVar("ValueT")
@@ -145,6 +149,48 @@ def app_render_cache(name: str, create: Callable[[], RenderCache[ValueT]]) -> Re
     if cache is None:
         cache = current_app.extensions[name] = create()
     return cache
+
+
+async def catalogue_list_response(
+    name: str, user_id: UUID, params: Hashable, build: Callable[[], Awaitable[bytes]]
+) -> Response:
+    """Answer a list of the user's agents or flows, from the app's cache when current.
+
+    The answer for ``(user_id, params)`` is kept with the user's catalogue version
+    (`persistence.CatalogueVersions`) read before ``build()`` reads the database: it is
+    served again, without the database, until the user's agents or flows change,
+    whoever changes them. While changes cannot be heard, every request is built.
+    """
+    version = services().catalogue.current(user_id)
+    if version is None:
+        return Response(await build(), content_type="application/json")
+    cache: RenderCache[bytes] = app_render_cache(name, _new_list_cache)
+    key = f"{user_id}|{version[0]}.{version[1]}|{params!r}"
+    found = cache.get_all((key,))
+    if found is not None:
+        return Response(found[0], content_type="application/json")
+    body = await build()
+    cache.get_or_render(key, lambda: body)
+    return Response(body, content_type="application/json")
+
+
+@asynccontextmanager
+async def catalogue_transaction(user_id: UUID) -> AsyncIterator[AsyncSession]:
+    """Open a transaction that changes the user's agents or flows.
+
+    When it ends, the user's cached lists go at once, so the caller's next read sees
+    its own write; the database's notification, which tells every server, follows.
+    """
+    try:
+        async with services().sessionmaker.begin() as session:
+            yield session
+    finally:
+        services().catalogue.changed(user_id)
+
+
+def _new_list_cache() -> RenderCache[bytes]:
+    # Older versions of an answer are never asked for again; they leave as the cache fills.
+    return RenderCache(measure=len, max_bytes=32 * 2**20)
 
 
 def empty_response(status_code: int = 204) -> Response:

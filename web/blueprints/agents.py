@@ -39,9 +39,11 @@ from ..common import (
     RenderCache,
     Timestamp,
     app_render_cache,
+    catalogue_list_response,
+    catalogue_transaction,
     empty_response,
     format_timestamp,
-    json_array_response,
+    json_array,
     json_response,
     read_driver,
     read_session,
@@ -188,17 +190,22 @@ class ActiveOut(BaseModel):
 async def list_agents(query: AgentListQuery, caller: Caller) -> Any:
     """List the caller's agents (see the filters)."""
     page = query.model_dump()
-    cache = app_render_cache("genai.listed_agents", _new_cache)
-    async with read_driver() as driver:
-        agents = AgentListings(driver)
-        fragments = cache.get_all(await agents.versions(caller.user_id, **page))
-        if fragments is None:
-            listed = await agents.rows(caller.user_id, **page)
-            fragments = [
-                cache.get_or_render(agent.version, partial(_render_listed, agent))
-                for agent in listed
-            ]
-    return json_array_response(fragments)
+
+    async def build() -> bytes:
+        cache = app_render_cache("genai.listed_agents", _new_cache)
+        async with read_driver() as driver:
+            agents = AgentListings(driver)
+            fragments = cache.get_all(await agents.versions(caller.user_id, **page))
+            if fragments is None:
+                listed = await agents.rows(caller.user_id, **page)
+                fragments = [
+                    cache.get_or_render(agent.version, partial(_render_listed, agent))
+                    for agent in listed
+                ]
+        return json_array(fragments)
+
+    key = tuple(sorted(page.items()))
+    return await catalogue_list_response("genai.agent_lists", caller.user_id, key, build)
 
 
 def _render_listed(agent: AgentListing) -> bytes:
@@ -306,7 +313,7 @@ async def register_agent(data: RegisterAgentBody, caller: Caller) -> Any:
     agent_id = _agent_id(data)
     found = services()
     try:
-        async with found.sessionmaker.begin() as session:
+        async with catalogue_transaction(caller.user_id) as session:
             agent = await AgentRepository(session).add(
                 id=agent_id,
                 name=data.name,
@@ -342,7 +349,7 @@ def _agent_id(data: RegisterAgentBody) -> UUID:
 async def patch_agent(agent_id: UUID, data: PatchAgentBody, caller: Caller) -> Any:
     """Replace an agent's name, description and schema; the alias stays."""
     try:
-        async with services().sessionmaker.begin() as session:
+        async with catalogue_transaction(caller.user_id) as session:
             agent = await AgentRepository(session).patch(
                 agent_id,
                 owner_id=caller.user_id,
@@ -362,7 +369,7 @@ async def patch_agent(agent_id: UUID, data: PatchAgentBody, caller: Caller) -> A
 async def delete_agent(agent_id: UUID, caller: Caller) -> Any:
     """Delete one of the caller's agents; their flows using it become inactive."""
     try:
-        async with services().sessionmaker.begin() as session:
+        async with catalogue_transaction(caller.user_id) as session:
             await AgentRepository(session).delete(agent_id, owner_id=caller.user_id)
             await FlowRepository(session).deactivate_containing(agent_id, owner_id=caller.user_id)
     except NotFoundError:

@@ -31,15 +31,16 @@ from ..common import (
     RenderCache,
     Timestamp,
     app_render_cache,
+    catalogue_list_response,
+    catalogue_transaction,
     empty_response,
     format_timestamp,
-    json_array_response,
+    json_array,
     json_response,
     read_driver,
     read_session,
 )
 from ..errors import APIError
-from ..services import services
 from ..validation import responds, validate_body, validate_path, validate_query
 from .agents import make_alias, normalise_name
 
@@ -175,18 +176,24 @@ async def _check(session: AsyncSession, caller: Caller, data: FlowBody) -> list[
 @responds(list[FlowDTO])
 async def list_flows(query: PageQuery, caller: Caller) -> Any:
     """List the caller's flows, newest first, with their activity recomputed."""
-    cache = app_render_cache("genai.listed_flows", _new_cache)
-    async with read_driver() as driver:
-        flows = FlowListings(driver)
-        page = await flows.versions(caller.user_id, offset=query.offset, limit=query.limit)
-        rendered = cache.get_all(page.versions)
-        if rendered is None:
-            listed = await flows.rows(caller.user_id, offset=query.offset, limit=query.limit)
-            rendered = [
-                cache.get_or_render(flow.version, partial(_render_listed, flow)) for flow in listed
-            ]
-    active = set(page.active_agent_ids)
-    return json_array_response(flow.body(active) for flow in rendered)
+
+    async def build() -> bytes:
+        cache = app_render_cache("genai.listed_flows", _new_cache)
+        async with read_driver() as driver:
+            flows = FlowListings(driver)
+            page = await flows.versions(caller.user_id, offset=query.offset, limit=query.limit)
+            rendered = cache.get_all(page.versions)
+            if rendered is None:
+                listed = await flows.rows(caller.user_id, offset=query.offset, limit=query.limit)
+                rendered = [
+                    cache.get_or_render(flow.version, partial(_render_listed, flow))
+                    for flow in listed
+                ]
+        active = set(page.active_agent_ids)
+        return json_array(flow.body(active) for flow in rendered)
+
+    key = (query.offset, query.limit)
+    return await catalogue_list_response("genai.flow_lists", caller.user_id, key, build)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +260,7 @@ async def get_flow(agentflow_id: UUID, caller: Caller) -> Any:
 @responds(FlowRow)
 async def register_flow(data: FlowBody, caller: Caller) -> Any:
     """Create a flow of the caller's active agents."""
-    async with services().sessionmaker.begin() as session:
+    async with catalogue_transaction(caller.user_id) as session:
         items = await _check(session, caller, data)
         flow = await FlowRepository(session).add(
             name=data.name,
@@ -284,7 +291,7 @@ async def register_flow_first_release() -> Any:
 async def patch_flow(agentflow_id: UUID, data: FlowBody, caller: Caller) -> Any:
     """Replace a flow's name, description and items; the alias is regenerated."""
     try:
-        async with services().sessionmaker.begin() as session:
+        async with catalogue_transaction(caller.user_id) as session:
             items = await _check(session, caller, data)
             flow = await FlowRepository(session).patch(
                 agentflow_id,
@@ -307,7 +314,7 @@ async def patch_flow(agentflow_id: UUID, data: FlowBody, caller: Caller) -> Any:
 async def delete_flow(agentflow_id: UUID, caller: Caller) -> Any:
     """Delete one of the caller's flows."""
     try:
-        async with services().sessionmaker.begin() as session:
+        async with catalogue_transaction(caller.user_id) as session:
             await FlowRepository(session).delete(agentflow_id, owner_id=caller.user_id)
     except NotFoundError:
         raise APIError(400, f"agentflow {agentflow_id} was not found") from None
