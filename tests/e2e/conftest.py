@@ -224,6 +224,13 @@ class Backend:
                 await anyio.sleep(0.002)
         return process
 
+    async def launch_agent(
+        self, python: Path | str, agent: RegisteredAgent, processes: list[Process]
+    ) -> Process:
+        """Run a real echo agent without waiting for it: one the back-end refuses may be
+        registered and gone again before any poll of the table could see it."""
+        return await start_agent(python, "echo", self.router_url, agent.jwt, processes)
+
     def is_registered(self, client_id: str) -> bool:
         table = self.table()
         conn_id = table.conn_id_of(client_id)

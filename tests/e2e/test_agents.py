@@ -59,8 +59,8 @@ class TestAgentPresence:
         forged = jwt.encode(claims, "not-the-server-secret-but-long-enough!", algorithm="HS256")
         impostor = RegisteredAgent(agent.id, forged)
 
-        process = await backend.start_agent(sys.executable, impostor, processes)
-        with anyio.fail_after(5):
+        process = await backend.launch_agent(sys.executable, impostor, processes)
+        with anyio.fail_after(15):
             await process.wait()
         assert backend.table().conn_id_of(agent.id) is None
         assert agent.id not in await backend.active_ids(owner)
@@ -73,7 +73,7 @@ class TestAgentPresence:
         response = await backend.http.delete(f"/api/agents/{agent.id}", headers=owner.headers)
         assert response.status_code in (200, 204), response.text
 
-        process = await backend.start_agent(sys.executable, agent, processes)
-        with anyio.fail_after(5):
+        process = await backend.launch_agent(sys.executable, agent, processes)
+        with anyio.fail_after(15):
             await process.wait()
         assert uuid.UUID(agent.id) is not None
