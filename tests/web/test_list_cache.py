@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from persistence import (
     Agent,
     AgentListings,
+    AgentRepository,
     CatalogueVersions,
     FlowListings,
     listen_for_catalogue_changes,
@@ -160,3 +161,33 @@ class TestListCache:
         for _ in range(3):
             await body(client, "/api/agents/", user)
         assert reads["agents"] == 3
+
+
+class TestActiveListCache:
+    async def test_the_masters_list_is_read_once_and_follows_the_router(
+        self,
+        client: QuartClient,
+        users: Users,
+        agents: Agents,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        reads: list[UUID] = []
+        original = AgentRepository.list_active_for_user
+
+        async def counted(self: AgentRepository, owner_id: UUID, **kw: Any) -> Any:
+            reads.append(owner_id)
+            return await original(self, owner_id, **kw)
+
+        monkeypatch.setattr(AgentRepository, "list_active_for_user", counted)
+        user = await users.login()
+        members = await a_flow(client, agents, user)
+        path = "/api/agents/active?agent_type=all"
+        first = await body(client, path, user)
+        assert first["count_active_connections"] == 3  # the flow, then its two agents
+        assert await body(client, path, user) == first
+        assert len(reads) == 2  # one answer built: all active agents, then the page
+        # The router's registry marks an agent gone: the master's next question sees it.
+        await agents.set_active(UUID(members[0]["id"]), active=False)
+        with anyio.fail_after(5):
+            while (await body(client, path, user))["count_active_connections"] != 1:  # noqa: ASYNC110
+                await anyio.sleep(0.01)

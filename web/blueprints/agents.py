@@ -238,21 +238,30 @@ def _new_cache() -> RenderCache[bytes]:
 @validate_query(ActiveQuery)
 @responds(ActiveOut)
 async def active_agents(query: ActiveQuery, caller: Caller) -> Any:
-    """List what the caller's master agent may use: eligible flows, then active agents."""
-    items: list[dict[str, Any]] = []
-    if query.agent_type in {"genai", "all"}:
-        async with read_session() as session:
-            flows = await FlowRepository(session).list_for_user(caller.user_id, limit=None)
-            agents = AgentRepository(session)
-            everything = await agents.list_active_for_user(caller.user_id, limit=None)
-            page = await agents.list_active_for_user(
-                caller.user_id, offset=query.offset, limit=query.limit
-            )
-        active = {str(agent.id): agent for agent in everything}
-        items += [flow_item(flow, active) for flow in flows if is_eligible(flow, active.keys())]
-        items += [agent_item(agent) for agent in page]
-    out = {"count_active_connections": len(items), "active_connections": items}
-    return json_response(out, model=dict[str, Any])
+    """List what the caller's master agent may use: eligible flows, then active agents.
+
+    The master asks on every chat turn; the answer is cached as the lists are.
+    """
+
+    async def build() -> bytes:
+        items: list[dict[str, Any]] = []
+        if query.agent_type in {"genai", "all"}:
+            async with read_session() as session:
+                flows = await FlowRepository(session).list_for_user(caller.user_id, limit=None)
+                agents = AgentRepository(session)
+                everything = await agents.list_active_for_user(caller.user_id, limit=None)
+                page = await agents.list_active_for_user(
+                    caller.user_id, offset=query.offset, limit=query.limit
+                )
+            active = {str(agent.id): agent for agent in everything}
+            eligible = [flow for flow in flows if is_eligible(flow, active.keys())]
+            items += [flow_item(flow, active) for flow in eligible]
+            items += [agent_item(agent) for agent in page]
+        out = {"count_active_connections": len(items), "active_connections": items}
+        return _DTO_JSON.dump_json(out)
+
+    key = ("active", query.agent_type, query.offset, query.limit)
+    return await catalogue_list_response("genai.active_lists", caller.user_id, key, build)
 
 
 def agent_item(agent: Agent) -> dict[str, Any]:
