@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from persistence import ApiKeyDecryptionError, ChatTurnStore, FileRepository
+from persistence import (
+    ApiKeyDecryptionError,
+    ChatTurnStore,
+    FileRepository,
+    TurnLookup,
+    TurnStatements,
+)
 from runtime import Actor
 
 from ..session import MasterAgentError, MasterTimeoutError
@@ -181,6 +187,9 @@ class ChatActor(Actor[ChatMessage]):
         self.deps = deps
         self.room = room
         self._store = ChatTurnStore(deps.sessionmaker)
+        # The stored provider key of the last turn that reached the master (in a tuple:
+        # it may be None); a message whose config still has it needs no separate store.
+        self._usable_key: tuple[str | None] | None = None
 
     async def handle(self, message: ChatMessage) -> Any:
         match message:
@@ -235,24 +244,23 @@ class ChatActor(Actor[ChatMessage]):
         Everything is stored before the master is invoked (the master reads the user's
         message back over HTTP). The conversation and the stamps stay when the turn
         answers an error, as in the original; the user's message is stored only once the
-        turn can reach the master.
+        turn can reach the master. Once a turn of this conversation has reached the
+        master, the next ones store their message in the same round trip as the look-up
+        whenever the provider's key is still the one that worked.
         """
         owner = self.user_id
         async with self._store.connect() as db:
-            found = await db.look_up(
-                self.session_id,
-                owner_id=owner,
-                llm_name=chat_input.llm_name,
-                provider_name=chat_input.provider,
-            )
-            if not found.conversation_exists:
-                created = await db.create_conversation(
-                    self.session_id, owner_id=owner, title=title_for(chat_input.message)
-                )
-                if not created:  # taken meanwhile by another user's first message
+            found = await self._look_up(db, chat_input, turn)
+            turn.user_stored = found.stored
+            if not found.stored:
+                if not found.conversation_exists:
+                    created = await db.create_conversation(
+                        self.session_id, owner_id=owner, title=title_for(chat_input.message)
+                    )
+                    if not created:  # taken meanwhile by another user's first message
+                        return error_reply(CHAT_NOT_FOUND.format(self.session_id))
+                elif found.conversation_owner != owner:
                     return error_reply(CHAT_NOT_FOUND.format(self.session_id))
-            elif found.conversation_owner != owner:
-                return error_reply(CHAT_NOT_FOUND.format(self.session_id))
             files = await self._stamp(chat_input, turn) if chat_input.files else []
             choice = found.choice
             if choice is None:
@@ -268,16 +276,36 @@ class ChatActor(Actor[ChatMessage]):
                     api_key = await self.deps.cipher.decrypt_async(choice.api_key)
                 except ApiKeyDecryptionError:
                     return error_reply(DECRYPT_FAILED)
-            await db.add_message(
-                self.session_id, content=chat_input.message, request_id=turn.request_id
-            )
-        turn.user_stored = True
+            if not found.stored:
+                await db.add_message(
+                    self.session_id, content=chat_input.message, request_id=turn.request_id
+                )
+                turn.user_stored = True
+        self._usable_key = (choice.api_key,)
         return master_payload(
             session_id=self.session_id,
             user_id=self.user_id,
             configs=configs_for(choice, api_key),
             files=files,
             timestamp=self.deps.clock(),
+        )
+
+    async def _look_up(self, db: TurnStatements, chat_input: ChatInput, turn: _Turn) -> TurnLookup:
+        if self._usable_key is None:
+            return await db.look_up(
+                self.session_id,
+                owner_id=self.user_id,
+                llm_name=chat_input.llm_name,
+                provider_name=chat_input.provider,
+            )
+        return await db.look_up_and_store(
+            self.session_id,
+            owner_id=self.user_id,
+            llm_name=chat_input.llm_name,
+            provider_name=chat_input.provider,
+            content=chat_input.message,
+            request_id=turn.request_id,
+            api_key=self._usable_key[0],
         )
 
     async def _stamp(self, chat_input: ChatInput, turn: _Turn) -> list[dict[str, Any]]:

@@ -56,12 +56,15 @@ class TurnLookup:
         choice: The named config of the user, None if there is none.
         provider_exists: The user has a provider of the name the message gave (False
             when it gave none).
+        stored: The user's message was stored by the same statement
+            (`TurnStatements.look_up_and_store`).
     """
 
     conversation_exists: bool
     conversation_owner: uuid.UUID | None
     choice: ModelChoice | None
     provider_exists: bool
+    stored: bool = False
 
 
 _CHOICE_COLUMNS = """
@@ -98,6 +101,32 @@ LEFT JOIN LATERAL (
 ) AS c ON true
 LEFT JOIN modelproviders p ON p.id = c.provider_id
 """
+
+
+def _looked_up_and_stored(look_up: str, first: int) -> str:
+    """``look_up``, storing the user's message in the same statement when the owner's
+    conversation and config are found and the provider's key is the one given.
+
+    Its parameters follow the look-up's, from ``$first``: message id, request id,
+    content, time, expected key.
+    """
+    n = [f"${first + i}" for i in range(5)]
+    return f"""
+WITH found AS ({look_up}),
+stored AS (
+    INSERT INTO chatmessages
+        (id, request_id, sender_type, content, created_at, updated_at, conversation_id)
+    SELECT {n[0]}, {n[1]}, 'user'::sendertype, {n[2]}, {n[3]}, {n[3]}, $1 FROM found
+    WHERE found.owner = $2 AND found.name IS NOT NULL AND found.provider_name IS NOT NULL
+        AND found.api_key IS NOT DISTINCT FROM {n[4]}::text
+    RETURNING id
+)
+SELECT found.*, EXISTS (SELECT FROM stored) AS stored FROM found
+"""
+
+
+_LOOK_UP_AND_STORE = _looked_up_and_stored(_LOOK_UP, 5)
+_LOOK_UP_BY_NAME_AND_STORE = _looked_up_and_stored(_LOOK_UP_BY_NAME, 4)
 
 _CREATE_CONVERSATION = """
 INSERT INTO chatconversations (session_id, title, creator_id, created_at, updated_at)
@@ -172,31 +201,46 @@ class TurnStatements:
         provider_name: str | None,
     ) -> TurnLookup:
         """Find the conversation and the user's model config named by a message."""
-        driver = self._driver
         if provider_name is None:
-            row = await driver.fetchrow(_LOOK_UP_BY_NAME, session_id, owner_id, llm_name)
+            row = await self._driver.fetchrow(_LOOK_UP_BY_NAME, session_id, owner_id, llm_name)
         else:
-            row = await driver.fetchrow(_LOOK_UP, session_id, owner_id, llm_name, provider_name)
-        choice = None
-        if row["name"] is not None and row["provider_name"] is not None:
-            choice = ModelChoice(
-                provider_name=row["provider_name"],
-                api_key=row["api_key"],
-                provider_metadata=row["provider_metadata"] or {},
-                name=row["name"],
-                model=row["model"],
-                temperature=row["temperature"],
-                system_prompt=row["system_prompt"],
-                user_prompt=row["user_prompt"],
-                max_last_messages=row["max_last_messages"],
-                credentials=row["credentials"] or {},
+            row = await self._driver.fetchrow(
+                _LOOK_UP, session_id, owner_id, llm_name, provider_name
             )
-        return TurnLookup(
-            conversation_exists=row["conversation_exists"],
-            conversation_owner=row["owner"],
-            choice=choice,
-            provider_exists=row["provider_exists"],
-        )
+        return _lookup(row)
+
+    async def look_up_and_store(
+        self,
+        session_id: uuid.UUID,
+        *,
+        owner_id: uuid.UUID,
+        llm_name: str,
+        provider_name: str | None,
+        content: str,
+        request_id: uuid.UUID,
+        api_key: str | None,
+    ) -> TurnLookup:
+        """Look up as :meth:`look_up` does and, in the same round trip, store the user's
+        message if the conversation is the owner's, the config is found and its
+        provider's stored key is ``api_key`` (one the caller already knows it can use);
+        ``stored`` tells whether it did. Otherwise nothing is stored.
+
+        Raises:
+            NotFoundError: The conversation went away under the statement.
+        """
+        message = (uuid.uuid4(), request_id, content, utcnow(), api_key)
+        try:
+            if provider_name is None:
+                row = await self._driver.fetchrow(
+                    _LOOK_UP_BY_NAME_AND_STORE, session_id, owner_id, llm_name, *message
+                )
+            else:
+                row = await self._driver.fetchrow(
+                    _LOOK_UP_AND_STORE, session_id, owner_id, llm_name, provider_name, *message
+                )
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFoundError(f"conversation {session_id} not found") from exc
+        return dataclasses.replace(_lookup(row), stored=row["stored"])
 
     async def create_conversation(
         self, session_id: uuid.UUID, *, owner_id: uuid.UUID, title: str
@@ -253,3 +297,26 @@ class TurnStatements:
         """Return the owner's files of one request (for a turn that stored no message)."""
         rows = await self._driver.fetch(_FILES_OF_REQUEST, request_id, owner_id)
         return [File(**dict(row)) for row in rows]
+
+
+def _lookup(row: Any) -> TurnLookup:
+    choice = None
+    if row["name"] is not None and row["provider_name"] is not None:
+        choice = ModelChoice(
+            provider_name=row["provider_name"],
+            api_key=row["api_key"],
+            provider_metadata=row["provider_metadata"] or {},
+            name=row["name"],
+            model=row["model"],
+            temperature=row["temperature"],
+            system_prompt=row["system_prompt"],
+            user_prompt=row["user_prompt"],
+            max_last_messages=row["max_last_messages"],
+            credentials=row["credentials"] or {},
+        )
+    return TurnLookup(
+        conversation_exists=row["conversation_exists"],
+        conversation_owner=row["owner"],
+        choice=choice,
+        provider_exists=row["provider_exists"],
+    )

@@ -238,3 +238,46 @@ class TestRoundTrips:
         assert len({q for q in queries if "chat" in q}) == 3, queries
         control = {q.strip().rstrip(";").upper() for q in queries} & {"BEGIN", "COMMIT", "ROLLBACK"}
         assert not control, queries
+
+
+class TestLookUpAndStore:
+    async def test_stores_only_with_the_key_that_worked(
+        self, store: ChatTurnStore, sessionmaker: Sessions, alice: User, bob: User
+    ) -> None:
+        await add_config(sessionmaker, alice, "openai", "gpt")
+        await add_config(sessionmaker, alice, "ollama", "llama")
+        async with sessionmaker.begin() as session:
+            ollama = await ProviderRepository(session).get_by_name("ollama", owner_id=alice.id)
+            assert ollama is not None
+            ollama.api_key = None
+        sid = uuid.uuid4()
+        await _db(store).create_conversation(sid, owner_id=alice.id, title="t")
+
+        async def attempt(owner: User, llm: str, provider: str | None, key: str | None) -> bool:
+            async with store.connect() as db:
+                found = await db.look_up_and_store(
+                    sid,
+                    owner_id=owner.id,
+                    llm_name=llm,
+                    provider_name=provider,
+                    content=f"{llm} {provider} {key}",
+                    request_id=uuid.uuid4(),
+                    api_key=key,
+                )
+            return found.stored
+
+        assert await attempt(alice, "gpt", "openai", "key-openai")
+        assert await attempt(alice, "gpt", None, "key-openai")  # the older message form
+        assert await attempt(alice, "llama", "ollama", None)  # no key is a key too
+        assert not await attempt(alice, "gpt", "openai", "an older key")
+        assert not await attempt(alice, "gpt", "openai", None)
+        assert not await attempt(alice, "nope", "openai", "key-openai")
+        assert not await attempt(bob, "gpt", "openai", "key-openai")  # not bob's chat
+
+        async with sessionmaker() as session:
+            page = await ChatRepository(session).page_messages(sid, owner_id=alice.id)
+        assert sorted(m.content for m in page.items) == [
+            "gpt None key-openai",
+            "gpt openai key-openai",
+            "llama ollama None",
+        ]

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.chat import ChatBusyError, ChatInput, ChatSupervisor
-from persistence import ChatRepository, FileRepository, SenderType
+from persistence import ChatRepository, FileRepository, ProviderRepository, SenderType
 from runtime.testing import wait_for
 
-from .conftest import Answer, FakeMaster, FakeMasterError, Running, World, next_frame
+from .conftest import CIPHER, Answer, FakeMaster, FakeMasterError, Running, World, next_frame
 
 
 async def history(
@@ -204,6 +204,44 @@ class TestErrors:
         )
         assert master.calls == []
         assert await history(sessionmaker, session_id, owner.id) == []
+
+    async def test_later_turns_follow_config_and_key_changes(
+        self,
+        running: Running,
+        world: World,
+        master: FakeMaster,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        # Later turns store the message with their look-up while the provider's key is
+        # the one that worked; any change sends them through every check again.
+        owner = await world.user()
+        session_id = uuid.uuid4()
+
+        async def set_key(api_key: str) -> None:
+            async with sessionmaker.begin() as session:
+                await ProviderRepository(session).patch(
+                    "openai", owner_id=owner.id, api_key=api_key
+                )
+
+        async with running.chats.open_session(owner.id, session_id) as chat:
+            for text in ("one", "two"):
+                await chat.post(ChatInput(text, "gpt", "openai"))
+                assert (await next_frame(chat))["response"]["response"]["is_success"]
+            await set_key(CIPHER.encrypt("sk-rotated"))
+            await chat.post(ChatInput("three", "gpt", "openai"))
+            assert (await next_frame(chat))["response"]["response"]["is_success"]
+            await chat.post(ChatInput("four", "gpt", "other"))
+            missing = (await next_frame(chat))["response"]["response"]
+            await set_key("v1:other:abc")
+            await chat.post(ChatInput("five", "gpt", "openai"))
+            undecryptable = (await next_frame(chat))["response"]["response"]
+        keys = [call["payload"]["configs"]["api_key"] for call in master.calls]
+        assert keys == ["sk-plain", "sk-plain", "sk-rotated"]
+        assert missing == error_object("Provider other does not exist")
+        assert undecryptable["is_success"] is False
+        users = [text for kind, text in await history(sessionmaker, session_id, owner.id)]
+        assert users[0::2] == ["one", "two", "three"]  # four and five were never stored
+        assert len(users) == 6
 
     @pytest.mark.parametrize(
         ("error", "text"),
