@@ -10,6 +10,7 @@ from ._crypto import parse_key_ring as parse_key_ring
 from ._db import create_engine as create_engine
 from ._db import create_sessionmaker as create_sessionmaker
 from ._db import is_database_unavailable as is_database_unavailable
+from ._db import open_driver_connection as open_driver_connection
 from ._embedded import EmbeddedPostgres as EmbeddedPostgres
 from ._embedded import open_embedded_postgres as open_embedded_postgres
 from ._exceptions import AlreadyExistsError as AlreadyExistsError
@@ -68,7 +69,6 @@ from .repositories import UserRepository as UserRepository
 from .repositories import flow_item_ids as flow_item_ids
 from .repositories import is_eligible as is_eligible
 from .repositories.agents import AgentListings as AgentListings
-from .repositories.agents import open_driver_connection as open_driver_connection
 from .repositories.flows import FlowListing as FlowListing
 from .repositories.flows import FlowListings as FlowListings
 from .repositories.flows import FlowVersions as FlowVersions

@@ -99,9 +99,7 @@ async def listen_for_catalogue_changes(
         OSError, asyncpg.PostgresError: The database cannot be reached.
     """
     # A connection of its own, outside the pool: it is held for as long as we listen.
-    engine = create_async_engine(
-        to_async_url(url), poolclass=NullPool, connect_args={"server_settings": {}}
-    )
+    engine = create_async_engine(to_async_url(url), poolclass=NullPool)
     lost = anyio.Event()
 
     def on_notification(_conn: Any, _pid: int, _channel: str, payload: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -9,13 +11,20 @@ import sqlalchemy.exc
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 from ._settings import to_async_url
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-__all__ = ["create_engine", "create_sessionmaker", "is_database_unavailable"]
+__all__ = [
+    "create_engine",
+    "create_sessionmaker",
+    "driver_connection",
+    "is_database_unavailable",
+    "open_driver_connection",
+]
 
 # Sessions run in UTC so that server-side now() defaults are naive UTC like ours.
 _SERVER_SETTINGS = {"timezone": "UTC"}
@@ -62,6 +71,32 @@ def _refuse_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) ->
     if dbapi_connection.driver_connection.is_closed():
         # Its siblings in the pool went with the same server: replace them all.
         raise sqlalchemy.exc.InvalidatePoolError("pooled connection was closed")
+
+
+async def driver_connection(session: AsyncSession) -> Any:
+    """Return the asyncpg connection under ``session`` (in its transaction, if any)."""
+    connection = await session.connection()
+    return (await connection.get_raw_connection()).driver_connection
+
+
+@asynccontextmanager
+async def open_driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """Check a connection out of ``engine``'s pool and yield its asyncpg connection.
+
+    Without a session or a transaction around them, each statement commits on its own:
+    far cheaper than a session for a request or a step of a statement or two.
+    A connection lost under a statement is dropped from the pool.
+    """
+    raw = await engine.raw_connection()
+    try:
+        yield raw.driver_connection
+    except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError):
+        await greenlet_spawn(raw.invalidate)
+        raise
+    finally:
+        # Without a transaction to roll back, returning it never waits on the server,
+        # so nothing (not a cancellation either) interrupts the return.
+        await greenlet_spawn(raw.close)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

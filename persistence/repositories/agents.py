@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-import asyncpg
 from sqlalchemy import Select, select, update
-from sqlalchemy.util import greenlet_spawn
 
+from .._db import driver_connection
 from .._exceptions import NotFoundError
 from .._models import Agent
 from ._base import Repository, apply_changes
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+    pass
 
 __all__ = [
     "ROW_VERSION",
     "AgentListing",
     "AgentListings",
     "AgentRepository",
-    "driver_connection",
-    "open_driver_connection",
 ]
 
 SelectT = TypeVar("SelectT", bound=Select[Any])
@@ -67,32 +63,6 @@ SELECT {ROW_VERSION}, id, name, alias, description, input_parameters::text, jwt,
 """
 _OLDEST_FIRST = "created_at, id"
 _NEWEST_FIRST = "created_at DESC, id DESC"
-
-
-async def driver_connection(session: AsyncSession) -> Any:
-    """Return the asyncpg connection under ``session`` (in its transaction, if any)."""
-    connection = await session.connection()
-    return (await connection.get_raw_connection()).driver_connection
-
-
-@asynccontextmanager
-async def open_driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
-    """Check a connection out of ``engine``'s pool and yield its asyncpg connection.
-
-    For reads only: without a session or a transaction around them, each statement
-    commits on its own. Far cheaper than a session for a request of a statement or two.
-    A connection lost under a statement is dropped from the pool.
-    """
-    raw = await engine.raw_connection()
-    try:
-        yield raw.driver_connection
-    except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError):
-        await greenlet_spawn(raw.invalidate)
-        raise
-    finally:
-        # Without a transaction to roll back, returning it never waits on the server,
-        # so nothing (not a cancellation either) interrupts the return.
-        await greenlet_spawn(raw.close)
 
 
 class AgentListings:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .._db import open_driver_connection
 from .._exceptions import NotFoundError
 from .._models import File, SenderType, utcnow
 
@@ -174,14 +175,8 @@ class ChatTurnStore:
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[TurnStatements]:
         """Check a pooled connection out for the statements of one step of a turn."""
-        async with self._engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            try:
-                yield TurnStatements(raw.driver_connection)
-            except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError):
-                # Lost under a statement: the pool must not hand this one out again.
-                raw.invalidate()
-                raise
+        async with open_driver_connection(self._engine) as driver:
+            yield TurnStatements(driver)
 
 
 class TurnStatements:
