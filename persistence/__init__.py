@@ -7,6 +7,7 @@ from ._catalogue import CatalogueVersions as CatalogueVersions
 from ._catalogue import listen_for_catalogue_changes as listen_for_catalogue_changes
 from ._crypto import ApiKeyCipher as ApiKeyCipher
 from ._crypto import parse_key_ring as parse_key_ring
+from ._db import bound_engine as bound_engine
 from ._db import create_engine as create_engine
 from ._db import create_sessionmaker as create_sessionmaker
 from ._db import is_database_unavailable as is_database_unavailable
@@ -126,6 +127,7 @@ __all__ = [
     "UserProfile",
     "UserRepository",
     "alias_matches",
+    "bound_engine",
     "create_engine",
     "create_sessionmaker",
     "current_revision",

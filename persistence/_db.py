@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
 __all__ = [
+    "bound_engine",
     "create_engine",
     "create_sessionmaker",
     "driver_connection",
@@ -97,6 +98,18 @@ async def open_driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
         # Without a transaction to roll back, returning it never waits on the server,
         # so nothing (not a cancellation either) interrupts the return.
         await greenlet_spawn(raw.close)
+
+
+def bound_engine(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncEngine:
+    """Return the engine ``sessionmaker``'s sessions are bound to (for driver statements).
+
+    Raises:
+        TypeError: It is not bound to an `AsyncEngine`.
+    """
+    engine = sessionmaker.kw.get("bind")
+    if not isinstance(engine, AsyncEngine):
+        raise TypeError("the sessionmaker is not bound to an AsyncEngine")
+    return engine
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -38,6 +38,7 @@ from actors.chat import ChatDrain
 from actors.router import ApiKeys, GetStatistics, RouterConfig, router_children
 from persistence import (
     DatabaseSettings,
+    bound_engine,
     create_engine,
     create_sessionmaker,
     head_revision,
@@ -228,7 +229,7 @@ async def _start_tree(
     )
     fanout = LogFanoutClient(system)
     await system.start(log_fanout_spec())
-    await system.start(catalogue_watcher_spec(sessionmaker.kw["bind"].url, services.catalogue))
+    await system.start(catalogue_watcher_spec(bound_engine(sessionmaker).url, services.catalogue))
     await system.start(
         registry_spec(
             RegistryConfig(settings.JWT_SECRET_KEY, settings.HASH_ALGORITHM),

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 from pydantic import BaseModel, Field, PlainSerializer, TypeAdapter
 from quart import Response, current_app
 
-from persistence import open_driver_connection
+from persistence import bound_engine, open_driver_connection
 
 from .services import services
 
@@ -220,6 +220,5 @@ async def read_driver() -> AsyncIterator[Any]:
     whose statements run on the driver, as the lists do; each statement commits on its
     own, as under :func:`read_session`.
     """
-    engine = services().sessionmaker.kw["bind"]  # what the sessions are bound to
-    async with open_driver_connection(engine) as driver:
+    async with open_driver_connection(bound_engine(services().sessionmaker)) as driver:
         yield driver

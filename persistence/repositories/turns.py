@@ -19,9 +19,8 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .._db import open_driver_connection
+from .._db import bound_engine, open_driver_connection
 from .._exceptions import NotFoundError
 from .._models import File, SenderType, utcnow
 
@@ -167,10 +166,7 @@ class ChatTurnStore:
     """
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        engine = sessionmaker.kw.get("bind")
-        if not isinstance(engine, AsyncEngine):
-            raise TypeError("the sessionmaker is not bound to an AsyncEngine")
-        self._engine = engine
+        self._engine = bound_engine(sessionmaker)
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[TurnStatements]:
