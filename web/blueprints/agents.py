@@ -91,24 +91,6 @@ def named_schema(schema: Any, name: str) -> Any:
     return schema
 
 
-class RegisterAgentBody(BaseModel):
-    id: Any = None
-    name: str
-    description: str
-    input_parameters: dict[Any, Any] | str
-    is_active: bool | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return normalise_name(value)
-
-    @field_validator("input_parameters")
-    @classmethod
-    def _schema(cls, value: dict[Any, Any] | str) -> dict[Any, Any]:
-        return _schema_object(value)
-
-
 class PatchAgentBody(BaseModel):
     name: str
     description: str
@@ -123,6 +105,11 @@ class PatchAgentBody(BaseModel):
     @classmethod
     def _schema(cls, value: dict[Any, Any] | str) -> dict[Any, Any]:
         return _schema_object(value)
+
+
+class RegisterAgentBody(PatchAgentBody):
+    id: Any = None
+    is_active: bool | None = None
 
 
 class RegisteredAgent(BaseModel):
@@ -148,13 +135,17 @@ class AgentDTO(BaseModel):
     updated_at: Timestamp
 
 
-def agent_dto(agent: Agent, *, rename: bool = True) -> dict[str, Any]:
-    """Render an agent as a JSON-ready :class:`AgentDTO`.
+def agent_dto(agent: Agent | AgentListing, *, rename: bool = True) -> dict[str, Any]:
+    """Render an agent (a row, or a listed one with its schema as stored text) as a
+    JSON-ready :class:`AgentDTO`.
 
     Built as plain data, serialised once: ``rename`` puts the name into
     ``agent_schema.function.name``.
     """
-    schema = agent.input_parameters
+    if isinstance(agent, AgentListing):
+        schema = json.loads(agent.input_parameters_json)
+    else:
+        schema = agent.input_parameters
     return {
         "agent_id": str(agent.id),
         "agent_name": agent.name,
@@ -210,18 +201,7 @@ async def list_agents(query: AgentListQuery, caller: Caller) -> Any:
 
 def _render_listed(agent: AgentListing) -> bytes:
     """Serialise a listed agent as :func:`agent_dto` renders it."""
-    dto = {
-        "agent_id": str(agent.id),
-        "agent_name": agent.name,
-        "agent_alias": agent.alias,
-        "agent_description": agent.description,
-        "agent_schema": named_schema(json.loads(agent.input_parameters_json), agent.name),
-        "is_active": agent.is_active,
-        "agent_jwt": agent.jwt,
-        "created_at": format_timestamp(agent.created_at),
-        "updated_at": format_timestamp(agent.updated_at),
-    }
-    return _DTO_JSON.dump_json(dto)
+    return _DTO_JSON.dump_json(agent_dto(agent))
 
 
 _DTO_JSON: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
