@@ -127,12 +127,18 @@ def _stored_items(raw: Any) -> list[FlowItem]:
 
 def _dto(flow: AgentFlow, active_ids: AbstractSet[str]) -> dict[str, Any]:
     """Render a flow as a JSON-ready :class:`FlowDTO`, its activity recomputed."""
+    return _flow_dto(flow, flow_item_ids(flow.flow), is_active=is_eligible(flow, active_ids))
+
+
+def _flow_dto(
+    flow: AgentFlow | FlowListing, items: list[tuple[str, str]], *, is_active: bool
+) -> dict[str, Any]:
     return {
         "id": str(flow.id),
         "name": flow.name,
         "description": flow.description,
-        "flow": [{"id": item_id, "type": kind} for item_id, kind in flow_item_ids(flow.flow)],
-        "is_active": is_eligible(flow, active_ids),
+        "flow": [{"id": item_id, "type": kind} for item_id, kind in items],
+        "is_active": is_active,
         "created_at": format_timestamp(flow.created_at),
         "updated_at": format_timestamp(flow.updated_at),
     }
@@ -217,18 +223,9 @@ class _ListedFlow:
 def _render_listed(flow: FlowListing) -> _ListedFlow:
     """Serialise a listed flow as :func:`_dto` renders it."""
     items = flow_item_ids(json.loads(flow.flow_json))
-    dto = {
-        "id": str(flow.id),
-        "name": flow.name,
-        "description": flow.description,
-        "flow": [{"id": item_id, "type": kind} for item_id, kind in items],
-        "is_active": True,
-        "created_at": format_timestamp(flow.created_at),
-        "updated_at": format_timestamp(flow.updated_at),
-    }
-    when_active = _DTO_JSON.dump_json(dto)
-    dto["is_active"] = False
-    return _ListedFlow(items, when_active, _DTO_JSON.dump_json(dto))
+    when_active = _DTO_JSON.dump_json(_flow_dto(flow, items, is_active=True))
+    when_inactive = _DTO_JSON.dump_json(_flow_dto(flow, items, is_active=False))
+    return _ListedFlow(items, when_active, when_inactive)
 
 
 _DTO_JSON: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
