@@ -120,18 +120,27 @@ class RenderCache(Generic[ValueT]):
         except KeyError:
             return None
 
+    def get(self, version: str) -> ValueT | None:
+        """Return what was rendered for ``version``, or None."""
+        return self._entries.get(version)
+
     def get_or_render(self, version: str, render: Callable[[], ValueT]) -> ValueT:
         """Return what was rendered for ``version``, calling ``render()`` if it is missing."""
         value = self._entries.get(version)
-        if value is not None:
-            return value
-        value = render()
-        if self._size(version, value) <= self._max_bytes:
-            self._entries[version] = value
-            self._bytes += self._size(version, value)
-            while self._bytes > self._max_bytes:
-                self._bytes -= self._size(*self._entries.popitem(last=False))
+        if value is None:
+            value = render()
+            self.put(version, value)
         return value
+
+    def put(self, version: str, value: ValueT) -> None:
+        """Keep ``value`` for ``version``, dropping the oldest entries beyond the bound."""
+        size = self._size(version, value)
+        if size > self._max_bytes or version in self._entries:
+            return
+        self._entries[version] = value
+        self._bytes += size
+        while self._bytes > self._max_bytes:
+            self._bytes -= self._size(*self._entries.popitem(last=False))
 
     def _size(self, version: str, value: ValueT) -> int:
         return self._measure(value) + len(version) + _ENTRY_OVERHEAD
@@ -166,11 +175,10 @@ async def catalogue_list_response(
         return Response(await build(), content_type="application/json")
     cache: RenderCache[bytes] = app_render_cache(name, _new_list_cache)
     key = f"{user_id}|{version[0]}.{version[1]}|{params!r}"
-    found = cache.get_all((key,))
-    if found is not None:
-        return Response(found[0], content_type="application/json")
-    body = await build()
-    cache.get_or_render(key, lambda: body)
+    body = cache.get(key)
+    if body is None:
+        body = await build()
+        cache.put(key, body)
     return Response(body, content_type="application/json")
 
 
