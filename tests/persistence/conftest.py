@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import persistence
 
@@ -21,3 +21,9 @@ async def _alice(db_session: AsyncSession) -> persistence.User:
 @pytest.fixture(name="bob")
 async def _bob(db_session: AsyncSession) -> persistence.User:
     return await persistence.UserRepository(db_session).add("bob", "hash-b")
+
+
+async def add_user(sessionmaker: async_sessionmaker[AsyncSession], name: str) -> persistence.User:
+    """Add a user in a transaction of its own (committed, unlike ``alice`` and ``bob``)."""
+    async with sessionmaker.begin() as session:
+        return await persistence.UserRepository(session).add(name, "hash")

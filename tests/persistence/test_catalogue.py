@@ -13,9 +13,10 @@ from persistence import (
     AgentRepository,
     CatalogueVersions,
     User,
-    UserRepository,
     listen_for_catalogue_changes,
 )
+
+from .conftest import add_user
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,11 +24,6 @@ if TYPE_CHECKING:
     from persistence._catalogue import CatalogueVersion
 
     Sessions = async_sessionmaker[AsyncSession]
-
-
-async def add_user(sessionmaker: Sessions, name: str) -> User:
-    async with sessionmaker.begin() as session:
-        return await UserRepository(session).add(name, "hash")
 
 
 async def add_agent(sessionmaker: Sessions, owner: User) -> uuid.UUID:

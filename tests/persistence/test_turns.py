@@ -16,18 +16,14 @@ from persistence import (
     ProviderRepository,
     SenderType,
     User,
-    UserRepository,
 )
+
+from .conftest import add_user
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     Sessions = async_sessionmaker[AsyncSession]
-
-
-async def add_user(sessionmaker: Sessions, name: str) -> User:
-    async with sessionmaker.begin() as session:
-        return await UserRepository(session).add(name, "hash")
 
 
 async def add_config(
