@@ -13,6 +13,7 @@ from ._fanout import LogFanoutClient as LogFanoutClient
 from ._fanout import LogSink as LogSink
 from ._fanout import LogsStored as LogsStored
 from ._fanout import SubscribeLogs as SubscribeLogs
+from ._fanout import Subscriptions as Subscriptions
 from ._fanout import UnsubscribeLogs as UnsubscribeLogs
 from ._fanout import log_fanout_spec as log_fanout_spec
 from ._fanout import log_frame as log_frame
@@ -27,6 +28,7 @@ __all__ = [
     "LogsStored",
     "SocketOutbox",
     "SubscribeLogs",
+    "Subscriptions",
     "UnsubscribeLogs",
     "log_fanout_spec",
     "log_frame",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import uuid
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ __all__ = [
     "LogSink",
     "LogsStored",
     "SubscribeLogs",
+    "Subscriptions",
     "UnsubscribeLogs",
     "log_fanout_spec",
     "log_frame",
@@ -101,8 +103,12 @@ def log_frame(log: LogEntry) -> str:
 _Key = tuple[uuid.UUID, uuid.UUID]
 
 
-class _Table:
-    """Who listens to which (owner, session); no I/O."""
+class Subscriptions:
+    """Who listens to which (owner, session); no I/O.
+
+    It lives outside the `LogFanout` instance, as a chat actor's `Room` does: the sockets
+    subscribe once, so a fan-out restarted after a crash must still know them.
+    """
 
     def __init__(self) -> None:
         self._outboxes: dict[_Key, list[SocketOutbox]] = {}
@@ -146,10 +152,14 @@ class LogFanout(Actor[FanoutMessage]):
     A log goes to the outboxes subscribed under (``log.creator_id``, ``log.session_id``)
     and to no one else; a log without an owner goes nowhere. A full outbox closes itself
     (its socket is too slow), it never holds the fan-out up.
+
+    Args:
+        subscriptions: The subscribed sockets, shared with the instances restarted after
+            a crash, so that a restart is invisible to the sockets (a new table if None).
     """
 
-    def __init__(self) -> None:
-        self._table = _Table()
+    def __init__(self, subscriptions: Subscriptions | None = None) -> None:
+        self._table = subscriptions if subscriptions is not None else Subscriptions()
         self.delivered = 0
 
     async def handle(self, message: FanoutMessage) -> Any:
@@ -176,8 +186,18 @@ class LogFanout(Actor[FanoutMessage]):
 
 
 def log_fanout_spec(name: str = "fanout") -> ChildSpec:
-    """Return the child spec of the permanent `LogFanout` actor."""
-    return ChildSpec(name, LogFanout, restart=Restart.PERMANENT, capacity=_CAPACITY)
+    """Return the child spec of the permanent `LogFanout` actor.
+
+    Every instance the spec starts shares one `Subscriptions`, so the sockets subscribed
+    before a crash go on receiving logs after the restart.
+    """
+    subscriptions = Subscriptions()
+    return ChildSpec(
+        name,
+        functools.partial(LogFanout, subscriptions),
+        restart=Restart.PERMANENT,
+        capacity=_CAPACITY,
+    )
 
 
 class LogFanoutClient:

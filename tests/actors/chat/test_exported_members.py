@@ -55,6 +55,7 @@ def test_public_surface_is_pinned() -> None:
             "LogsStored",
             "SocketOutbox",
             "SubscribeLogs",
+            "Subscriptions",
             "UnsubscribeLogs",
             "log_fanout_spec",
             "log_frame",

@@ -13,7 +13,7 @@ import pytest
 
 from actors.fanout import LogFanoutClient, SocketOutbox, log_fanout_spec
 from persistence import LogEntry
-from runtime import open_actor_system
+from runtime import ActorState, ActorSystem, open_actor_system
 
 
 def entry(owner: uuid.UUID | None, session_id: uuid.UUID, message: str = "m") -> LogEntry:
@@ -46,10 +46,15 @@ def _discard_outboxes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         outbox.discard()
 
 
-@pytest.fixture(name="fanout")
-async def _fanout() -> AsyncIterator[LogFanoutClient]:
+@pytest.fixture(name="system")
+async def _system() -> AsyncIterator[ActorSystem]:
     async with open_actor_system(log_fanout_spec()) as system:
-        yield LogFanoutClient(system)
+        yield system
+
+
+@pytest.fixture(name="fanout")
+def _fanout(system: ActorSystem) -> LogFanoutClient:
+    return LogFanoutClient(system)
 
 
 async def drained(outbox: SocketOutbox) -> list[dict[str, object]]:
@@ -127,3 +132,24 @@ async def test_a_full_socket_is_closed_without_blocking(fanout: LogFanoutClient)
     assert len(await drained(fast)) == 5
     assert slow.overflowed and slow.closed
     assert len(await drained(slow)) == 2
+
+
+async def test_a_restart_after_a_crash_keeps_every_subscription(
+    system: ActorSystem, fanout: LogFanoutClient
+) -> None:
+    # The sockets subscribe once, when they open: a fan-out that forgot them on a
+    # restart would leave every open socket without live logs for good.
+    alice, session = uuid.uuid4(), uuid.uuid4()
+    outbox = SocketOutbox()
+    await fanout.subscribe(alice, session, outbox)
+    broken = entry(alice, session)
+    object.__setattr__(broken, "created_at", None)  # rendering it raises: a crash
+    await fanout.logs_stored([broken])
+    with anyio.fail_after(5):
+        while True:
+            info = system.snapshot().find("fanout")
+            if info is not None and info.restarts == 1 and info.state is ActorState.RUNNING:
+                break
+            await anyio.sleep(0.01)
+    await fanout.logs_stored([entry(alice, session, "after the restart")])
+    assert [f["log"]["message"] for f in await drained(outbox)] == ["after the restart"]  # type: ignore[index]
