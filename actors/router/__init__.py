@@ -54,6 +54,7 @@ from ._exceptions import FrameTooLargeError as FrameTooLargeError
 from ._exceptions import InvalidFrameError as InvalidFrameError
 from ._exceptions import RouterError as RouterError
 from ._hub import DEFAULT_PORT as DEFAULT_PORT
+from ._hub import AbandonConnection as AbandonConnection
 from ._hub import CloseConnection as CloseConnection
 from ._hub import GetStatistics as GetStatistics
 from ._hub import HubMessage as HubMessage
@@ -84,6 +85,7 @@ __all__ = [
     "CLOSE_OUTBOX_OVERFLOW",
     "DEFAULT_MAX_FRAME_BYTES",
     "DEFAULT_PORT",
+    "AbandonConnection",
     "ApiKeys",
     "ClientKind",
     "CloseConnection",

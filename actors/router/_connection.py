@@ -35,6 +35,7 @@ __all__ = [
     "CLOSE_OUTBOX_OVERFLOW",
     "DEFAULT_BACKEND_OUTBOX_CAPACITY",
     "DEFAULT_OUTBOX_CAPACITY",
+    "OPEN_TIMEOUT",
     "ActorOutbox",
     "ConnectionActor",
     "SendFrame",
@@ -80,10 +81,12 @@ class ActorOutbox:
         self.overflowed = anyio.Event()
 
     def send_nowait(self, text: str) -> bool:
-        """Queue ``text``; return ``False`` if the outbox is full."""
+        """Queue ``text``; return ``False`` if the outbox is full or its sender is gone."""
         try:
             self.ref.tell_nowait(SendFrame(text))
-        except MailboxFullError:
+        except (MailboxFullError, ActorDeadError):
+            # A sender that is gone has lost its socket: the reader removes the
+            # connection; the hub must not crash on it meanwhile.
             return False
         return True
 
@@ -106,7 +109,7 @@ async def serve_connection(
     Authorization header"``, as upstream does after accepting it. The back-end's own
     connection runs under ``backend_connections`` (its larger outbox) when given.
     """
-    from ._hub import CloseConnection, OpenConnection, ReceiveFrame
+    from ._hub import AbandonConnection, CloseConnection, OpenConnection, ReceiveFrame
     from ._identity import ClientKind
 
     identity = identify(ws.request.headers.get, keys) if ws.request else None
@@ -118,10 +121,26 @@ async def serve_connection(
         connections = backend_connections
     try:
         ref = await connections.get_or_start(key, lambda: ConnectionActor(ws))
-        outbox = ActorOutbox(ref)
-        conn_id: str = await hub.ask(OpenConnection(identity, outbox))
-    except (ActorDeadError, TimeoutError):
+    except ActorDeadError:
         await ws.close(CloseCode.GOING_AWAY, "Router stopping")
+        return
+    outbox = ActorOutbox(ref)
+    try:
+        conn_id: str = await hub.ask(OpenConnection(identity, outbox), timeout=OPEN_TIMEOUT)
+    except (ActorDeadError, TimeoutError):
+        # The sender must not outlive its socket, and a hub that was only slow opens the
+        # connection later, after our ask gave up: have it closed again once it has.
+        with contextlib.suppress(MailboxFullError, ActorDeadError):
+            hub.tell_nowait(AbandonConnection(outbox))
+        try:
+            await ws.close(CloseCode.TRY_AGAIN_LATER, "Router busy, try again later")
+        finally:
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(_CLEANUP_SECONDS),
+                contextlib.suppress(KeyError, ActorDeadError),
+            ):
+                await connections.stop_child(key)
         return
     try:
         async with anyio.create_task_group() as tg:
@@ -144,6 +163,8 @@ async def serve_connection(
 
 
 _CLEANUP_SECONDS = 5.0
+OPEN_TIMEOUT = 5.0
+"""Seconds a new socket waits for the hub to add it before it is closed with 1013."""
 
 
 async def _close_on_overflow(ws: ServerConnection, outbox: ActorOutbox) -> None:

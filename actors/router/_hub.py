@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_PORT",
     "TRANSPORT_LIMIT_FACTOR",
     "WS_PATH",
+    "AbandonConnection",
     "CloseConnection",
     "GetStatistics",
     "HubMessage",
@@ -117,11 +118,19 @@ class CloseConnection:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class AbandonConnection:
+    """Remove the connection of ``outbox`` if it was opened: its socket gave up waiting
+    for the `OpenConnection` answer, which the hub may still handle after it."""
+
+    outbox: Outbox
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class GetStatistics:
     """Ask for a :class:`TableStatistics` snapshot."""
 
 
-HubMessage = OpenConnection | ReceiveFrame | CloseConnection | GetStatistics
+HubMessage = OpenConnection | ReceiveFrame | CloseConnection | AbandonConnection | GetStatistics
 
 
 class RouterHub(Actor[HubMessage]):
@@ -191,6 +200,8 @@ class RouterHub(Actor[HubMessage]):
                 return self.switchboard.open(identity, outbox)
             case CloseConnection(conn_id):
                 self.switchboard.close(conn_id)
+            case AbandonConnection(outbox):
+                self.switchboard.abandon(outbox)
             case GetStatistics():
                 return self.switchboard.statistics()
         return None

@@ -62,6 +62,15 @@ class Switchboard:
         if self._outboxes.pop(conn_id, None) is not None:
             self._deliver(self.table.close(conn_id))
 
+    def abandon(self, outbox: Outbox) -> None:
+        """Remove the connection whose outbox is ``outbox``, if any. Idempotent.
+
+        Rare (a socket that gave up before the hub answered), so a scan is fine.
+        """
+        for conn_id, known in list(self._outboxes.items()):
+            if known is outbox:
+                self.close(conn_id)
+
     def statistics(self) -> TableStatistics:
         """Return a snapshot of the routing table."""
         return self.table.statistics()

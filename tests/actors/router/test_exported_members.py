@@ -35,6 +35,7 @@ EXPECTED = [
     "InvalidFrameError",
     "MessageType",
     "OpenConnection",
+    "AbandonConnection",
     "Outbox",
     "ReceiveFrame",
     "RouterConfig",
