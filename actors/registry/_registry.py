@@ -8,31 +8,39 @@ It handles the events the router session tells it (PROTOCOL.md §4, API.md §9.4
   input schema, mark the agent active, re-check the flows that list it;
 - ``agent_unregister``: mark the agent and its creator's flows inactive (temporary and
   master ids are ignored);
-- ``agent_log``: validate and buffer; a writer task stores the buffer in batches
-  (`LogRepository.add_many`, one statement each) and after each commit hands the
-  stored entries to the `LogSink`. A database outage delays logs, it does not drop
-  them while the bounded buffer holds; overflow is counted.
+- ``agent_log``: validate and buffer; the logs are stored in batches
+  (`LogRepository.add_many`, one statement each) and after each commit the stored
+  entries go to the `LogSink`.
 
-Batches adapt to the load, with no timer: the writer takes what is buffered once the
+``handle`` never touches the database: it checks what it can (the JWT's signature, a
+log's ids) and queues the rest for one worker task the actor owns, which applies the
+queued agent events in the order they came, then the logs in the order they came.
+An outage of the database is not a crash: the worker keeps what was accepted, tries
+again after a pause that doubles up to a cap, and carries on once the database answers,
+spending no restart; meanwhile `RegistryStatistics.waiting_since` says since when it
+waits. Only work the database itself refuses (a poison row) is dropped, and counted.
+Both queues are bounded; what does not fit is counted as overflow.
+
+Batches adapt to the load, with no timer: the worker takes what is buffered once the
 logs stop arriving (the mailbox has drained), and whatever piled up while a batch was
 being written goes in the next one, up to ``batch_size``.
 
-At start every agent is marked inactive, as upstream does. Place it with
-`registry_spec`; it must start before the router session.
+At start every agent is marked inactive, as upstream does: the first queued job, so a
+start needs no database. Place it with `registry_spec`; it must start before the router
+session.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
 import dataclasses
 import itertools
 import logging
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy.exc import DataError, IntegrityError
+import anyio
 
 from actors.session import (
     AgentEvent,
@@ -42,10 +50,10 @@ from actors.session import (
     RouterSessionClient,
 )
 from persistence import AgentRepository, LogRepository
-from runtime import Actor, ActorRef, Backoff, ChildSpec
+from runtime import Actor, ActorDeadError, ActorRef, Backoff, ChildSpec, MailboxFullError
 
-from ._rules import decode_agent_jwt, is_agent_id, validate_log
-from ._store import activate_agent, deactivate_agent, recheck_flows
+from ._rules import AgentClaims, decode_agent_jwt, is_agent_id, validate_log
+from ._store import activate_agent, deactivate_agent, is_outage, is_refusal, recheck_flows
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -70,7 +78,7 @@ logger = logging.getLogger(__name__)
 
 NOT_REGISTERED = "Agent ID was not registered before"
 _RETRY = Backoff(initial=0.05, maximum=2.0, reset_after=0.0)
-# A batch that fails this many times for a reason other than a lost database is dropped.
+# Work the database refuses this many times in a row (not an outage) is dropped.
 _POISON_ATTEMPTS = 3
 
 
@@ -91,13 +99,16 @@ class RegistryConfig:
         batch_size: The most logs written in one batch.
         buffer_limit: Logs kept while the database is unreachable; more are dropped
             and counted as overflow.
-        retry: Delay between attempts to write a batch while writes fail.
+        event_limit: Agent registrations and disconnects kept while the database is
+            unreachable; more are dropped and counted (``events_overflowed``).
+        retry: Pause between attempts while the database is unreachable or refuses.
     """
 
     jwt_secret: str
     jwt_algorithm: str = "HS256"
     batch_size: int = 5000
     buffer_limit: int = 100_000
+    event_limit: int = 10_000
     retry: Backoff = _RETRY
 
 
@@ -112,11 +123,16 @@ class RegistryStatistics:
         dropped: Logs refused as invalid (empty fields, ids that are not UUIDs).
         overflowed: Logs dropped because the buffer was full.
         failed: Logs dropped with a batch the database kept refusing (not an outage).
-        retries: Failed batch writes that were retried.
-        last_error: The last write error, if any.
+        retries: Failed attempts (of a batch or an agent event) that were retried.
+        last_error: The last database error, if any.
         registered: Registrations accepted.
         rejected: Registrations refused (bad JWT or unknown agent).
         unregistered: Agents marked inactive on disconnect.
+        pending_events: Agent events (and the start-up reset) waiting for the database.
+        events_overflowed: Agent events dropped because their queue was full.
+        events_failed: Agent events dropped because the database kept refusing them.
+        waiting_since: Wall-clock time (seconds since the epoch) since which the
+            database cannot be reached; None while it answers.
     """
 
     buffered: int = 0
@@ -130,6 +146,15 @@ class RegistryStatistics:
     registered: int = 0
     rejected: int = 0
     unregistered: int = 0
+    pending_events: int = 0
+    events_overflowed: int = 0
+    events_failed: int = 0
+    waiting_since: float | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the registry is waiting for the database."""
+        return self.waiting_since is not None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -138,6 +163,32 @@ class GetStatistics:
 
 
 RegistryMessage = AgentEvent | GetStatistics
+
+
+# -- the worker's jobs -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _ResetAgents:
+    """Mark every agent inactive (at start: no agent is connected yet)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Register:
+    """Store a registration whose JWT signature is valid (the row is checked then)."""
+
+    event: AgentRegistered
+    claims: AgentClaims
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Unregister:
+    """Mark a disconnected agent and its flows inactive."""
+
+    agent_id: uuid.UUID
+
+
+_AgentJob = _ResetAgents | _Register | _Unregister
 
 
 class RegistryActor(Actor[RegistryMessage]):
@@ -166,60 +217,82 @@ class RegistryActor(Actor[RegistryMessage]):
             session if isinstance(session, RouterSessionClient) else None
         )
         self.sink = sink
+        self._jobs: collections.deque[_AgentJob] = collections.deque()
         self._buffer: collections.deque[NewLog] = collections.deque()
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._writer_done = asyncio.Event()
         self._stats = RegistryStatistics()
+        # The worker's side: it sleeps on `_wake` while `_idle`; `_stopping` ends its
+        # retry pauses; `_worker_done` tells `on_stop` the batch in flight is settled.
+        self._wake = anyio.Event()
+        self._idle = False
+        self._stopping = anyio.Event()
+        self._worker_done: anyio.Event | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
     async def on_start(self) -> None:
-        async with self.sessionmaker.begin() as db:
-            count = await AgentRepository(db).mark_all_inactive()
-        logger.info("marked %d agents inactive at start", count)
-        self.start_soon(self._write_forever, name=f"{self.name} log writer")
+        # Queued rather than done here, so that the registry starts (and the tree with
+        # it) while the database is down; registrations queue behind it.
+        self._jobs.append(_ResetAgents())
+        self._worker_done = anyio.Event()
+        self.start_soon(self._work, name=f"{self.name} writer")
 
     async def on_stop(self) -> None:
-        # The writer finishes the batch in flight (it stops retrying), then the rest
-        # gets one attempt, so a graceful stop loses nothing the database takes.
+        # The worker settles the work in flight (it stops retrying), then whatever is
+        # queued gets one attempt, so a graceful stop loses nothing the database takes.
         self._stopping.set()
         self._wake.set()
-        await self._writer_done.wait()
-        while self._buffer:
-            batch = self._peek()
-            try:
-                await self._store(batch)
-            except Exception as exc:
-                logger.error("dropping %d logs at stop: %r", len(self._buffer), exc)
-                self._count(failed=len(self._buffer))
-                self._buffer.clear()
+        if self._worker_done is not None:
+            await self._worker_done.wait()
+        await self._flush_once()
 
     def statistics(self) -> RegistryStatistics:
         """Return a snapshot of the counters (does not wait)."""
-        return dataclasses.replace(self._stats, buffered=len(self._buffer))
+        return dataclasses.replace(
+            self._stats, buffered=len(self._buffer), pending_events=len(self._jobs)
+        )
 
     # -- messages ------------------------------------------------------------------
 
     async def handle(self, message: RegistryMessage) -> Any:
+        result = None
         match message:
             case AgentLogged(agent, session_id, request_id, level, text, _):
-                self._queue(validate_log(agent, session_id, request_id, level, text))
+                self._queue_log(validate_log(agent, session_id, request_id, level, text))
             case AgentRegistered():
                 await self._register(message)
             case AgentUnregistered(agent):
-                await self._unregister(agent)
+                if is_agent_id(agent):  # temporary ("a:b") and master ids: nothing to do
+                    self._queue_job(_Unregister(_to_uuid(agent)))
             case GetStatistics():
-                return self.statistics()
-        return None
+                result = self.statistics()
+        if self._idle:
+            self._nudge()
+        return result
 
-    def _queue(self, log: NewLog | None) -> None:
+    def _queue_log(self, log: NewLog | None) -> None:
         if log is None:
             self._count(dropped=1)
         elif len(self._buffer) >= self.config.buffer_limit:
             self._count(overflowed=1)
         else:
             self._buffer.append(log)
+
+    def _queue_job(self, job: _AgentJob) -> None:
+        if len(self._jobs) >= self.config.event_limit:
+            logger.error("agent event queue full; dropping %r", job)
+            self._count(events_overflowed=1)
+        else:
+            self._jobs.append(job)
+
+    def _nudge(self) -> None:
+        # Agent events go at once. Logs gather while the mailbox still holds messages
+        # (the actor yields every few hundred of them, letting the worker run), so a
+        # burst goes in one batch once the mailbox has drained or a batch is full.
+        if (
+            self._jobs
+            or len(self._buffer) >= self.config.batch_size
+            or (self._buffer and self.ref.statistics().depth == 0)
+        ):
             self._wake.set()
 
     def _count(self, **increments: int) -> None:
@@ -232,89 +305,154 @@ class RegistryActor(Actor[RegistryMessage]):
         claims = decode_agent_jwt(
             event.agent_jwt, self.config.jwt_secret, self.config.jwt_algorithm
         )
-        agent = None
-        if claims is not None and str(claims.agent_id) == _canonical(event.agent_uuid):
-            async with self.sessionmaker.begin() as db:
-                agent = await activate_agent(
-                    db,
-                    claims,
-                    name=event.name,
-                    description=event.description,
-                    input_schema=event.input_schema,
-                )
-                if agent is not None:
-                    await recheck_flows(db, agent.id)
-        if agent is None:
-            self._count(rejected=1)
-            logger.warning("agent %s sent an invalid JWT; stopping it", event.agent_uuid)
-            await self._notify(event.agent_uuid)
-            return
-        self._count(registered=1)
+        if claims is None or str(claims.agent_id) != _canonical(event.agent_uuid):
+            await self._reject(event.agent_uuid)  # known at once: no database needed
+        else:
+            self._queue_job(_Register(event, claims))
 
-    async def _unregister(self, agent_uuid: str) -> None:
-        if not is_agent_id(agent_uuid):
-            return  # temporary ("a:b") and master ids: nothing to do
-        async with self.sessionmaker.begin() as db:
-            known = await deactivate_agent(db, _to_uuid(agent_uuid))
-        if known:
-            self._count(unregistered=1)
-
-    async def _notify(self, agent_uuid: str) -> None:
+    async def _reject(self, agent_uuid: str) -> None:
+        self._count(rejected=1)
+        logger.warning("agent %s sent an invalid JWT; stopping it", agent_uuid)
         if self._session is None and isinstance(self._session_spec, str):
             try:
                 self._session = RouterSessionClient(self.system.ref_of(self._session_spec))
             except KeyError:
                 logger.warning("no router session at %r", self._session_spec)
                 return
-        if self._session is not None:
-            await self._session.notify_agent(agent_uuid, NOT_REGISTERED, "AgentGeneralError")
-
-    # -- the log writer (an owned task) ----------------------------------------------
-
-    async def _write_forever(self) -> None:
+        if self._session is None:
+            return
         try:
-            await self._write_until_stopped()
-        finally:
-            self._writer_done.set()
+            await self._session.notify_agent(agent_uuid, NOT_REGISTERED, "AgentGeneralError")
+        except (ActorDeadError, MailboxFullError) as exc:
+            # The session is gone or restarting: the agent's socket went with it.
+            logger.warning("could not stop agent %s: %r", agent_uuid, exc)
 
-    async def _write_until_stopped(self) -> None:
-        attempt = poison = 0
+    # -- the worker (an owned task) ------------------------------------------------
+
+    async def _work(self) -> None:
+        try:
+            await self._work_until_stopped()
+        finally:
+            if self._worker_done is not None:
+                self._worker_done.set()
+
+    async def _work_until_stopped(self) -> None:
+        outages = refusals = 0
         while not self._stopping.is_set():
-            if not self._buffer:
-                self._wake.clear()
-                await self._wake.wait()
-                await self._wait_drained()
+            if not self._jobs and not self._buffer:
+                self._wake = anyio.Event()
+                self._idle = True
+                try:
+                    await self._wake.wait()
+                finally:
+                    self._idle = False
                 continue
-            batch = self._peek()
             try:
-                await self._store(batch)
+                await self._apply_next()
             except Exception as exc:
-                attempt, poison = attempt + 1, poison + (0 if _is_outage(exc) else 1)
+                if is_outage(exc):
+                    outages += 1
+                    self._waiting(exc)
+                elif is_refusal(exc):
+                    refusals += 1
+                    if refusals >= _POISON_ATTEMPTS:
+                        self._drop_next(exc)
+                        refusals = 0
+                        continue
+                    logger.warning("the database refused a write (attempt %d): %r", refusals, exc)
+                else:
+                    raise  # a bug of ours: the supervisor decides
                 self._count(retries=1)
                 self._stats = dataclasses.replace(self._stats, last_error=repr(exc)[:500])
-                if poison >= _POISON_ATTEMPTS:
-                    logger.error("dropping a batch of %d logs: %r", len(batch), exc)
-                    self._take(len(batch))
-                    self._count(failed=len(batch))
-                    poison = 0
-                    continue
-                logger.warning("log batch write failed (attempt %d): %r", attempt, exc)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.config.retry.delay(attempt - 1)):
-                        await self._stopping.wait()
+                with anyio.move_on_after(self.config.retry.delay(outages + refusals - 1)):
+                    await self._stopping.wait()
                 continue
-            attempt = poison = 0
+            outages = refusals = 0
+            self._answering()
 
-    async def _wait_drained(self) -> None:
-        # Let the logs of a burst gather: yield while handling messages keeps adding
-        # to the buffer (the actor yields at least every few hundred messages), so a
-        # batch is written once the mailbox has drained or a batch is full.
-        size = len(self._buffer)
-        while size < self.config.batch_size and not self._stopping.is_set():
-            await asyncio.sleep(0)
-            if len(self._buffer) == size:
-                return
-            size = len(self._buffer)
+    def _waiting(self, exc: Exception) -> None:
+        if self._stats.waiting_since is None:
+            self._stats = dataclasses.replace(self._stats, waiting_since=time.time())
+            logger.warning(
+                "database unreachable (%r): waiting for it with %d agent events and %d logs",
+                exc,
+                len(self._jobs),
+                len(self._buffer),
+            )
+        else:
+            logger.debug("database still unreachable: %r", exc)
+
+    def _answering(self) -> None:
+        since = self._stats.waiting_since
+        if since is not None:
+            self._stats = dataclasses.replace(self._stats, waiting_since=None)
+            logger.warning(
+                "database answers again after %.1f s; %d agent events and %d logs to go",
+                time.time() - since,
+                len(self._jobs),
+                len(self._buffer),
+            )
+
+    async def _apply_next(self) -> None:
+        """Apply the first agent event, else the first batch of logs, and dequeue it."""
+        if self._jobs:
+            await self._apply(self._jobs[0])
+            self._jobs.popleft()
+        else:
+            await self._store(self._peek())
+
+    def _drop_next(self, exc: Exception) -> None:
+        if self._jobs:
+            job = self._jobs.popleft()
+            logger.error("dropping %r the database keeps refusing: %r", job, exc)
+            self._count(events_failed=1)
+        else:
+            count = min(len(self._buffer), self.config.batch_size)
+            logger.error("dropping a batch of %d logs the database keeps refusing: %r", count, exc)
+            self._take(count)
+            self._count(failed=count)
+
+    async def _flush_once(self) -> None:
+        while self._jobs or self._buffer:
+            try:
+                await self._apply_next()
+            except Exception as exc:
+                logger.error(
+                    "dropping %d agent events and %d logs at stop: %r",
+                    len(self._jobs),
+                    len(self._buffer),
+                    exc,
+                )
+                self._count(events_failed=len(self._jobs), failed=len(self._buffer))
+                self._jobs.clear()
+                self._buffer.clear()
+
+    async def _apply(self, job: _AgentJob) -> None:
+        match job:
+            case _ResetAgents():
+                async with self.sessionmaker.begin() as db:
+                    count = await AgentRepository(db).mark_all_inactive()
+                logger.info("marked %d agents inactive at start", count)
+            case _Register(event, claims):
+                async with self.sessionmaker.begin() as db:
+                    agent = await activate_agent(
+                        db,
+                        claims,
+                        name=event.name,
+                        description=event.description,
+                        input_schema=event.input_schema,
+                    )
+                    if agent is not None:
+                        await recheck_flows(db, agent.id)
+                if agent is None:  # no such row of that owner
+                    await self._reject(event.agent_uuid)
+                else:
+                    self._count(registered=1)
+            case _Unregister(agent_id):
+                async with self.sessionmaker.begin() as db:
+                    known = await deactivate_agent(db, agent_id)
+                if known:
+                    self._count(unregistered=1)
 
     def _peek(self) -> list[NewLog]:
         return list(itertools.islice(self._buffer, self.config.batch_size))
@@ -335,12 +473,6 @@ class RegistryActor(Actor[RegistryMessage]):
                 await self.sink.logs_stored(entries)
             except Exception:
                 logger.exception("the log sink failed; the logs are stored")
-
-
-def _is_outage(exc: BaseException) -> bool:
-    # Only errors caused by the rows themselves make a batch poison; anything else
-    # (refused or lost connections, a database that is down or renamed) is waited out.
-    return not isinstance(exc, IntegrityError | DataError)
 
 
 def _canonical(value: str) -> str:

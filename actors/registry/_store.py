@@ -1,4 +1,5 @@
-"""The registry's database work on agents: registration, disconnect, flow state.
+"""The registry's database work on agents: registration, disconnect, flow state; and
+what a failure of that work means (an outage to wait out, or a refusal).
 
 Every function takes the ``AsyncSession`` of one transaction that the caller owns.
 """
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import cast, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from persistence import (
     Agent,
@@ -19,6 +21,8 @@ from persistence import (
     AgentRepository,
     AlreadyExistsError,
     FlowRepository,
+    PersistenceError,
+    is_database_unavailable,
 )
 from persistence.repositories import flow_item_ids
 
@@ -27,7 +31,13 @@ from ._rules import MAX_NAME_LENGTH, AgentClaims, new_alias, next_alias, normali
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-__all__ = ["activate_agent", "deactivate_agent", "recheck_flows"]
+__all__ = [
+    "activate_agent",
+    "deactivate_agent",
+    "is_outage",
+    "is_refusal",
+    "recheck_flows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -135,3 +145,35 @@ def _uuid(value: str) -> uuid.UUID | None:
 def _canonical(value: str) -> str:
     parsed = _uuid(value)
     return str(parsed) if parsed is not None else value
+
+
+# SQLSTATE classes that mean "the server cannot serve us now", not "this row is wrong":
+# connection exceptions, insufficient resources, operator intervention (shutdown,
+# cannot connect now), system errors.
+_UNAVAILABLE_CLASSES = frozenset({"08", "53", "57", "58"})
+
+
+def is_outage(error: BaseException) -> bool:
+    """Tell whether ``error`` means the database cannot be reached, rather than a bug
+    or a row the database refuses.
+
+    An outage is waited out: the work is tried again once the database answers.
+    Beyond `persistence.is_database_unavailable` (refused or lost connections, a pool
+    that cannot connect in time) this counts any socket error or timeout, and any
+    error the server sends while we connect (no statement was sent yet: the database
+    is gone, renamed, closed to connections or full).
+    """
+    if is_database_unavailable(error) or isinstance(error, OSError | TimeoutError):
+        return True
+    if isinstance(error, DBAPIError):
+        if error.statement is None:
+            return True
+        sqlstate = getattr(error.orig, "sqlstate", None)
+        return isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_CLASSES
+    return False
+
+
+def is_refusal(error: BaseException) -> bool:
+    """Tell whether the database refused the work itself (a poison row: bad data, a
+    broken constraint), as opposed to an outage (`is_outage`) or a bug of ours."""
+    return isinstance(error, SQLAlchemyError | PersistenceError)

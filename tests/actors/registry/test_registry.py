@@ -173,9 +173,9 @@ class TestRegistration:
         async with sessionmaker.begin() as db:
             await AgentRepository(db).set_active(agent_id, True)
         async with open_stack(sessionmaker):
-            # Done in on_start, before the stack is up: one read, with no deadline that
-            # a busy machine could miss.
-            assert not await is_active(sessionmaker, agent_id)
+            # The first job of the registry's worker, queued at start so that a start
+            # needs no database.
+            await wait_active(sessionmaker, agent_id, False, within=10)
 
     @pytest.mark.parametrize("problem", ["bad signature", "unknown agent", "wrong owner"])
     async def test_bad_jwt_stops_the_agent(
