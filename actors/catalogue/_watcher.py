@@ -38,6 +38,10 @@ class CatalogueWatcher(Actor[None]):
         versions: What to keep up to date.
         first_pause: Seconds before the first retry; doubled up to ``longest_pause``.
         longest_pause: The longest pause between retries.
+
+    Attributes:
+        attempts: Times it tried to listen (for health and tests).
+        connects: Times it did.
     """
 
     def __init__(
@@ -52,6 +56,7 @@ class CatalogueWatcher(Actor[None]):
         self.versions = versions
         self.first_pause = first_pause
         self.longest_pause = longest_pause
+        self.attempts = 0
         self.connects = 0
 
     async def on_start(self) -> None:
@@ -66,6 +71,7 @@ class CatalogueWatcher(Actor[None]):
     async def _watch(self) -> None:
         pause = self.first_pause
         while True:
+            self.attempts += 1
             try:
                 async with listen_for_catalogue_changes(self.url, self.versions) as lost:
                     self.connects += 1

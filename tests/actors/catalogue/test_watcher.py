@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 import anyio
 from sqlalchemy import text
 
-from actors.catalogue import CatalogueWatcher, catalogue_watcher_spec
+from actors.catalogue import CatalogueWatcher
 from persistence import CatalogueVersions
-from runtime import ChildSpec, open_actor_system
+from runtime import ActorState, ChildSpec, open_actor_system
+from runtime.testing import wait_for
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -57,6 +58,16 @@ class TestCatalogueWatcher:
     async def test_an_unreachable_database_only_keeps_it_deaf(self) -> None:
         versions = CatalogueVersions()
         url = "postgresql://postgres@127.0.0.1:1/none"
-        async with open_actor_system(catalogue_watcher_spec(url, versions)):
-            await anyio.sleep(0.3)
+        watcher = ChildSpec("catalogue", lambda: CatalogueWatcher(url, versions, first_pause=0.01))
+        async with open_actor_system(watcher) as system:
+            instance = system.ref_of("catalogue")._cell.instance
+            assert isinstance(instance, CatalogueWatcher)
+            # It keeps trying (pauses of 0.01, 0.02, 0.04 s ...) rather than giving up...
+            await wait_for(lambda: instance.attempts >= 4, timeout=10)
             assert not versions.live
+            assert instance.connects == 0
+            # ... inside: the outage spends no restart and fails nothing.
+            (child,) = system.snapshot().children
+            assert (child.state, child.restarts) == (ActorState.RUNNING, 0)
+            assert system.ref_of("catalogue")._cell.instance is instance
+            assert not system.failed
