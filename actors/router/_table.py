@@ -12,6 +12,7 @@ caller to hand to the connections' outboxes.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 from collections import Counter
@@ -57,6 +58,10 @@ class TableStatistics:
     registered_agents: int
     pending_invocations: int
     refused_frames: int
+    backend_backlog: int = 0
+    """Frames for the back-end kept while it is not connected."""
+    backlog_dropped: int = 0
+    """Frames for the back-end dropped because the backlog was full."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -70,6 +75,10 @@ class _Connection:
     registration: Frame | None = None
 
 
+DEFAULT_BACKEND_BACKLOG = 64 * 1024 * 1024
+"""Bytes of back-end frames a router keeps while no back-end is connected."""
+
+
 class RoutingTable:
     """Client ids, connections and pending invocations of one router.
 
@@ -79,6 +88,10 @@ class RoutingTable:
         replay_registrations: When the back-end (re)connects, forward to it the
             ``agent_register`` of every agent connected at that moment, so a back-end
             restart does not leave connected agents marked inactive.
+        backend_backlog: The most bytes of frames for the back-end (logs,
+            unregistrations) kept while it is not connected, and forwarded in order once
+            it is: a back-end that restarts loses none of what agents sent meanwhile.
+            Past it the oldest are dropped and counted.
     """
 
     def __init__(
@@ -87,10 +100,15 @@ class RoutingTable:
         *,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         replay_registrations: bool = True,
+        backend_backlog: int = DEFAULT_BACKEND_BACKLOG,
     ) -> None:
         self.keys = keys or ApiKeys()
         self.max_frame_bytes = max_frame_bytes
         self.replay_registrations = replay_registrations
+        self._backlog: collections.deque[str] = collections.deque()
+        self._backlog_bytes = 0
+        self._backlog_limit = backend_backlog
+        self._backlog_dropped = 0
         self._connections: dict[str, _Connection] = {}
         self._clients: dict[str, str] = {}
         self._ids = itertools.count(1)
@@ -117,6 +135,8 @@ class RoutingTable:
             ),
             pending_invocations=sum(c.callers.total() for c in self._connections.values()),
             refused_frames=self._refused,
+            backend_backlog=len(self._backlog),
+            backlog_dropped=self._backlog_dropped,
         )
 
     # -- transitions -------------------------------------------------------------
@@ -132,10 +152,15 @@ class RoutingTable:
         self._connections[conn_id] = _Connection(conn_id, identity)
         self._clients[identity.client_id] = conn_id
         out: list[Deliver] = []
-        if identity.kind is ClientKind.BACKEND and self.replay_registrations:
-            for conn in self._connections.values():
-                if conn.registration is not None and self._is_current(conn):
-                    out.append(Deliver(conn_id, dump_frame(conn.registration)))
+        if identity.kind is ClientKind.BACKEND:
+            # What happened while no back-end listened comes first, then the state now.
+            out += [Deliver(conn_id, text) for text in self._backlog]
+            self._backlog.clear()
+            self._backlog_bytes = 0
+            if self.replay_registrations:
+                for conn in self._connections.values():
+                    if conn.registration is not None and self._is_current(conn):
+                        out.append(Deliver(conn_id, dump_frame(conn.registration)))
         return conn_id, out
 
     def close(self, conn_id: str) -> list[Deliver]:
@@ -231,7 +256,8 @@ class RoutingTable:
         }
         if identity.kind is ClientKind.AGENT:
             sender.registration = forward
-        return self._to_backend(forward)
+        # A back-end that connects later is sent the registrations of that moment.
+        return self._to_backend(forward, replayed=self.replay_registrations)
 
     def _invoke(self, sender: _Connection, target: Any, frame: Frame) -> list[Deliver]:
         payload = frame.get("request_payload")
@@ -336,9 +362,18 @@ class RoutingTable:
             if caller.callees[callee.conn_id] <= 0:
                 del caller.callees[callee.conn_id]
 
-    def _to_backend(self, frame: Frame) -> list[Deliver]:
+    def _to_backend(self, frame: Frame, *, replayed: bool = False) -> list[Deliver]:
         backend = self._clients.get(MASTER_SERVER_BE)
-        return [Deliver(backend, dump_frame(frame))] if backend is not None else []
+        if backend is not None:
+            return [Deliver(backend, dump_frame(frame))]
+        if not replayed:
+            text = dump_frame(frame)
+            self._backlog.append(text)
+            self._backlog_bytes += len(text)
+            while self._backlog_bytes > self._backlog_limit:
+                self._backlog_bytes -= len(self._backlog.popleft())
+                self._backlog_dropped += 1
+        return []
 
     @staticmethod
     def _reply(conn_id: str, frame: Frame) -> Deliver:

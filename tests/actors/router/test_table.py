@@ -177,6 +177,51 @@ class TestRouting:
             )
         ]
 
+    def test_what_agents_send_while_no_backend_listens_reaches_the_next_one_in_order(
+        self, table: RoutingTable
+    ) -> None:
+        # The back-end restarting (a crash of its session) must not lose logs or the
+        # leaving of an agent: they wait, in order, ahead of the replayed registrations.
+        first, _ = table.open(BACKEND)
+        stays, _ = table.open(agent("stays"))
+        leaves, _ = table.open(agent("leaves"))
+        send(table, stays, {"message_type": "agent_register", "request_payload": {}})
+        table.close(first)
+        for n in range(3):
+            send(table, stays, {"message_type": "agent_log", "log_message": str(n)})
+        table.close(leaves)
+        assert table.statistics().backend_backlog == 4
+        backend, out = table.open(BACKEND)
+        received = [(conn, frame["request_payload"]) for conn, frame in frames(out)]
+        assert [conn for conn, _ in received] == [backend] * 5
+        assert [
+            (p["message_type"], p["agent_uuid"], p.get("log_message")) for _, p in received
+        ] == [
+            ("agent_log", "stays", "0"),
+            ("agent_log", "stays", "1"),
+            ("agent_log", "stays", "2"),
+            ("agent_unregister", "leaves", None),
+            ("agent_register", "stays", None),
+        ]
+        assert table.statistics().backend_backlog == 0
+        assert table.close(backend) == []
+        _, again = table.open(BACKEND)
+        assert [f["request_payload"]["message_type"] for _, f in frames(again)] == [
+            "agent_register"
+        ]
+
+    def test_the_backlog_is_bounded_in_bytes_and_drops_the_oldest(self) -> None:
+        table = RoutingTable(KEYS, backend_backlog=600)
+        conn, _ = table.open(agent("a"))
+        for n in range(10):
+            send(table, conn, {"message_type": "agent_log", "log_message": f"{n:03}"})
+        stats = table.statistics()
+        assert 0 < stats.backend_backlog < 10
+        assert stats.backend_backlog + stats.backlog_dropped == 10
+        _, out = table.open(BACKEND)
+        logs = [f["request_payload"]["log_message"] for _, f in frames(out)]
+        assert logs == [f"{n:03}" for n in range(stats.backlog_dropped, 10)]
+
     def test_only_the_backend_invokes_the_master(self, table: RoutingTable) -> None:
         master, _ = table.open(MASTER)
         other, _ = table.open(invoker("a:master_server_ml"))
