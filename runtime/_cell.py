@@ -165,8 +165,9 @@ class Cell:
         count = 0
         idle_timeout = self.idle_timeout
         # Only user messages count as activity: control items (Down, stop) do not
-        # keep an idle actor alive.
-        last_message = anyio.current_time() if idle_timeout is not None else 0.0
+        # keep an idle actor alive. Idleness is measured on the system's clock.
+        clock = self.system.clock
+        last_message = clock.now() if idle_timeout is not None else 0.0
         while True:
             if control:
                 item = control.popleft()
@@ -176,7 +177,7 @@ class Cell:
                 if putters:
                     putters.popleft().set()
                 if idle_timeout is not None:
-                    last_message = anyio.current_time()
+                    last_message = clock.now()
             else:
                 if mailbox.closed:
                     return "stopped"
@@ -193,9 +194,9 @@ class Cell:
                             mailbox._getter = None
                 else:
                     deadline = last_message + idle_timeout
-                    with anyio.move_on_after(deadline - anyio.current_time()):
-                        await mailbox.wait_readable()
-                    if anyio.current_time() >= deadline and self._idle():
+                    if clock.now() < deadline:
+                        await self._wait_readable_until(deadline)
+                    if clock.now() >= deadline and self._idle():
                         return "idle"
                 continue
             self.current = item
@@ -224,6 +225,21 @@ class Cell:
             count += 1
             if not count & _YIELD_MASK:
                 await anyio.lowlevel.checkpoint()
+
+    async def _wait_readable_until(self, deadline: float) -> None:
+        """Wait until the mailbox has an item or the system's clock reaches `deadline`."""
+        clock = self.system.clock
+        # The injected clock only offers sleep, so a timer task owns the deadline and
+        # cancels the wait (one scope, the task group's, for both outcomes).
+        async with anyio.create_task_group() as timer_group:
+
+            async def timer() -> None:
+                await clock.sleep(deadline - clock.now())
+                timer_group.cancel_scope.cancel()
+
+            timer_group.start_soon(timer)
+            await self.mailbox.wait_readable()
+            timer_group.cancel_scope.cancel()
 
     def _idle(self) -> bool:
         mailbox = self.mailbox

@@ -71,8 +71,15 @@ class FakeClock:
 
     async def sleep(self, seconds: float) -> None:
         event = anyio.Event()
-        heapq.heappush(self._sleepers, (self._now + seconds, next(self._counter), event))
-        await event.wait()
+        entry = (self._now + seconds, next(self._counter), event)
+        heapq.heappush(self._sleepers, entry)
+        try:
+            await event.wait()
+        finally:
+            if not event.is_set():
+                # Cancelled: a sleeper that left must not be counted or woken.
+                self._sleepers.remove(entry)
+                heapq.heapify(self._sleepers)
 
     @property
     def sleepers(self) -> int:

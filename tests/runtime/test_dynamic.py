@@ -18,7 +18,7 @@ from runtime import (
     Restart,
     open_actor_system,
 )
-from runtime.testing import RecordingActor, wait_for
+from runtime.testing import FakeClock, RecordingActor, wait_for
 
 
 class SlowStart(Actor[Any]):
@@ -112,17 +112,23 @@ class TestStopChild:
 
 class TestPassivation:
     async def test_idle_child_stops_and_is_started_again(self) -> None:
-        dyn = DynamicSupervisor(idle_timeout=0.05)
+        clock = FakeClock()
+        dyn = DynamicSupervisor(idle_timeout=10.0)
         starts: list[RecordingActor] = []
 
         def factory() -> RecordingActor:
             starts.append(RecordingActor())
             return starts[-1]
 
-        async with open_actor_system(ChildSpec("chats", lambda: dyn)) as system:
+        async with open_actor_system(ChildSpec("chats", lambda: dyn), clock=clock) as system:
             ref = await dyn.get_or_start("s", factory)
             await ref.tell("hello")
-            await wait_for(lambda: dyn.get("s") is None, timeout=2)
+            await anyio.wait_all_tasks_blocked()
+            clock.advance(9.0)
+            await anyio.wait_all_tasks_blocked()
+            assert dyn.get("s") is ref
+            clock.advance(1.0)
+            await wait_for(lambda: dyn.get("s") is None)
             assert not ref.is_alive
             assert system.snapshot().find("chats").children == ()  # type: ignore[union-attr]
             again = await dyn.get_or_start("s", factory)
@@ -131,26 +137,36 @@ class TestPassivation:
             assert await again.ask("ping") == "ping"
 
     async def test_messages_keep_the_child_alive(self) -> None:
-        dyn = DynamicSupervisor(idle_timeout=0.2)
-        async with open_actor_system(ChildSpec("chats", lambda: dyn)):
+        clock = FakeClock()
+        dyn = DynamicSupervisor(idle_timeout=10.0)
+        async with open_actor_system(ChildSpec("chats", lambda: dyn), clock=clock):
             ref = await dyn.get_or_start("s", RecordingActor)
             for _ in range(5):
-                await anyio.sleep(0.08)
+                clock.advance(8.0)
+                await anyio.wait_all_tasks_blocked()
                 assert await ref.ask("still here") == "still here"
             assert dyn.get("s") is ref
+            clock.advance(9.0)
+            await anyio.wait_all_tasks_blocked()
+            assert dyn.get("s") is ref
+            clock.advance(1.0)
+            await wait_for(lambda: dyn.get("s") is None)
 
     async def test_control_messages_do_not_keep_an_idle_child_alive(self) -> None:
-        dyn = DynamicSupervisor(idle_timeout=0.2)
-        async with open_actor_system(ChildSpec("chats", lambda: dyn)):
+        clock = FakeClock()
+        dyn = DynamicSupervisor(idle_timeout=10.0)
+        async with open_actor_system(ChildSpec("chats", lambda: dyn), clock=clock):
             gone = await dyn.get_or_start("gone", Quitter)
             await gone.ask("bye")
-            await wait_for(lambda: not gone.is_alive, timeout=2)
+            await wait_for(lambda: not gone.is_alive)
             ref = await dyn.get_or_start("s", RecordingActor)
             # Watching a stopped actor delivers Down("noproc") on the control channel:
             # a steady stream of them must not count as activity.
-            with anyio.move_on_after(2):
-                while dyn.get("s") is ref:
-                    gone.watch(ref)
-                    await anyio.sleep(0.02)
-            assert dyn.get("s") is None
+            for _ in range(5):
+                gone.watch(ref)
+                clock.advance(1.0)
+                await anyio.wait_all_tasks_blocked()
+            assert dyn.get("s") is ref
+            clock.advance(5.0)
+            await wait_for(lambda: dyn.get("s") is None)
             assert not ref.is_alive
