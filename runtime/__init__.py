@@ -42,8 +42,11 @@ Failures:
     restarts it by its `Restart` type, `Strategy` and `RestartIntensity`, or, per
     the child's ``decider``, stops it or escalates. Past its intensity a
     supervisor stops its children and fails to its parent with
-    `RestartIntensityError`; at the root the system stays up with
-    ``system.failed`` set (not ready).
+    `RestartIntensityError`. At the root the system stays up with
+    ``system.failed`` set (not ready), and ``await system.wait_failed()``
+    returns: nothing recovers by itself past that point, so do what OTP does
+    when the node stops, and stop (exit non-zero) for the process manager to
+    start afresh.
 """
 
 from __future__ import annotations

@@ -279,6 +279,7 @@ class SupervisorBase:
             self.escalated = True
             if self._escalate:
                 raise error
+            self.system._root_failed()
             logger.critical("%s escalated a crash to the root; the system is failed", cell.path)
             return
         restart = child.spec.restart
@@ -299,6 +300,7 @@ class SupervisorBase:
             self.over_intensity = True
             if self._escalate:
                 raise RestartIntensityError(message) from error
+            self.system._root_failed()
             logger.critical("%s; the system is failed", message)
             return
         cell.mark_restarting(error)

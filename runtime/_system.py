@@ -54,6 +54,7 @@ class ActorSystem:
         self._cells: dict[str, Cell] = {}
         self._root_cell = Cell("", name, self, Mailbox(1, name=name))
         self._dead_letters: deque[DeadLetter] = deque(maxlen=_KEEP_DEAD_LETTERS)
+        self._failed = anyio.Event()
 
     # -- children ----------------------------------------------------------
 
@@ -134,6 +135,19 @@ class ActorSystem:
         root = self._root
         return root.over_intensity or root.escalated or self._root_cell.state is ActorState.FAILED
 
+    async def wait_failed(self) -> None:
+        """Wait until the root gives up (`failed` turns true); returns at once if it has.
+
+        Past that point nothing in the tree recovers by itself: OTP stops the node,
+        and a server should likewise stop (non-zero) so that its process manager
+        starts it afresh. Waits forever if the system stops without failing, so
+        run it in a task that the system's lifetime bounds.
+        """
+        await self._failed.wait()
+
+    def _root_failed(self) -> None:
+        self._failed.set()
+
     @property
     def degraded(self) -> bool:
         """Whether anything in the tree is not running normally."""
@@ -202,6 +216,7 @@ async def _run_root(cell: Cell, root: Supervisor, *, task_status: Any) -> None:
         await cell.run(lambda: root, task_status=task_status)
     except Exception as exc:
         cell.terminate(ActorState.FAILED, exc)
+        cell.system._root_failed()
         raise
     finally:
         # Also on cancellation from outside.

@@ -351,3 +351,33 @@ class TestDecider:
                 await system.ref_of("p").ask(SystemError("corrupt state"))
             await wait_for(lambda: system.failed)
             assert not system.ready
+
+
+class TestWaitFailed:
+    async def test_returns_once_the_root_is_past_its_intensity(self) -> None:
+        log: Log = []
+        returned: list[bool] = []
+
+        async def waiter() -> None:
+            await system.wait_failed()
+            returned.append(system.failed)
+
+        with anyio.fail_after(5):
+            async with open_actor_system(
+                *specs(log, "a"), intensity=RestartIntensity(0, 5.0), clock=FakeClock()
+            ) as system:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(waiter)
+                    await anyio.wait_all_tasks_blocked()
+                    assert returned == []
+                    await crash(system.ref_of("a"))
+                assert returned == [True]
+                await system.wait_failed()  # already failed: returns at once
+
+    async def test_returns_once_a_crash_escalates_to_the_root(self) -> None:
+        with anyio.fail_after(5):
+            async with open_actor_system(ChildSpec("p", Picky, decider=decide)) as system:
+                with pytest.raises(ActorDeadError):
+                    await system.ref_of("p").ask(SystemError("corrupt state"))
+                await system.wait_failed()
+                assert system.failed
