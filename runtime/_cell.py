@@ -6,6 +6,7 @@ child's ref and mailbox stable across restarts.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from ._system import ActorSystem
 
 __all__ = ["DEFAULT_STASH_CAPACITY", "Cell", "Runnable"]
+
+logger = logging.getLogger("runtime")
 
 DEFAULT_STASH_CAPACITY = 100
 
@@ -136,13 +139,24 @@ class Cell:
         task_status.started(self.ref)
         try:
             reason = await self._loop(actor)
-        except Exception:
-            await actor.on_stop()
+        except Exception as crash:
+            await self._stop_after_crash(actor, crash)
             raise
         if self.state is ActorState.RUNNING:
             self.set_state(ActorState.STOPPING)
         await actor.on_stop()
         return reason
+
+    async def _stop_after_crash(self, actor: Actor[Any], crash: Exception) -> None:
+        # The crash is what the supervisor and its decider must see: an on_stop that
+        # fails as well is logged and noted on the crash, never put in its place.
+        try:
+            await actor.on_stop()
+        except Exception as stop_error:
+            logger.error(
+                "%s: on_stop failed after a crash (%r)", self.path, crash, exc_info=stop_error
+            )
+            crash.add_note(f"on_stop then failed too: {stop_error!r}")
 
     async def _loop(self, actor: Actor[Any]) -> str:
         try:

@@ -353,6 +353,37 @@ class TestDecider:
             assert not system.ready
 
 
+class BadStop(Actor[Any]):
+    async def handle(self, message: Any) -> Any:
+        raise PermissionError("bad credential")
+
+    async def on_stop(self) -> None:
+        raise RuntimeError("cleanup failed too")
+
+
+class TestOnStopAfterACrash:
+    async def test_the_decider_sees_the_crash_not_the_on_stop_error(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async with open_actor_system(
+            ChildSpec("p", BadStop, decider=decide), intensity=RestartIntensity(5)
+        ) as system:
+            with pytest.raises(ActorDeadError) as caught:
+                await system.ref_of("p").ask("go")
+            crash_error = caught.value.__cause__
+            assert isinstance(crash_error, PermissionError)
+            info = await wait_for_state(system, "p", ActorState.FAILED)  # STOP, no restart
+            assert info.restarts == 0
+            assert info.last_failure is not None
+            assert info.last_failure.type == "builtins.PermissionError"
+            assert any("cleanup failed too" in note for note in crash_error.__notes__)
+            logged = [r for r in caplog.records if "on_stop failed after a crash" in r.message]
+            assert len(logged) == 1
+            assert logged[0].exc_info is not None
+            assert isinstance(logged[0].exc_info[1], RuntimeError)
+            assert not system.failed
+
+
 class TestWaitFailed:
     async def test_returns_once_the_root_is_past_its_intensity(self) -> None:
         log: Log = []
