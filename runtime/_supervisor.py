@@ -306,7 +306,7 @@ class SupervisorBase:
         cell.mark_restarting(error)
         targets = self._restart_targets(child)
         for sibling in reversed(targets):
-            if sibling is not child:
+            if sibling is not child and sibling.running:
                 await self._stop(sibling, restarting=True)
         delay = self._backoff_delay(child)
         if delay > 0:
@@ -349,10 +349,13 @@ class SupervisorBase:
             try:
                 await self._start(child)
             except Exception as exc:
-                # A failed restart counts as another crash of the child.
+                # A failed restart counts as another crash of the child, and
+                # the children after it wait (as OTP's do) until it is up:
+                # they are started again with it, as its restart targets.
                 child.running = True
                 assert self._events is not None
                 self._events.send_nowait(_Exited(child, child.generation, exc))
+                return
 
     # -- introspection ---------------------------------------------------------
 
@@ -419,7 +422,12 @@ class Supervisor(SupervisorBase):
         candidates = (
             self._children if self.strategy is Strategy.ONE_FOR_ALL else self._children[index:]
         )
-        return [c for c in candidates if c is child or c.running]
+        # Those still waiting for an earlier restart that failed come along too.
+        return [
+            c
+            for c in candidates
+            if c is child or c.running or c.cell.state is ActorState.RESTARTING
+        ]
 
     def child(self, name: str) -> ActorRef[Any]:
         """Return the ref of child `name` (stable across its restarts).

@@ -353,6 +353,73 @@ class TestDecider:
             assert not system.ready
 
 
+class FailsOnce(Lifecycle):
+    """A `Lifecycle` whose `on_start` fails once for each label put in `fail_next`."""
+
+    def __init__(self, log: Log, label: str, fail_next: set[str]) -> None:
+        super().__init__(log, label)
+        self.fail_next = fail_next
+
+    async def on_start(self) -> None:
+        if self.label in self.fail_next:
+            self.fail_next.discard(self.label)
+            self.log.append(("fail", self.label))
+            raise ConnectionError(f"{self.label} cannot start")
+        await super().on_start()
+
+
+class TestFailedRestart:
+    @pytest.mark.parametrize(
+        ("strategy", "expected"),
+        [
+            pytest.param(
+                Strategy.REST_FOR_ONE,
+                [("stop", "b"), ("stop", "c"), ("fail", "b"), ("start", "b"), ("start", "c")],
+                id="rest_for_one",
+            ),
+            pytest.param(
+                Strategy.ONE_FOR_ALL,
+                [
+                    ("stop", "b"),
+                    ("stop", "c"),
+                    ("stop", "a"),
+                    ("start", "a"),
+                    ("fail", "b"),
+                    ("stop", "a"),
+                    ("start", "a"),
+                    ("start", "b"),
+                    ("start", "c"),
+                ],
+                id="one_for_all",
+            ),
+        ],
+    )
+    async def test_later_children_wait_until_the_failed_one_is_up(
+        self, strategy: Strategy, expected: Log
+    ) -> None:
+        log: Log = []
+        fail_next: set[str] = set()
+        children = [
+            ChildSpec(label, lambda label=label: FailsOnce(log, label, fail_next))  # type: ignore[misc]
+            for label in ("a", "b", "c")
+        ]
+        sup = ChildSpec(
+            "sup",
+            lambda: Supervisor(children, strategy=strategy, intensity=RestartIntensity(5, 60.0)),
+        )
+        async with open_actor_system(sup) as system:
+            log.clear()
+            fail_next.add("b")
+            await crash(system.ref_of("sup.b"))
+            await wait_for(lambda: len(log) >= len(expected))
+            for name in ("a", "b", "c"):
+                await wait_for_state(system, f"sup.{name}", ActorState.RUNNING)
+            assert log == expected
+            info = system.snapshot().find("sup")
+            assert isinstance(info, SupervisorInfo)
+            assert info.recent_restarts == 2  # the crash and the failed restart
+
+
 class BadStop(Actor[Any]):
     async def handle(self, message: Any) -> Any:
         raise PermissionError("bad credential")
