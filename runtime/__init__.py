@@ -47,6 +47,17 @@ Failures:
     returns: nothing recovers by itself past that point, so do what OTP does
     when the node stops, and stop (exit non-zero) for the process manager to
     start afresh.
+
+Starts and stops:
+    An actor's `on_start` is bounded by its spec's ``start_timeout`` (30 s by
+    default): a hung start fails with `TimeoutError`, as if `on_start` had
+    raised it. A failed restart counts against the intensity, and under
+    ``rest_for_one`` / ``one_for_all`` the children after it are not started
+    until it is up. A stop requested while a child starts ends the start (its
+    `on_start` finishes, then `on_stop` runs; the starter gets
+    `ActorDeadError`), and a supervisor asked to stop gives up a restart in
+    progress. If `on_stop` fails after a crash, the crash is what the
+    supervisor sees; the `on_stop` error is logged and noted on it.
 """
 
 from __future__ import annotations

@@ -86,15 +86,32 @@ class Cell:
 
     # -- running -----------------------------------------------------------
 
-    async def run(self, factory: Factory, *, task_status: TaskStatus[Any]) -> str:
+    async def run(
+        self,
+        factory: Factory,
+        *,
+        task_status: TaskStatus[Any],
+        start_timeout: float | None = None,
+    ) -> str:
         """Create the instance with `factory` and run it until it exits.
 
         `task_status.started(ref)` is called once `on_start` finished; an error
-        before that propagates to the starter.
+        before that propagates to the starter. A stop requested meanwhile ends
+        the start: `on_start` finishes, `on_stop` runs and the starter gets
+        `ActorDeadError`.
+
+        Args:
+            factory: Makes the instance.
+            task_status: Told once the instance has started.
+            start_timeout: Limit of an actor's `on_start` (None: none); past it
+                the start fails with `TimeoutError`.
 
         Returns:
             ``"stopped"`` on a normal exit, ``"idle"`` when passivated.
         """
+        if self.state is ActorState.STOPPING:
+            # The stop came before this task ran: nothing has started to stop.
+            raise self._stopped_while_starting()
         self.set_state(ActorState.STARTING)
         self.mailbox.reopen()
         self.stop_requested = False
@@ -103,7 +120,7 @@ class Cell:
         self.instance = instance
         if isinstance(instance, Actor):
             self.kind = "actor"
-            return await self._run_actor(instance, task_status)
+            return await self._run_actor(instance, task_status, start_timeout)
         if not hasattr(instance, "_run"):
             raise TypeError(f"factory of {self.path!r} returned {instance!r}, not an actor")
         runnable: Runnable = instance
@@ -111,7 +128,9 @@ class Cell:
         await runnable._run(self, task_status)
         return "stopped"
 
-    async def _run_actor(self, actor: Actor[Any], task_status: TaskStatus[Any]) -> str:
+    async def _run_actor(
+        self, actor: Actor[Any], task_status: TaskStatus[Any], start_timeout: float | None
+    ) -> str:
         actor.ref = self.ref
         actor.name = self.path
         actor.system = self.system
@@ -120,7 +139,7 @@ class Cell:
         async with anyio.create_task_group() as task_group:
             actor._task_group = task_group
             try:
-                reason = await self._run_started(actor, task_status)
+                reason = await self._run_started(actor, task_status, start_timeout)
             except Exception as exc:
                 # Raised outside the task group below, so that the starter and the
                 # supervisor see the actor's own exception, not a group around it.
@@ -133,8 +152,25 @@ class Cell:
             raise error
         return reason
 
-    async def _run_started(self, actor: Actor[Any], task_status: TaskStatus[Any]) -> str:
-        await actor.on_start()
+    async def _run_started(
+        self, actor: Actor[Any], task_status: TaskStatus[Any], start_timeout: float | None
+    ) -> str:
+        if start_timeout is None:
+            await actor.on_start()
+        else:
+            with anyio.move_on_after(start_timeout) as start_scope:
+                await actor.on_start()
+            if start_scope.cancelled_caught:
+                raise TimeoutError(
+                    f"on_start of {self.path!r} did not finish within {start_timeout} s"
+                )
+        if self.state is ActorState.STOPPING:
+            # Stopped while starting: release what on_start took, and end the start
+            # instead of running an actor nobody wants any more.
+            if STOP in self.mailbox._control:
+                self.mailbox._control.remove(STOP)
+            await actor.on_stop()
+            raise self._stopped_while_starting()
         self.set_state(ActorState.RUNNING)
         task_status.started(self.ref)
         try:
@@ -157,6 +193,9 @@ class Cell:
                 "%s: on_stop failed after a crash (%r)", self.path, crash, exc_info=stop_error
             )
             crash.add_note(f"on_stop then failed too: {stop_error!r}")
+
+    def _stopped_while_starting(self) -> ActorDeadError:
+        return ActorDeadError(f"actor {self.path!r} was stopped while starting")
 
     async def _loop(self, actor: Actor[Any]) -> str:
         try:

@@ -11,7 +11,14 @@ from ._actor import Actor
 from ._cell import Cell
 from ._exceptions import ActivationLimitError, ActorDeadError, ActorError
 from ._mailbox import Mailbox, OverflowPolicy
-from ._spec import Backoff, ChildSpec, Directive, Restart, RestartIntensity
+from ._spec import (
+    DEFAULT_START_TIMEOUT,
+    Backoff,
+    ChildSpec,
+    Directive,
+    Restart,
+    RestartIntensity,
+)
 from ._state import ActorState
 from ._supervisor import SupervisorBase, _Child
 
@@ -45,6 +52,7 @@ class DynamicSupervisor(SupervisorBase):
         overflow: Mailbox overflow policy of each child.
         restart: Restart type of each child (a crash restarts it by default).
         shutdown: Graceful stop deadline of each child.
+        start_timeout: Limit of each child's `on_start` (see `ChildSpec`).
         intensity: Restart limit over all children, then escalate.
         backoff: Delay restarts (off by default).
         decider: Maps a child's crash to a `Directive` (default: restart).
@@ -61,6 +69,7 @@ class DynamicSupervisor(SupervisorBase):
         overflow: OverflowPolicy = OverflowPolicy.WAIT,
         restart: Restart = Restart.TRANSIENT,
         shutdown: float = 5.0,
+        start_timeout: float | None = DEFAULT_START_TIMEOUT,
         intensity: RestartIntensity | None = None,
         backoff: Backoff | None = None,
         decider: Callable[[Exception], Directive] | None = None,
@@ -72,6 +81,7 @@ class DynamicSupervisor(SupervisorBase):
         self.overflow = overflow
         self.restart = restart
         self.shutdown = shutdown
+        self.start_timeout = start_timeout
         self.decider = decider
         self._by_key: dict[Hashable, _Activation] = {}
 
@@ -130,6 +140,7 @@ class DynamicSupervisor(SupervisorBase):
             factory,
             restart=self.restart,
             shutdown=self.shutdown,
+            start_timeout=self.start_timeout,
             capacity=self.capacity,
             overflow=self.overflow,
             decider=self.decider,
@@ -150,7 +161,8 @@ class DynamicSupervisor(SupervisorBase):
         except Exception as exc:
             activation.error = exc
             self._forget(child)
-            child_cell.terminate(ActorState.FAILED, exc)
+            if not child.stopping:  # else the stop ends it
+                child_cell.terminate(ActorState.FAILED, exc)
             raise
         finally:
             activation.started.set()

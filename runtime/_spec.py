@@ -10,7 +10,17 @@ from typing import Any
 
 from ._mailbox import OverflowPolicy
 
-__all__ = ["Backoff", "ChildSpec", "Directive", "Restart", "RestartIntensity", "Strategy"]
+__all__ = [
+    "DEFAULT_START_TIMEOUT",
+    "Backoff",
+    "ChildSpec",
+    "Directive",
+    "Restart",
+    "RestartIntensity",
+    "Strategy",
+]
+
+DEFAULT_START_TIMEOUT = 30.0
 
 
 class Restart(enum.Enum):
@@ -95,6 +105,12 @@ class ChildSpec:
             a `Supervisor` or a `DynamicSupervisor`.
         restart: Restart type.
         shutdown: Seconds a graceful stop may take before the child is cancelled.
+        start_timeout: Seconds an actor's `on_start` may take; past it the start
+            fails with `TimeoutError`, exactly as if `on_start` had raised it
+            (None: no limit). The default of 30 s is far beyond any start this
+            server needs and still bounds a hung one, which would otherwise
+            freeze the supervisor that waits for it. A supervisor's own start is
+            bounded by its children's.
         capacity: Mailbox bound.
         overflow: Mailbox overflow policy.
         send_timeout: Under WAIT, how long `tell` waits for room before raising
@@ -110,6 +126,7 @@ class ChildSpec:
     factory: Callable[[], Any]
     restart: Restart = field(default=Restart.PERMANENT, kw_only=True)
     shutdown: float = field(default=5.0, kw_only=True)
+    start_timeout: float | None = field(default=DEFAULT_START_TIMEOUT, kw_only=True)
     capacity: int = field(default=1000, kw_only=True)
     overflow: OverflowPolicy = field(default=OverflowPolicy.WAIT, kw_only=True)
     send_timeout: float | None = field(default=None, kw_only=True)

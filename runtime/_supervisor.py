@@ -104,6 +104,9 @@ class SupervisorBase:
         self._events: MemoryObjectSendStream[_Event] | None = None
         self._restart_times: deque[float] = deque()
         self._escalate = True
+        # The restart in progress, cancelled by a stop request so that a start that
+        # takes long does not hold up the supervisor's shutdown.
+        self._restart_scope: anyio.CancelScope | None = None
         self.over_intensity = False
         self.escalated = False
 
@@ -181,6 +184,8 @@ class SupervisorBase:
     def _request_stop(self) -> None:
         if self._events is not None:
             self._events.send_nowait(_StopRequest())
+        if self._restart_scope is not None:
+            self._restart_scope.cancel()
 
     async def _serve(self, events: MemoryObjectReceiveStream[_Event]) -> None:
         async for event in events:
@@ -195,18 +200,29 @@ class SupervisorBase:
         # Each child runs in its own wrapper that reports how it ended, so that
         # a crash reaches the supervisor instead of cancelling the task group.
         generation = child.generation
+        done = child.done
         status = _Status(task_status)
         outcome: BaseException | str = "killed"
-        with anyio.CancelScope() as scope:
-            child.scope = scope
-            try:
-                outcome = await child.cell.run(child.spec.factory, task_status=status)
-            except Exception as exc:
-                if not status.started_flag:
-                    raise
-                outcome = exc
-        if child.done is not None:
-            child.done.set()
+        try:
+            with anyio.CancelScope() as scope:
+                child.scope = scope
+                try:
+                    outcome = await child.cell.run(
+                        child.spec.factory,
+                        task_status=status,
+                        start_timeout=child.spec.start_timeout,
+                    )
+                except Exception as exc:
+                    if not status.started_flag:
+                        raise
+                    outcome = exc
+            if not status.started_flag:
+                # Only `_stop` cancels this scope: past its deadline while starting.
+                raise ActorDeadError(f"actor {child.cell.path!r} was stopped while starting")
+        finally:
+            # Whoever stops the child waits for this, however its start ended.
+            if done is not None:
+                done.set()
         if self._events is not None:
             self._events.send_nowait(_Exited(child, generation, outcome))
 
@@ -219,9 +235,10 @@ class SupervisorBase:
         child.stopping = False
         try:
             ref: ActorRef[Any] = await self._tg.start(self._child_main, child)
-        except Exception as exc:
+        except BaseException as exc:
             child.running = False
-            child.cell.record_failure(exc)
+            if isinstance(exc, Exception) and not child.stopping:
+                child.cell.record_failure(exc)
             raise
         child.cell.backoff_until = None
         return ref
@@ -342,20 +359,25 @@ class SupervisorBase:
             self._events.send_nowait(_RestartDue(children))
 
     async def _restart(self, children: tuple[_Child, ...]) -> None:
-        for child in children:
-            if child not in self._children or child.running:
-                continue
-            child.cell.restarts += 1
+        with anyio.CancelScope() as scope:
+            self._restart_scope = scope
             try:
-                await self._start(child)
-            except Exception as exc:
-                # A failed restart counts as another crash of the child, and
-                # the children after it wait (as OTP's do) until it is up:
-                # they are started again with it, as its restart targets.
-                child.running = True
-                assert self._events is not None
-                self._events.send_nowait(_Exited(child, child.generation, exc))
-                return
+                for child in children:
+                    if child not in self._children or child.running:
+                        continue
+                    child.cell.restarts += 1
+                    try:
+                        await self._start(child)
+                    except Exception as exc:
+                        # A failed restart counts as another crash of the child, and
+                        # the children after it wait (as OTP's do) until it is up:
+                        # they are started again with it, as its restart targets.
+                        child.running = True
+                        assert self._events is not None
+                        self._events.send_nowait(_Exited(child, child.generation, exc))
+                        return
+            finally:
+                self._restart_scope = None
 
     # -- introspection ---------------------------------------------------------
 
@@ -445,6 +467,8 @@ class Supervisor(SupervisorBase):
 
         Raises:
             NameTakenError: A child of that name exists.
+            ActorDeadError: The child was stopped (`stop_child`) while starting.
+            TimeoutError: Its `on_start` took longer than the spec's ``start_timeout``.
             Exception: Whatever its `on_start` raised (the child is not added).
         """
         if self._cell is None or self._tg is None:
@@ -457,9 +481,11 @@ class Supervisor(SupervisorBase):
         try:
             return await self._start(child)
         except Exception as exc:
-            self._children.remove(child)
-            self._specs.remove(spec)
-            child.cell.terminate(ActorState.FAILED, exc)
+            if child in self._children:
+                self._children.remove(child)
+                self._specs.remove(spec)
+            if not child.stopping:  # else the stop ends it
+                child.cell.terminate(ActorState.FAILED, exc)
             raise
 
     async def stop_child(self, name: str) -> None:

@@ -353,6 +353,129 @@ class TestDecider:
             assert not system.ready
 
 
+class HangsOnStart(Lifecycle):
+    """A `Lifecycle` whose `on_start` hangs on the starts numbered in `hang_on` (1-based)."""
+
+    def __init__(self, log: Log, label: str, starts: list[int], hang_on: set[int]) -> None:
+        super().__init__(log, label)
+        starts.append(len(starts) + 1)
+        self.number = starts[-1]
+        self.hang = self.number in hang_on
+
+    async def on_start(self) -> None:
+        if self.hang:
+            self.log.append(("hang", self.label))
+            await anyio.sleep_forever()
+        await super().on_start()
+
+
+class TestStartTimeout:
+    async def test_a_hung_restart_fails_and_siblings_are_still_supervised(self) -> None:
+        log: Log = []
+        starts: list[int] = []
+        hanging = ChildSpec("a", lambda: HangsOnStart(log, "a", starts, {2}), start_timeout=0.2)
+        with anyio.fail_after(10):
+            async with open_actor_system(
+                hanging, *specs(log, "b"), intensity=RestartIntensity(5, 60.0)
+            ) as system:
+                await crash(system.ref_of("a"))
+                await wait_for(lambda: ("hang", "a") in log)
+                # The supervisor waits on a's restart; b's crash is handled once it ends.
+                await crash(system.ref_of("b"))
+                assert await system.ref_of("b").ask("ping") == "ping"
+                assert await system.ref_of("a").ask("ping") == "ping"
+                info = system.snapshot().find("a")
+                assert info is not None
+                assert info.last_failure is not None
+                assert info.last_failure.type == "builtins.TimeoutError"
+                assert info.restarts == 2  # the hung start, then the one that worked
+                assert not system.failed
+        assert starts == [1, 2, 3]
+
+    async def test_a_hung_first_start_fails_the_starter(self) -> None:
+        log: Log = []
+        hanging = ChildSpec("a", lambda: HangsOnStart(log, "a", [], {1}), start_timeout=0.1)
+        with anyio.fail_after(5), pytest.raises(TimeoutError, match="on_start of 'a'"):
+            async with open_actor_system(hanging):
+                pass
+
+    async def test_leaving_during_a_restart_without_a_limit_does_not_wait_for_it(self) -> None:
+        log: Log = []
+        starts: list[int] = []
+        hanging = ChildSpec("a", lambda: HangsOnStart(log, "a", starts, {2}), start_timeout=None)
+        with anyio.fail_after(5):
+            async with open_actor_system(hanging, *specs(log, "b")) as system:
+                ref = system.ref_of("a")
+                await crash(ref)
+                await wait_for(lambda: ("hang", "a") in log)
+        assert not ref.is_alive
+        assert system.snapshot().find("a").state is ActorState.STOPPED  # type: ignore[union-attr]
+        assert log[-1] == ("stop", "b")
+
+
+class TestStopWhileStarting:
+    async def test_the_start_ends_once_on_start_returns(self) -> None:
+        log: Log = []
+        entered = anyio.Event()
+        release = anyio.Event()
+
+        class Slow(Lifecycle):
+            async def on_start(self) -> None:
+                entered.set()
+                await release.wait()
+                await super().on_start()
+
+        spec = ChildSpec("slow", lambda: Slow(log, "slow"))
+        outcomes: list[BaseException | None] = []
+
+        async def start() -> None:
+            try:
+                await system.start(spec)
+            except ActorDeadError as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+
+        with anyio.fail_after(5):
+            async with open_actor_system(*specs(log, "a")) as system:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(start)
+                    await entered.wait()
+                    tg.start_soon(system.stop, "slow")
+                    await anyio.wait_all_tasks_blocked()
+                    release.set()
+                assert len(outcomes) == 1
+                assert isinstance(outcomes[0], ActorDeadError)
+                assert ("start", "slow") in log
+                assert log[-1] == ("stop", "slow")  # on_stop released what on_start took
+                assert system.snapshot().find("slow") is None
+                info = system._cells["slow"]
+                assert info.state is ActorState.STOPPED
+                assert info.last_failure is None  # stopped on purpose, not failed
+                # The name is free again, and the next instance is not stopped at once.
+                release = anyio.Event()
+                release.set()
+                ref = await system.start(spec)
+                assert await ref.ask("ping") == "ping"
+
+    async def test_a_hung_on_start_is_cancelled_past_the_shutdown_deadline(self) -> None:
+        log: Log = []
+        spec = ChildSpec("h", lambda: HangsOnStart(log, "h", [], {1}), shutdown=0.1)
+        with anyio.fail_after(5):
+            async with open_actor_system(*specs(log, "a")) as system:
+                async with anyio.create_task_group() as tg:
+
+                    async def start() -> None:
+                        with pytest.raises(ActorDeadError, match="stopped while starting"):
+                            await system.start(spec)
+
+                    tg.start_soon(start)
+                    await wait_for(lambda: ("hang", "h") in log)
+                    await system.stop("h")
+                assert system.snapshot().find("h") is None
+                assert await system.ref_of("a").ask("ping") == "ping"
+
+
 class FailsOnce(Lifecycle):
     """A `Lifecycle` whose `on_start` fails once for each label put in `fail_next`."""
 
