@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 __all__ = [
+    "EXIT_TREE_FAILED",
     "DatabaseBehindError",
     "InsecureSettingsError",
     "RunningServer",
@@ -97,9 +98,13 @@ def check_settings(settings: Settings) -> None:
     weak = settings.insecure_secrets()
     if weak and not settings.is_development:
         raise InsecureSettingsError(
-            f"ENVIRONMENT={settings.ENVIRONMENT} needs its own {' and '.join(weak)} "
+            f"ENVIRONMENT={settings.ENVIRONMENT} needs its own {_and(weak)} "
             "(they are defaults or empty); set them in the environment or .env"
         )
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,15 +384,27 @@ _ERROR_KINDS: dict[type[Exception], str] = {
 }
 
 
-async def serve(settings: Settings, db_settings: DatabaseSettings, *, migrate: bool) -> None:
-    """Run the server until SIGINT or SIGTERM, then stop it in order.
+EXIT_TREE_FAILED = 70
+"""``serve``'s exit code once the tree is past its restart intensity (``EX_SOFTWARE``)."""
+
+
+async def serve(settings: Settings, db_settings: DatabaseSettings, *, migrate: bool) -> int:
+    """Run the server until SIGINT or SIGTERM, or until its tree fails; then stop it in order.
 
     The first signal starts a graceful stop: readiness turns 503 and new front-end
     sockets are refused at once; chat turns in flight get ``SHUTDOWN_GRACE_SECONDS``
     to finish (then answer with an error frame); the front-end sockets close; the tree
     stops in reverse order (the HTTP face first, the registry flushing its log buffer
     late); then the database. A second signal cancels whatever is still stopping.
+
+    A tree past its root's restart intensity no longer heals itself: as an OTP node
+    does, the process then stops the same graceful way and exits non-zero, so that its
+    process manager starts a fresh one (``/health/live`` answers 503 meanwhile).
+
+    Returns:
+        The exit code: 0 after a signal, `EXIT_TREE_FAILED` after a failure of the tree.
     """
+    failed = False
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tg:
             async with open_server(settings, db_settings, migrate=migrate) as server:
@@ -398,9 +415,7 @@ async def serve(settings: Settings, db_settings: DatabaseSettings, *, migrate: b
                 print(f"Database: {server.database.description}")
                 print("Ready. Stop with Ctrl-C.", flush=True)
                 _settle_heap()
-                async for signum in signals:
-                    logger.warning("%s received: stopping", signal.Signals(signum).name)
-                    break
+                failed = await _wait_for_stop(signals, server.system)
                 tg.start_soon(_cancel_on_next_signal, signals, tg.cancel_scope)
                 started = time.monotonic()
                 await server.drain(settings.SHUTDOWN_GRACE_SECONDS)
@@ -409,6 +424,33 @@ async def serve(settings: Settings, db_settings: DatabaseSettings, *, migrate: b
                 )
             logger.info("stopped")
             tg.cancel_scope.cancel()
+    if failed:
+        logger.critical("exiting with code %d: the supervision tree had failed", EXIT_TREE_FAILED)
+        return EXIT_TREE_FAILED
+    return 0
+
+
+async def _wait_for_stop(signals: AsyncIterator[int], system: ActorSystem) -> bool:
+    """Wait for a stop signal or for the tree to fail; return whether it failed."""
+    failed = False
+    async with anyio.create_task_group() as tg:
+
+        async def on_failure() -> None:
+            nonlocal failed
+            await system.wait_failed()
+            failed = True
+            logger.critical(
+                "the supervision tree is past its restart intensity and cannot heal itself: "
+                "stopping, so that the process manager starts a fresh process"
+            )
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(on_failure)
+        async for signum in signals:
+            logger.warning("%s received: stopping", signal.Signals(signum).name)
+            break
+        tg.cancel_scope.cancel()
+    return failed
 
 
 def _settle_heap() -> None:

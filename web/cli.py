@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_migrate(db_settings))
         from ._server import serve
 
-        asyncio.run(serve(settings, db_settings, migrate=args.migrate))
+        return asyncio.run(serve(settings, db_settings, migrate=args.migrate))
     except Exception as exc:
         # The edge of the program: a start-up refusal arrives wrapped in task groups.
         cause = _unwrap(exc)

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.asyncio.server import ServerConnection, serve
 
 from actors.chat import SHUTTING_DOWN
+from actors.fanout import LogFanout
 from persistence import DatabaseSettings
-from runtime import RestartIntensity
+from runtime import ActorDeadError, ActorSystem, MailboxFullError
 from web import Settings
 from web import _server as server_module
-from web._server import open_server
+from web._server import RunningServer, open_server
 
-from .conftest import free_port, make_world, open_master, open_sessionmaker, receive, wait_ready
+from .conftest import make_world, open_master, open_sessionmaker, receive, wait_ready
 
 UNEXPECTED = "Unexpected error occured. Try again later"
 
@@ -89,48 +92,98 @@ class TestChatCrash:
             assert SHUTTING_DOWN not in str(health)
 
 
-async def _slam(connection: ServerConnection) -> None:
-    await connection.close(1011, "not today")
+@dataclass(frozen=True)
+class _Bug:
+    """A message the fan-out crashes on: a bug, which restart intensity is for."""
 
 
-@pytest.fixture(name="slamming_router")
-async def _slamming_router() -> AsyncIterator[str]:
-    """A 'router' that accepts each WebSocket and closes it at once."""
-    port = free_port()
-    async with serve(_slam, "127.0.0.1", port):
-        yield f"ws://127.0.0.1:{port}/ws"
+def _crash_on_bugs(monkeypatch: pytest.MonkeyPatch) -> None:
+    handle = LogFanout.handle
+
+    async def crashing(self: LogFanout, message: Any) -> Any:
+        if isinstance(message, _Bug):
+            raise RuntimeError("a bug that a restart does not fix")
+        return await handle(self, message)
+
+    monkeypatch.setattr(LogFanout, "handle", crashing)
+
+
+async def _crash_past_the_root(system: ActorSystem) -> None:
+    """Crash a root child until the root is past its intensity (3 restarts in 5 s)."""
+    with anyio.fail_after(60):
+        while not system.failed:
+            with contextlib.suppress(ActorDeadError, MailboxFullError):
+                system.ref_of("fanout").tell_nowait(_Bug())
+            await anyio.sleep(0.05)
 
 
 class TestEscalation:
-    async def test_a_supervisor_over_its_intensity_fails_the_root_and_readiness(
-        self,
-        server_settings: Settings,
-        database_url: str,
-        slamming_router: str,
-        monkeypatch: pytest.MonkeyPatch,
+    async def test_past_the_roots_intensity_liveness_and_readiness_fail(
+        self, server_settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(server_module, "_ROUTER_INTENSITY", RestartIntensity(2, 60.0))
-        server_settings.ROUTER_WS_URL = slamming_router
+        _crash_on_bugs(monkeypatch)
         db = DatabaseSettings(DATABASE_URL=database_url)
         async with open_server(server_settings, db) as server:
             host, port = server.http_addresses[0]
             base = f"http://{host}:{port}"
-            body = await wait_ready(base, status=503, within=60)
-            with anyio.fail_after(60):
-                while not server.system.failed:
-                    await anyio.sleep(0.1)
-                    body = await wait_ready(base, status=503)
-            assert body == {
-                "ready": False,
-                "reason": "a supervisor exceeded its restart intensity",
-            }
+            await wait_ready(base)
             async with httpx.AsyncClient(base_url=base) as http:
+                assert (await http.get("/health/live")).json() == {
+                    "alive": True,
+                    "reason": "alive",
+                }
+                await _crash_past_the_root(server.system)
                 health = (await http.get("/health")).json()
                 live = await http.get("/health/live")
+                ready = await http.get("/health/ready")
         assert health["status"] == "failed"
-        assert health["ready"] is False
         assert health["tree"]["over_intensity"] is True
-        router = tree_node(health["tree"], "router")
-        assert router is not None and router["restarts"] >= 1
-        # The process keeps answering: liveness is not readiness.
-        assert live.status_code == 200
+        fanout = tree_node(health["tree"], "fanout")
+        assert fanout is not None and fanout["state"] == "failed"
+        # Nothing inside the process repairs this: the process manager must restart it.
+        assert live.status_code == 503
+        assert live.json() == {
+            "alive": False,
+            "reason": "a supervisor exceeded its restart intensity",
+        }
+        assert ready.status_code == 503
+        assert ready.json() == {
+            "ready": False,
+            "reason": "a supervisor exceeded its restart intensity",
+        }
+
+    async def test_serve_drains_and_exits_non_zero_when_the_tree_fails(
+        self,
+        server_settings: Settings,
+        database_url: str,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        caplog.set_level(logging.INFO, logger="web.server")
+        _crash_on_bugs(monkeypatch)
+        started: list[RunningServer] = []
+        opened = anyio.Event()
+        open_real = server_module.open_server
+
+        @contextlib.asynccontextmanager
+        async def recording(*args: Any, **kwargs: Any) -> AsyncIterator[RunningServer]:
+            async with open_real(*args, **kwargs) as server:
+                started.append(server)
+                opened.set()
+                yield server
+
+        monkeypatch.setattr(server_module, "open_server", recording)
+        db = DatabaseSettings(DATABASE_URL=database_url)
+        code: list[int] = []
+
+        async def run() -> None:
+            code.append(await server_module.serve(server_settings, db, migrate=False))
+
+        with anyio.fail_after(90):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run)
+                await opened.wait()
+                await _crash_past_the_root(started[0].system)
+        assert code == [server_module.EXIT_TREE_FAILED]
+        assert "past its restart intensity" in caplog.text
+        assert "chat turns drained" in caplog.text

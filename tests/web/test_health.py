@@ -65,7 +65,7 @@ class TestLiveness:
     async def test_live_answers_without_anything_else(self, client: QuartClient) -> None:
         response = await client.get("/health/live", scope_base=REMOTE)
         assert response.status_code == 200
-        assert await response.get_json() == {"alive": True}
+        assert await response.get_json() == {"alive": True, "reason": "alive"}
 
 
 class TestReadiness:

@@ -27,6 +27,8 @@ __all__ = ["HEALTH_TIMEOUT", "blueprint", "readiness"]
 
 blueprint = Blueprint("health", __name__)
 
+TREE_FAILED = "a supervisor exceeded its restart intensity"
+
 HEALTH_TIMEOUT = 2.0
 """Seconds a dependency check may take before it counts as down."""
 
@@ -51,9 +53,10 @@ class Readiness(BaseModel):
 
 
 class Liveness(BaseModel):
-    """The process and its event loop answer."""
+    """Whether the process is worth keeping: its event loop answers and its tree heals."""
 
     alive: bool
+    reason: str = Field(description="`alive`, or why the process should be restarted")
 
 
 class Health(BaseModel):
@@ -111,7 +114,7 @@ async def readiness() -> tuple[Readiness, Check, dict[str, Any]]:
     elif system is None:
         reason = "the supervision tree is not running"
     elif system.failed:
-        reason = "a supervisor exceeded its restart intensity"
+        reason = TREE_FAILED
     elif not database.ok:
         reason = f"database unreachable: {database.detail}"
     elif not router.get("connected"):
@@ -169,9 +172,15 @@ async def health() -> Any:
 @blueprint.get("/health/live")
 @tag(["Health"])
 @responds(Liveness)
+@responds(Liveness, 503)
 async def live() -> Any:
-    """Answers 200 while the process and its event loop respond."""
-    return json_response(Liveness(alive=True))
+    """200 while the process and its event loop respond; 503 once its supervision tree
+    is past the root's restart intensity, which nothing inside the process repairs (the
+    process then stops by itself and exits non-zero)."""
+    system = services().system
+    if system is not None and system.failed:
+        return json_response(Liveness(alive=False, reason=TREE_FAILED), 503)
+    return json_response(Liveness(alive=True, reason="alive"))
 
 
 @blueprint.get("/health/ready")
