@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_MASTER_AGENT_API_KEY",
     "DEFAULT_MASTER_BE_API_KEY",
     "DEFAULT_SECRET_KEY",
+    "UPSTREAM_MASTER_BE_API_KEY",
     "Settings",
 ]
 
@@ -26,6 +27,9 @@ DEFAULT_JWT_SECRET_KEY = "development-jwt-secret-key-change-me"
 DEFAULT_ENCRYPTION_KEYS = "dev:development-api-key-encryption-key-change-me"
 DEFAULT_MASTER_BE_API_KEY = "7a3fd399-3e48-46a0-ab7c-0eaf38020283::master_server_be"
 DEFAULT_MASTER_AGENT_API_KEY = "e1adc3d8-fca1-40b2-b90a-7b48290f2d6a::master_server_ml"
+# The upstream master agent's own default for MASTER_BE_API_KEY, which differs from the
+# back-end's: a stock master left unconfigured sends it as X-API-KEY.
+UPSTREAM_MASTER_BE_API_KEY = "30805518-19f3-49a6-9702-c0b0a6e87310::master_server_be"
 
 
 class Settings(BaseSettings):
@@ -122,14 +126,31 @@ class Settings(BaseSettings):
         Outside development mode the server refuses to start while this is non-empty.
         """
         defaults = {
-            "JWT_SECRET_KEY": (self.JWT_SECRET_KEY, DEFAULT_JWT_SECRET_KEY),
-            "ENCRYPTION_KEYS": (self.ENCRYPTION_KEYS, DEFAULT_ENCRYPTION_KEYS),
+            "JWT_SECRET_KEY": (self.JWT_SECRET_KEY, {DEFAULT_JWT_SECRET_KEY}),
+            "ENCRYPTION_KEYS": (self.ENCRYPTION_KEYS, {DEFAULT_ENCRYPTION_KEYS}),
+            # Whoever knows a published key receives users' chat turns (with their
+            # decrypted provider keys) or reads any user's data as the master agent.
+            "MASTER_BE_API_KEY": (
+                self.MASTER_BE_API_KEY,
+                {DEFAULT_MASTER_BE_API_KEY, UPSTREAM_MASTER_BE_API_KEY},
+            ),
+            "MASTER_AGENT_API_KEY": (self.MASTER_AGENT_API_KEY, {DEFAULT_MASTER_AGENT_API_KEY}),
         }
         return [
             name
-            for name, (value, default) in defaults.items()
-            if not value.strip() or value == default
+            for name, (value, published) in defaults.items()
+            if not value.strip() or value in published
         ]
+
+    def master_api_keys(self) -> tuple[str, ...]:
+        """The ``X-API-KEY`` values that identify the master agent on the HTTP API.
+
+        ``MASTER_BE_API_KEY``; in development, while it is left at its default, also the
+        upstream master agent's own default, so that a stock master works out of the box.
+        """
+        if self.is_development and self.MASTER_BE_API_KEY == DEFAULT_MASTER_BE_API_KEY:
+            return (DEFAULT_MASTER_BE_API_KEY, UPSTREAM_MASTER_BE_API_KEY)
+        return (self.MASTER_BE_API_KEY,)
 
     def api_key_cipher(self) -> ApiKeyCipher:
         """Build the cipher for provider API keys from ``ENCRYPTION_KEYS`` and ``SECRET_KEY``.

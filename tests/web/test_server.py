@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ from websockets.asyncio.client import connect
 from persistence import DatabaseSettings
 from web import Settings
 from web._server import DatabaseBehindError, InsecureSettingsError, open_database, open_server
+from web.settings import UPSTREAM_MASTER_BE_API_KEY
 
 
 def free_port() -> int:
@@ -131,12 +133,21 @@ class TestSecrets:
     ) -> None:
         server_settings.ENVIRONMENT = "production"
         db = DatabaseSettings(DATABASE_URL=database_url)
-        with pytest.raises(InsecureSettingsError, match="JWT_SECRET_KEY and ENCRYPTION_KEYS"):
+        every = "JWT_SECRET_KEY, ENCRYPTION_KEYS, MASTER_BE_API_KEY and MASTER_AGENT_API_KEY"
+        with pytest.raises(InsecureSettingsError, match=f"needs its own {every} "):
             async with open_server(server_settings, db):
                 pass
         server_settings.JWT_SECRET_KEY = "a-real-signing-key"
         server_settings.ENCRYPTION_KEYS = ""
+        server_settings.MASTER_BE_API_KEY = f"{uuid.uuid4()}::master_server_be"
+        server_settings.MASTER_AGENT_API_KEY = f"{uuid.uuid4()}::master_server_ml"
         with pytest.raises(InsecureSettingsError, match="needs its own ENCRYPTION_KEYS "):
+            async with open_server(server_settings, db):
+                pass
+        server_settings.ENCRYPTION_KEYS = "k1:a-real-encryption-key"
+        # The upstream master's published default is no secret either.
+        server_settings.MASTER_BE_API_KEY = UPSTREAM_MASTER_BE_API_KEY
+        with pytest.raises(InsecureSettingsError, match="needs its own MASTER_BE_API_KEY "):
             async with open_server(server_settings, db):
                 pass
 
@@ -146,6 +157,8 @@ class TestSecrets:
         server_settings.ENVIRONMENT = "production"
         server_settings.JWT_SECRET_KEY = "a-real-signing-key"
         server_settings.ENCRYPTION_KEYS = "k1:a-real-encryption-key"
+        server_settings.MASTER_BE_API_KEY = f"{uuid.uuid4()}::master_server_be"
+        server_settings.MASTER_AGENT_API_KEY = f"{uuid.uuid4()}::master_server_ml"
         async with open_server(server_settings, DatabaseSettings(DATABASE_URL=database_url)):
             pass
 
