@@ -20,13 +20,9 @@ from actors import (
     ChatsClient,
     LocalConnector,
     LogFanoutClient,
-    MasterAgentError,
-    MasterNotActiveError,
-    MasterTimeoutError,
     RegistryClient,
     RegistryConfig,
     RouterSessionClient,
-    RouterUnavailableError,
     SessionConfig,
     catalogue_watcher_spec,
     chat_supervisor_spec,
@@ -62,7 +58,8 @@ from .services import AppServices
 if TYPE_CHECKING:
     from quart import Quart
 
-    from actors import MasterReply
+    from actors.session import MasterReplied
+    from runtime import ActorRef
 
     from .metrics import Metrics
     from .settings import Settings
@@ -275,13 +272,15 @@ async def _start_tree(
         )
     )
     session = RouterSessionClient(system.ref_of("router.session"))
+    master = _MeasuredMaster(session, services.metrics)
     deps = ChatDeps(
         sessionmaker,
-        _MeasuredMaster(session, services.metrics),
+        master,
         cipher=services.api_key_cipher(),
         master_timeout=settings.MASTER_AGENT_TIMEOUT,
         files_dir=settings.FILES_DIR,
         drain=chat_drain,
+        observe=master.observe,
     )
     await system.start(chat_supervisor_spec(deps))
     services.chats = ChatsClient(system, fanout=fanout)
@@ -349,11 +348,16 @@ async def _hub_stats(hub: Any) -> dict[str, float]:
 
 
 class _MeasuredMaster:
-    """The router session's master invoker, counting turns, their latency and errors."""
+    """The router session's master invoker for the chat actors, with the turn metrics
+    (counts, latency and errors by kind) the chat actors report through `observe`."""
 
     def __init__(self, session: RouterSessionClient, metrics: Metrics) -> None:
         self._session = session
         self._metrics = metrics
+
+    @property
+    def ref(self) -> ActorRef[Any]:
+        return self._session.ref
 
     async def invoke_master(
         self,
@@ -362,26 +366,23 @@ class _MeasuredMaster:
         request_id: str,
         session_id: str,
         timeout: float,  # noqa: ASYNC109 - the deadline is part of the call's contract
-    ) -> MasterReply:
-        started = time.perf_counter()
-        try:
-            reply = await self._session.invoke_master(
-                payload, request_id=request_id, session_id=session_id, timeout=timeout
-            )
-        except MasterAgentError as exc:
-            kind = _ERROR_KINDS.get(type(exc), "failed")
+        reply_to: ActorRef[MasterReplied],
+    ) -> None:
+        await self._session.invoke_master(
+            payload,
+            request_id=request_id,
+            session_id=session_id,
+            timeout=timeout,
+            reply_to=reply_to,
+        )
+
+    def cancel_master(self, request_id: str) -> None:
+        self._session.cancel_master(request_id)
+
+    def observe(self, kind: str, seconds: float) -> None:
+        if kind != "ok":
             self._metrics.master_errors.labels(kind).inc()
-            self._metrics.observe_turn(kind, time.perf_counter() - started)
-            raise
-        self._metrics.observe_turn("ok", time.perf_counter() - started)
-        return reply
-
-
-_ERROR_KINDS: dict[type[Exception], str] = {
-    MasterNotActiveError: "not_active",
-    MasterTimeoutError: "deadline",
-    RouterUnavailableError: "router",
-}
+        self._metrics.observe_turn(kind, seconds)
 
 
 EXIT_TREE_FAILED = 70

@@ -2,15 +2,17 @@
 
 A turn (ENDPOINTS.md §9 "Handling one message") finds or creates the conversation,
 stamps the attached files, resolves the provider and config, decrypts the API key,
-stores the user's message, invokes the master agent with a deadline through the
-`MasterInvoker` port, stores its reply and sends one ``agent_response`` frame to every
-socket subscribed to the session. Failures are answered with the same frame carrying
+stores the user's message, invokes the master agent through the `MasterInvoker` port
+(its reply comes back as a message; the invoker owns the deadline), stores the reply
+and sends one ``agent_response`` frame to every socket subscribed to the session.
+Failures are answered with the same frame carrying
 ``{"response": "<error text>", "agents_trace": [], "is_success": false}``.
 
-Messages of one session run one at a time; one posted during a turn is queued.
-While a turn runs, `current_session_id` and `current_request_id` name it for log lines.
-A server stop goes through `ChatDrain`: turns in flight get until its deadline, then
-answer `SHUTTING_DOWN`.
+Messages of one session run one at a time, in order; one posted during a turn waits.
+Meanwhile the actor keeps serving sockets that subscribe or leave. While a turn runs,
+`current_session_id` and `current_request_id` name it for log lines. A server stop goes
+through `ChatDrain`: every admitted message is answered (its reply, or `SHUTTING_DOWN`
+once the deadline has passed) before the sockets close.
 
 Composition: start `chat_supervisor_spec(ChatDeps(...))` in the system, then hand
 ``ChatsClient(system, fanout=LogFanoutClient(system))`` to web/ (``AppServices.chats``).
@@ -25,6 +27,7 @@ from ._actor import ChatMessage as ChatMessage
 from ._actor import PostMessage as PostMessage
 from ._actor import Room as Room
 from ._actor import Subscribe as Subscribe
+from ._actor import TurnObserver as TurnObserver
 from ._actor import Unsubscribe as Unsubscribe
 from ._context import current_request_id as current_request_id
 from ._context import current_session_id as current_session_id
@@ -32,14 +35,15 @@ from ._drain import SHUTTING_DOWN as SHUTTING_DOWN
 from ._drain import ChatDrain as ChatDrain
 from ._exceptions import ChatBusyError as ChatBusyError
 from ._exceptions import ChatError as ChatError
+from ._exceptions import ChatStoppingError as ChatStoppingError
 from ._exceptions import ChatUnavailableError as ChatUnavailableError
+from ._frames import DATABASE_UNAVAILABLE as DATABASE_UNAVAILABLE
 from ._frames import ChatInput as ChatInput
 from ._frames import Reply as Reply
 from ._frames import agent_response_frame as agent_response_frame
 from ._frames import error_reply as error_reply
 from ._frames import master_payload as master_payload
 from ._ports import ApiKeyDecrypter as ApiKeyDecrypter
-from ._ports import MasterAnswer as MasterAnswer
 from ._ports import MasterInvoker as MasterInvoker
 from ._supervisor import DEFAULT_CHAT_INTENSITY as DEFAULT_CHAT_INTENSITY
 from ._supervisor import DEFAULT_QUEUED_MESSAGES as DEFAULT_QUEUED_MESSAGES
@@ -49,6 +53,7 @@ from ._supervisor import ChatSupervisor as ChatSupervisor
 from ._supervisor import chat_supervisor_spec as chat_supervisor_spec
 
 __all__ = [
+    "DATABASE_UNAVAILABLE",
     "DEFAULT_CHAT_INTENSITY",
     "DEFAULT_MASTER_TIMEOUT",
     "DEFAULT_QUEUED_MESSAGES",
@@ -62,14 +67,15 @@ __all__ = [
     "ChatInput",
     "ChatMessage",
     "ChatSession",
+    "ChatStoppingError",
     "ChatSupervisor",
     "ChatUnavailableError",
     "ChatsClient",
-    "MasterAnswer",
     "MasterInvoker",
     "PostMessage",
     "Reply",
     "Subscribe",
+    "TurnObserver",
     "Unsubscribe",
     "agent_response_frame",
     "chat_supervisor_spec",

@@ -1,15 +1,27 @@
-"""ChatActor: one front-end conversation of one user; runs its turns one at a time."""
+"""ChatActor: one front-end conversation of one user; runs its turns one at a time.
+
+The actor only decides; the work that waits on the outside (the database, the master)
+runs in tasks it owns and comes back as messages, so the mailbox keeps serving sockets
+that subscribe or leave while a turn waits. A turn goes::
+
+    PostMessage ─▶ task: look-up, stamps, user message ─▶ _Prepared
+    _Prepared ─▶ invoke the master (reply_to = this actor)
+    MasterReplied | Down(router session) | _Expired (server stop)
+        ─▶ task: store the reply, send the frame ─▶ _Answered ─▶ next queued message
+
+A message posted while a turn runs is stashed and handled once it is answered; the
+runtime keeps stashed messages across a restart, so a crash loses none.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
@@ -19,15 +31,24 @@ from persistence import (
     FileRepository,
     TurnLookup,
     TurnStatements,
+    is_database_unavailable,
 )
-from runtime import Actor
+from runtime import Actor, Down, MailboxFullError
 
-from ..session import MasterAgentError, MasterTimeoutError
+from ..session import (
+    MasterAgentError,
+    MasterNotActiveError,
+    MasterReplied,
+    MasterTimeoutError,
+    RouterUnavailableError,
+)
 from ._context import turn_context
 from ._drain import SHUTTING_DOWN
+from ._exceptions import ChatBusyError, ChatStoppingError
 from ._frames import (
     CHAT_NOT_FOUND,
     CONFIG_NOT_FOUND,
+    DATABASE_UNAVAILABLE,
     DECRYPT_FAILED,
     PROVIDER_NOT_FOUND,
     UNEXPECTED,
@@ -45,11 +66,15 @@ from ._frames import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from actors.fanout import SocketOutbox
     from persistence import File
+    from runtime import ActorRef
 
+    from ..session import MasterReply
     from ._drain import ChatDrain
     from ._ports import ApiKeyDecrypter, MasterInvoker
 
@@ -61,12 +86,19 @@ __all__ = [
     "PostMessage",
     "Room",
     "Subscribe",
+    "TurnObserver",
     "Unsubscribe",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MASTER_TIMEOUT = 300.0
+# A turn the actor stops under (a crash) is answered within this, stored if possible.
+_STOP_ANSWER_SECONDS = 1.0
+
+TurnObserver = Callable[[str, float], None]
+"""Told how each master invocation ended (``ok``, ``not_active``, ``failed``,
+``deadline`` or ``router``) and how long it took, in seconds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +110,13 @@ class ChatDeps:
         master: Invokes the master agent (the router session's client).
         cipher: Decrypts provider API keys; None refuses every stored key.
         master_timeout: Deadline of one master invocation, in seconds
-            (setting ``MASTER_AGENT_TIMEOUT``).
+            (setting ``MASTER_AGENT_TIMEOUT``); the invoker owns it.
         files_dir: Where uploaded files live; a reply lists only files present there.
             None lists every file of the request.
         clock: Wall-clock seconds, for the payload's ``timestamp``.
-        drain: The server's stop: cuts the master wait of a turn short at its
-            deadline. None: turns are never cut.
+        drain: The server's stop: admits messages and cuts the master wait of a turn
+            short at its deadline. None: turns are never cut.
+        observe: Told the outcome and duration of every master invocation (metrics).
     """
 
     sessionmaker: async_sessionmaker[AsyncSession]
@@ -93,6 +126,7 @@ class ChatDeps:
     files_dir: Path | None = None
     clock: Callable[[], float] = field(default=time.time)
     drain: ChatDrain | None = None
+    observe: TurnObserver | None = None
 
 
 # -- messages ---------------------------------------------------------------------------
@@ -100,14 +134,18 @@ class ChatDeps:
 
 @dataclass(frozen=True, slots=True)
 class PostMessage:
-    """Run one turn for this message and answer every subscribed socket."""
+    """Run one turn for this message and answer every subscribed socket.
+
+    Post it through `Room.admit` first (`ChatSession.post` does): the room counts it
+    until it is answered.
+    """
 
     input: ChatInput
 
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """Send this session's frames to ``outbox`` from now on (ask: answered once done)."""
+    """Send this session's frames to ``outbox`` from now on (ask: answers the `Room`)."""
 
     outbox: SocketOutbox
 
@@ -119,17 +157,49 @@ class Unsubscribe:
     outbox: SocketOutbox
 
 
-ChatMessage = PostMessage | Subscribe | Unsubscribe
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """The turn's database step is done: this is the master's payload."""
+
+    request_id: uuid.UUID
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """The turn's frame is sent: the next message may run."""
+
+    request_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class _Expired:
+    """The server's stop has reached its deadline: stop waiting for the master."""
+
+
+ChatMessage = (
+    PostMessage | Subscribe | Unsubscribe | MasterReplied | Down | _Prepared | _Answered | _Expired
+)
 
 
 # -- state that outlives a crash --------------------------------------------------------
 
 
 class Room:
-    """The sockets of one activation; it survives restarts of the actor after a crash."""
+    """The sockets and admitted messages of one activation; it survives restarts.
 
-    def __init__(self) -> None:
+    Args:
+        limit: Messages that may be admitted and unanswered at once (the one running
+            and those waiting behind it); None: no limit.
+        drain: The server's stop, which counts admitted messages too.
+    """
+
+    def __init__(self, *, limit: int | None = None, drain: ChatDrain | None = None) -> None:
         self._outboxes: list[SocketOutbox] = []
+        self._limit = limit
+        self._drain = drain
+        self.pending = 0
+        """Messages admitted and not answered yet."""
 
     def add(self, outbox: SocketOutbox) -> None:
         if outbox not in self._outboxes:
@@ -149,13 +219,37 @@ class Room:
         for outbox in self.live():
             outbox.send_nowait(text)
 
+    def admit(self) -> None:
+        """Count one more message to answer (does not wait).
+
+        Raises:
+            ChatStoppingError: The server's stop has begun.
+            ChatBusyError: As many messages as the limit allows wait already.
+        """
+        drain = self._drain
+        if drain is not None and drain.draining:
+            raise ChatStoppingError("the server is stopping")
+        if self._limit is not None and self.pending >= self._limit:
+            raise ChatBusyError(f"{self.pending} messages are waiting")
+        self.pending += 1
+        if drain is not None:
+            drain.admit()
+
+    def settle(self) -> None:
+        """Count one admitted message as answered (once per `admit`)."""
+        self.pending -= 1
+        if self._drain is not None:
+            self._drain.settle()
+
 
 @dataclass(slots=True)
 class _Turn:
     request_id: uuid.UUID
+    input: ChatInput
     user_stored: bool = False
-    # Cancelled when the server's drain deadline passes during the master wait.
-    cut: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    # perf_counter() when the master was invoked; None unless waiting for its reply.
+    invoked_at: float | None = None
+    answered: bool = False
 
 
 # -- the actor --------------------------------------------------------------------------
@@ -164,19 +258,23 @@ class _Turn:
 class ChatActor(Actor[ChatMessage]):
     """The conversation ``session_id`` of user ``user_id``.
 
-    Messages are handled one at a time: a message posted while a turn runs waits in
-    the mailbox and runs next (the queue policy; the mailbox bound limits how many may
-    wait). Every turn ends in exactly one ``agent_response`` frame to every subscribed
-    socket, errors included (ENDPOINTS.md §9, Q4, Q5). An unexpected exception still
-    answers the turn with ``Unexpected error occured. Try again later`` and then crashes
-    the actor, which its supervisor restarts with the same sockets. When the last socket
-    has left and nothing is queued, the actor stops (passivation).
+    Turns run one at a time and in order: a message posted while a turn runs waits (the
+    room's limit bounds how many may). Every message ends in exactly one
+    ``agent_response`` frame to every subscribed socket, errors included (ENDPOINTS.md
+    §9, Q4, Q5). A database that cannot be reached answers the turn with
+    `DATABASE_UNAVAILABLE`, and a router session that goes down while a turn waits
+    for it answers `ROUTER_UNAVAILABLE` at once (it is watched); neither is a crash.
+    An unexpected exception still answers the turn with ``Unexpected error occured.
+    Try again later`` and then crashes the actor, which its supervisor restarts with
+    the same room. When the last socket has left and nothing is pending, the actor stops
+    (passivation).
 
     Args:
         user_id: The owner.
         session_id: The conversation id.
         deps: Database, master invoker, cipher and settings.
-        room: The subscribed sockets, shared with the instances restarted after a crash.
+        room: The subscribed sockets and pending messages, shared with the instances
+            restarted after a crash.
     """
 
     def __init__(
@@ -187,57 +285,205 @@ class ChatActor(Actor[ChatMessage]):
         self.deps = deps
         self.room = room
         self._store = ChatTurnStore(deps.sessionmaker)
+        self._turn: _Turn | None = None
         # The stored provider key of the last turn that reached the master (in a tuple:
         # it may be None); a message whose config still has it needs no separate store.
         self._usable_key: tuple[str | None] | None = None
 
+    async def on_start(self) -> None:
+        master = self.deps.master.ref
+        if master is not None:
+            self.watch(master)
+        if self.deps.drain is not None:
+            self.deps.drain.on_expiry(self, self._expire)
+
+    async def on_stop(self) -> None:
+        if self.deps.drain is not None:
+            self.deps.drain.forget(self)
+        master = self.deps.master.ref
+        if master is not None:
+            self.unwatch(master)
+        turn = self._turn
+        if turn is None or turn.answered:
+            return
+        # Stopped (a crash, or the server's last moments) with its turn unanswered.
+        if turn.invoked_at is not None:
+            self.deps.master.cancel_master(str(turn.request_id))
+        drain = self.deps.drain
+        text = SHUTTING_DOWN if drain is not None and drain.draining else UNEXPECTED
+        with (
+            turn_context(self.session_id, turn.request_id),
+            anyio.move_on_after(_STOP_ANSWER_SECONDS),
+        ):
+            try:
+                await self._finish(turn, error_reply(text))
+            except Exception:
+                logger.exception("storing the answer of a turn cut by a stop failed")
+
     async def handle(self, message: ChatMessage) -> Any:
         match message:
+            case PostMessage(chat_input):
+                if self._turn is None:
+                    self._start(chat_input)
+                else:
+                    self.stash()  # handled again once the running turn is answered
+            case MasterReplied(request_id, outcome):
+                turn = self._waiting(request_id)
+                if turn is not None:
+                    with turn_context(self.session_id, turn.request_id):
+                        self._answer(turn, self._reply_of(turn, outcome))
+            case _Prepared(request_id, payload):
+                turn = self._turn
+                if turn is not None and turn.request_id == request_id:
+                    with turn_context(self.session_id, request_id):
+                        await self._invoke(turn, payload)
+            case _Answered(request_id):
+                if self._turn is not None and self._turn.request_id == request_id:
+                    self._turn = None
+                    self.unstash_all()
+                    self._passivate_if_idle()
             case Subscribe(outbox):
                 self.room.add(outbox)
+                return self.room
             case Unsubscribe(outbox):
                 self.room.remove(outbox)
                 self._passivate_if_idle()
-            case PostMessage(chat_input):
-                await self._turn(chat_input)
-                self._passivate_if_idle()
+            case Down(ref):
+                self._router_down(ref)
+            case _Expired():
+                self._cut()
         return None
 
     def _passivate_if_idle(self) -> None:
-        if not self.room.live() and self.ref.statistics().depth == 0:
+        if (
+            self._turn is None
+            and not self.room.pending
+            and not self.room.live()
+            and self.ref.statistics().depth == 0
+        ):
             self.stop()
 
-    async def _turn(self, chat_input: ChatInput) -> None:
-        turn = _Turn(uuid.uuid4())
-        with turn_context(self.session_id, turn.request_id), self._counted(turn):
+    def _waiting(self, request_id: str) -> _Turn | None:
+        """Return the turn waiting for the master's reply to ``request_id``, if any."""
+        turn = self._turn
+        if turn is None or turn.invoked_at is None or str(turn.request_id) != request_id:
+            return None  # a late reply to a turn answered already
+        return turn
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def _start(self, chat_input: ChatInput) -> None:
+        turn = self._turn = _Turn(uuid.uuid4(), chat_input)
+        self.start_soon(self._prepare_step, turn, name=f"{self.name} turn")
+
+    async def _prepare_step(self, turn: _Turn) -> None:
+        """Run ENDPOINTS.md §9 steps 2 to 5; tell the payload back, or answer the turn."""
+        with turn_context(self.session_id, turn.request_id):
             logger.debug("turn started")
             try:
-                reply = await self._steps(chat_input, turn)
-            except Exception:
-                logger.exception("chat turn failed")
-                await self._finish(turn, error_reply(UNEXPECTED))
-                raise
-            await self._finish(turn, reply)
-            logger.debug("turn answered")
+                prepared = await self._prepare(turn)
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    await self._crash(turn)
+                    raise
+                logger.warning("database unavailable during a chat turn: %r", exc)
+                await self._finish_step(turn, error_reply(DATABASE_UNAVAILABLE), store=False)
+                return
+            if isinstance(prepared, Reply):
+                await self._finish_step(turn, prepared)
+                return
+        await self.ref.tell(_Prepared(turn.request_id, prepared))
 
-    @contextlib.contextmanager
-    def _counted(self, turn: _Turn) -> Iterator[None]:
+    async def _invoke(self, turn: _Turn, payload: dict[str, Any]) -> None:
         drain = self.deps.drain
-        if drain is None:
-            yield
+        if drain is not None and drain.expired:
+            logger.warning("turn cut short: the server is stopping")
+            self._answer(turn, error_reply(SHUTTING_DOWN))
             return
-        with drain.turn() as cut:
-            turn.cut = cut
-            yield
+        started = time.perf_counter()
+        try:
+            await self.deps.master.invoke_master(
+                payload,
+                request_id=str(turn.request_id),
+                session_id=str(self.session_id),
+                timeout=self.deps.master_timeout,
+                reply_to=cast("ActorRef[MasterReplied]", self.ref),
+            )
+        except MasterAgentError as exc:
+            self._observe(exc, started)
+            self._answer(turn, error_reply(str(exc)))
+            return
+        turn.invoked_at = started
 
-    async def _steps(self, chat_input: ChatInput, turn: _Turn) -> Reply:
-        """Run ENDPOINTS.md §9 steps 2 to 6; return the reply. Expected failures are replies."""
-        prepared = await self._prepare(chat_input, turn)
-        if isinstance(prepared, Reply):
-            return prepared
-        return await self._invoke(prepared, turn)
+    def _reply_of(self, turn: _Turn, outcome: MasterReply | MasterAgentError) -> Reply:
+        assert turn.invoked_at is not None
+        self._observe(outcome, turn.invoked_at)
+        if isinstance(outcome, MasterAgentError):
+            # Its text is what the user should read (not active, failed, deadline, router).
+            return error_reply(str(outcome))
+        reply = reply_from_master(outcome.response, outcome.execution_time)
+        return reply if reply is not None else error_reply(UNEXPECTED)
 
-    async def _prepare(self, chat_input: ChatInput, turn: _Turn) -> Reply | dict[str, Any]:
+    def _router_down(self, ref: ActorRef[Any]) -> None:
+        master = self.deps.master.ref
+        turn = self._turn
+        if master is None or ref.name != master.name or turn is None or turn.invoked_at is None:
+            return
+        with turn_context(self.session_id, turn.request_id):
+            logger.warning("the router session went down while the turn waited for it")
+            error = RouterUnavailableError()
+            self._observe(error, turn.invoked_at)
+            self._answer(turn, error_reply(str(error)))
+
+    def _expire(self) -> None:
+        # Called by the drain, outside this actor: the cut itself happens in handle.
+        try:
+            self.ref.tell_nowait(_Expired())
+        except MailboxFullError:
+            logger.warning("chat %s missed the stop's deadline: its mailbox is full", self.name)
+
+    def _cut(self) -> None:
+        turn = self._turn
+        if turn is None or turn.invoked_at is None:
+            return  # a turn between steps checks the deadline itself
+        with turn_context(self.session_id, turn.request_id):
+            logger.warning("turn cut short: the server is stopping")
+            self.deps.master.cancel_master(str(turn.request_id))
+            self._answer(turn, error_reply(SHUTTING_DOWN))
+
+    def _answer(self, turn: _Turn, reply: Reply) -> None:
+        turn.invoked_at = None
+        self.start_soon(self._finish_step, turn, reply, name=f"{self.name} answer")
+
+    async def _finish_step(self, turn: _Turn, reply: Reply, *, store: bool = True) -> None:
+        with turn_context(self.session_id, turn.request_id):
+            try:
+                await self._finish(turn, reply, store=store)
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    logger.exception("storing a chat turn failed")
+                    raise
+                # The frame went out; only the history misses this reply.
+                logger.warning("database unavailable: the turn's reply is not stored: %r", exc)
+            logger.debug("turn answered")
+        await self.ref.tell(_Answered(turn.request_id))
+
+    async def _crash(self, turn: _Turn) -> None:
+        """Answer a turn that failed unexpectedly (the caller then re-raises)."""
+        logger.exception("chat turn failed")
+        try:
+            await self._finish(turn, error_reply(UNEXPECTED))
+        except Exception:
+            logger.exception("storing the answer of a failed turn failed")
+
+    def _observe(self, outcome: MasterReply | MasterAgentError, started: float) -> None:
+        observe = self.deps.observe
+        if observe is not None:
+            observe(_outcome_kind(outcome), time.perf_counter() - started)
+
+    # -- the database work ----------------------------------------------------------------
+
+    async def _prepare(self, turn: _Turn) -> Reply | dict[str, Any]:
         """Find or create the conversation, stamp the files, resolve provider and config,
         store the user's message; return the master's payload.
 
@@ -247,40 +493,73 @@ class ChatActor(Actor[ChatMessage]):
         turn can reach the master. Once a turn of this conversation has reached the
         master, the next ones store their message in the same round trip as the look-up
         whenever the provider's key is still the one that worked.
+
+        Each step holds one pooled connection at a time: attached files are stamped
+        after the look-up's connection is back in the pool, so turns with files never
+        wait for each other's connections.
         """
-        owner = self.user_id
+        chat_input = turn.input
+        files: list[dict[str, Any]] = []
         async with self._store.connect() as db:
             found = await self._look_up(db, chat_input, turn)
             turn.user_stored = found.stored
-            if not found.stored:
-                if not found.conversation_exists:
-                    created = await db.create_conversation(
-                        self.session_id, owner_id=owner, title=title_for(chat_input.message)
-                    )
-                    if not created:  # taken meanwhile by another user's first message
-                        return error_reply(CHAT_NOT_FOUND.format(self.session_id))
-                elif found.conversation_owner != owner:
-                    return error_reply(CHAT_NOT_FOUND.format(self.session_id))
-            files = await self._stamp(chat_input, turn) if chat_input.files else []
-            choice = found.choice
-            if choice is None:
-                # Which of the two is missing decides the error.
-                if chat_input.provider is not None and not found.provider_exists:
-                    return error_reply(PROVIDER_NOT_FOUND.format(chat_input.provider))
-                return error_reply(CONFIG_NOT_FOUND.format(chat_input.llm_name))
-            api_key: str | None = None
-            if choice.api_key and not is_ollama(choice.provider_name):
-                if self.deps.cipher is None:
-                    return error_reply(DECRYPT_FAILED)
-                try:
-                    api_key = await self.deps.cipher.decrypt_async(choice.api_key)
-                except ApiKeyDecryptionError:
-                    return error_reply(DECRYPT_FAILED)
-            if not found.stored:
-                await db.add_message(
-                    self.session_id, content=chat_input.message, request_id=turn.request_id
-                )
-                turn.user_stored = True
+            refused = await self._claim(db, found, chat_input)
+            if refused is not None:
+                return refused
+            if not chat_input.files:
+                return await self._resolve(db, found, turn, files)
+        files = await self._stamp(chat_input, turn)
+        if found.stored:
+            return await self._resolve(None, found, turn, files)
+        async with self._store.connect() as db:
+            return await self._resolve(db, found, turn, files)
+
+    async def _claim(
+        self, db: TurnStatements, found: TurnLookup, chat_input: ChatInput
+    ) -> Reply | None:
+        """Create the conversation if it is new; refuse another user's."""
+        if found.stored:
+            return None
+        if not found.conversation_exists:
+            created = await db.create_conversation(
+                self.session_id, owner_id=self.user_id, title=title_for(chat_input.message)
+            )
+            if not created:  # taken meanwhile by another user's first message
+                return error_reply(CHAT_NOT_FOUND.format(self.session_id))
+        elif found.conversation_owner != self.user_id:
+            return error_reply(CHAT_NOT_FOUND.format(self.session_id))
+        return None
+
+    async def _resolve(
+        self,
+        db: TurnStatements | None,
+        found: TurnLookup,
+        turn: _Turn,
+        files: list[dict[str, Any]],
+    ) -> Reply | dict[str, Any]:
+        """Check the config, decrypt its key and store the user's message (on ``db``,
+        needed unless it is stored already); return the payload or the error reply."""
+        chat_input = turn.input
+        choice = found.choice
+        if choice is None:
+            # Which of the two is missing decides the error.
+            if chat_input.provider is not None and not found.provider_exists:
+                return error_reply(PROVIDER_NOT_FOUND.format(chat_input.provider))
+            return error_reply(CONFIG_NOT_FOUND.format(chat_input.llm_name))
+        api_key: str | None = None
+        if choice.api_key and not is_ollama(choice.provider_name):
+            if self.deps.cipher is None:
+                return error_reply(DECRYPT_FAILED)
+            try:
+                api_key = await self.deps.cipher.decrypt_async(choice.api_key)
+            except ApiKeyDecryptionError:
+                return error_reply(DECRYPT_FAILED)
+        if not found.stored:
+            assert db is not None
+            await db.add_message(
+                self.session_id, content=chat_input.message, request_id=turn.request_id
+            )
+            turn.user_stored = True
         self._usable_key = (choice.api_key,)
         return master_payload(
             session_id=self.session_id,
@@ -321,56 +600,56 @@ class ChatActor(Actor[ChatMessage]):
             found = await repo.list_for_request(turn.request_id, owner_id=self.user_id)
         return [file_dto(f) for f in found]
 
-    async def _invoke(self, payload: dict[str, Any], turn: _Turn) -> Reply:
-        timeout = self.deps.master_timeout
-        try:
-            # The invoker has the same deadline; this one also holds for an edge that
-            # ignores it, so a turn can never wait longer.
-            with turn.cut, anyio.fail_after(timeout):
-                answer = await self.deps.master.invoke_master(
-                    payload,
-                    request_id=str(turn.request_id),
-                    session_id=str(self.session_id),
-                    timeout=timeout,
-                )
-            if turn.cut.cancelled_caught:
-                logger.warning("turn cut short: the server is stopping")
-                return error_reply(SHUTTING_DOWN)
-        except TimeoutError:
-            return error_reply(str(MasterTimeoutError(timeout)))
-        except MasterAgentError as exc:
-            # Its text is what the user should read (not active, failed, router down).
-            return error_reply(str(exc))
-        reply = reply_from_master(answer.response, answer.execution_time)
-        return reply if reply is not None else error_reply(UNEXPECTED)
-
-    async def _finish(self, turn: _Turn, reply: Reply) -> None:
+    async def _finish(self, turn: _Turn, reply: Reply, *, store: bool = True) -> None:
         """Store the master's turn (once the user's is stored) and answer every socket.
 
         The frame goes out even if the database fails; the failure then propagates.
+        Once per turn: a turn answered already is left alone.
         """
+        if turn.answered:
+            return
         files: list[dict[str, Any]] = []
         try:
-            async with self._store.connect() as db:
-                if turn.user_stored:
-                    found = await db.add_reply(
-                        self.session_id,
-                        content=stored_content(reply),
-                        request_id=turn.request_id,
-                        owner_id=self.user_id,
-                    )
-                else:
-                    found = await db.files_of_request(turn.request_id, owner_id=self.user_id)
-            files = [file_dto(f) for f in await self._on_disk(found)]
+            if store:
+                async with self._store.connect() as db:
+                    if turn.user_stored:
+                        found = await db.add_reply(
+                            self.session_id,
+                            content=stored_content(reply),
+                            request_id=turn.request_id,
+                            owner_id=self.user_id,
+                        )
+                    else:
+                        found = await db.files_of_request(turn.request_id, owner_id=self.user_id)
+                files = [file_dto(f) for f in await self._on_disk(found)]
         finally:
-            self.room.broadcast(
-                agent_response_frame(
-                    reply, request_id=turn.request_id, session_id=self.session_id, files=files
+            if not turn.answered:
+                turn.answered = True
+                self.room.broadcast(
+                    agent_response_frame(
+                        reply, request_id=turn.request_id, session_id=self.session_id, files=files
+                    )
                 )
-            )
+                self.room.settle()
 
     async def _on_disk(self, files: Sequence[File]) -> list[File]:
         directory = self.deps.files_dir
         if directory is None or not files:
             return list(files)
         return [f for f in files if await anyio.Path(directory / f.internal_name).exists()]
+
+
+def _outcome_kind(outcome: MasterReply | MasterAgentError) -> str:
+    if not isinstance(outcome, MasterAgentError):
+        return "ok"
+    for kind, error in _ERROR_KINDS:
+        if isinstance(outcome, error):
+            return kind
+    return "failed"
+
+
+_ERROR_KINDS: tuple[tuple[str, type[MasterAgentError]], ...] = (
+    ("not_active", MasterNotActiveError),
+    ("deadline", MasterTimeoutError),
+    ("router", RouterUnavailableError),
+)

@@ -1,17 +1,20 @@
-"""ChatDrain: how the chats of one server stop without leaving a turn unanswered.
+"""ChatDrain: how the chats of one server stop without leaving a message unanswered.
 
-A stop goes through three phases:
+Every message a socket posts is admitted here and settled once it is answered, whether
+it runs at once or waits behind another turn. A stop goes through three phases:
 
-1. `begin` (``draining``): no new turn starts; the turns in flight keep running.
-2. The deadline passes: a turn still running is cut short and answered with the
-   `SHUTTING_DOWN` error frame (its user message is already stored).
-3. No turn is left (``closed``): the front-end sockets flush their queued frames and close.
+1. `begin` (``draining``): no new message is admitted; those admitted keep running,
+   the queued ones included.
+2. The deadline passes (``expired``): a turn still waiting for the master is cut short
+   and answered with the `SHUTTING_DOWN` error frame, and so is every queued message
+   that reaches the master after it (their user messages are stored first, as always).
+3. Every admitted message is answered (``closed``): the front-end sockets flush their
+   queued frames and close.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import anyio
 
@@ -25,7 +28,7 @@ SHUTTING_DOWN = "The server is shutting down. Send your message again in a momen
 class ChatDrain:
     """Shared by every chat actor and front-end socket of one server.
 
-    Sync methods never wait; ``wait_…`` methods do.
+    Sync methods never wait; ``wait_…`` methods and `drain` do.
     """
 
     def __init__(self) -> None:
@@ -33,66 +36,74 @@ class ChatDrain:
         self._closed = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
-        self._cuts: set[anyio.CancelScope] = set()
+        self._admitted = 0
         self._expired = False
+        self._on_expiry: dict[object, Callable[[], None]] = {}
 
     @property
     def draining(self) -> bool:
-        """Whether a stop has begun (new turns are refused)."""
+        """Whether a stop has begun (new messages are refused)."""
         return self._begun.is_set()
 
     @property
+    def expired(self) -> bool:
+        """Whether the deadline has passed: no turn may wait for the master any more."""
+        return self._expired
+
+    @property
     def closed(self) -> bool:
-        """Whether the turns are over and the sockets should close."""
+        """Whether the messages are answered and the sockets should close."""
         return self._closed.is_set()
 
     @property
-    def turns(self) -> int:
-        """The number of turns in flight."""
-        return len(self._cuts)
+    def admitted(self) -> int:
+        """The number of messages admitted and not answered yet."""
+        return self._admitted
 
     def begin(self) -> None:
-        """Start draining: new turns are refused, those in flight go on. Idempotent."""
+        """Start draining: new messages are refused, those admitted go on. Idempotent."""
         self._begun.set()
 
-    @contextlib.contextmanager
-    def turn(self) -> Iterator[anyio.CancelScope]:
-        """Count one turn in flight for the duration of the block.
-
-        Yields:
-            The scope to run the turn's long wait in: it is cancelled at the deadline
-            (at once if the deadline has passed already).
-        """
-        cut = anyio.CancelScope()
-        if self._expired:
-            cut.cancel()
-        if not self._cuts:
+    def admit(self) -> None:
+        """Count one more accepted message, until `settle`."""
+        if not self._admitted:
             self._idle = anyio.Event()
-        self._cuts.add(cut)
-        try:
-            yield cut
-        finally:
-            self._cuts.discard(cut)
-            if not self._cuts:
-                self._idle.set()
+        self._admitted += 1
+
+    def settle(self) -> None:
+        """Count one admitted message as answered (once per `admit`)."""
+        self._admitted -= 1
+        if not self._admitted:
+            self._idle.set()
+
+    def on_expiry(self, key: object, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (sync, must not wait) when the deadline passes, under ``key``.
+
+        A later call with the same key replaces it; `forget` removes it.
+        """
+        self._on_expiry[key] = callback
+
+    def forget(self, key: object) -> None:
+        """Remove the callback registered under ``key``, if any."""
+        self._on_expiry.pop(key, None)
 
     async def wait_closed(self) -> None:
         """Wait until `drain` has finished: the sockets should flush and close."""
         await self._closed.wait()
 
     async def drain(self, grace: float) -> None:
-        """Begin (see `begin`), wait for the turns in flight to end, then close.
+        """Begin (see `begin`), wait for the admitted messages to be answered, then close.
 
-        Turns still waiting at the deadline are cut short: they answer with the
-        `SHUTTING_DOWN` error frame and end. Waits ``grace`` seconds and a little more
+        Turns still waiting for the master at the deadline are cut short: they answer
+        with the `SHUTTING_DOWN` error frame. Waits ``grace`` seconds and a little more
         at most.
         """
         self.begin()
         with anyio.move_on_after(grace):
             await self._idle.wait()
         self._expired = True
-        for cut in list(self._cuts):
-            cut.cancel()
+        for callback in list(self._on_expiry.values()):
+            callback()
         # The turns cut short store their error reply and queue its frame.
         with anyio.move_on_after(_FINISH_SECONDS):
             await self._idle.wait()

@@ -4,12 +4,13 @@ Class tree::
 
     ChatError
     ├── ChatBusyError
+    ├── ChatStoppingError
     └── ChatUnavailableError
 """
 
 from __future__ import annotations
 
-__all__ = ["ChatBusyError", "ChatError", "ChatUnavailableError"]
+__all__ = ["ChatBusyError", "ChatError", "ChatStoppingError", "ChatUnavailableError"]
 
 
 class ChatError(Exception):
@@ -18,6 +19,10 @@ class ChatError(Exception):
 
 class ChatBusyError(ChatError):
     """Raised when a session already has as many messages queued as it accepts."""
+
+
+class ChatStoppingError(ChatError):
+    """Raised when a message is posted after the server's stop has begun."""
 
 
 class ChatUnavailableError(ChatError):

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHAT_NOT_FOUND",
     "CONFIG_NOT_FOUND",
+    "DATABASE_UNAVAILABLE",
     "DECRYPT_FAILED",
     "NEW_CHAT_TITLE",
     "PROVIDER_NOT_FOUND",
@@ -42,6 +43,8 @@ DECRYPT_FAILED = (
     "Could not decrypt api_key. Make sure 'api_key' exists and model config was created beforehand "
 )
 UNEXPECTED = "Unexpected error occured. Try again later"
+# The REST routes' text for the same condition (their 503 body).
+DATABASE_UNAVAILABLE = "Database unavailable. Try again later"
 
 
 @dataclass(frozen=True, slots=True)

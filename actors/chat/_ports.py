@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["ApiKeyDecrypter", "MasterAnswer", "MasterInvoker"]
+if TYPE_CHECKING:
+    from runtime import ActorRef
 
+    from ..session import MasterReplied
 
-class MasterAnswer(Protocol):
-    """The master agent's reply: its ``response`` and the ``execution_time`` it reported."""
-
-    @property
-    def response(self) -> Any: ...
-
-    @property
-    def execution_time(self) -> float: ...
+__all__ = ["ApiKeyDecrypter", "MasterInvoker"]
 
 
 class MasterInvoker(Protocol):
-    """Invoke the master agent through the router (`actors.session.RouterSessionClient`)."""
+    """Invoke the master agent through the router (`actors.session.RouterSessionClient`).
+
+    The outcome of an invocation comes back to the chat actor as a message; the invoker
+    owns its deadline.
+    """
+
+    @property
+    def ref(self) -> ActorRef[Any] | None:
+        """The actor that answers invocations, which chat actors watch: its ``Down``
+        means no reply will come. None: nothing to watch."""
+        ...
 
     async def invoke_master(
         self,
@@ -28,12 +33,21 @@ class MasterInvoker(Protocol):
         request_id: str,
         session_id: str,
         timeout: float,  # noqa: ASYNC109 - the deadline is part of the call's contract
-    ) -> MasterAnswer:
-        """Send ``payload`` to the master and wait for its reply, at most ``timeout`` s.
+        reply_to: ActorRef[MasterReplied],
+    ) -> None:
+        """Start sending ``payload`` to the master; does not wait for the reply.
+
+        ``reply_to`` gets exactly one `actors.session.MasterReplied` (the reply, or a
+        `actors.session.MasterAgentError` whose ``str()`` is the user's text, a
+        timeout once ``timeout`` seconds have passed), unless `ref` goes down first.
 
         Raises:
-            actors.session.MasterAgentError: No usable reply; ``str()`` is the user text.
+            actors.session.MasterAgentError: It cannot be started; ``str()`` is the user text.
         """
+        ...
+
+    def cancel_master(self, request_id: str) -> None:
+        """Stop the invocation ``request_id``; no reply follows. Does not wait."""
         ...
 
 

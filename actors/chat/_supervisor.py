@@ -42,6 +42,9 @@ __all__ = [
 ]
 
 DEFAULT_QUEUED_MESSAGES = 16
+# The room bounds the posts (`queued_messages`); the mailbox only needs room for them,
+# the sockets' subscriptions and the turn's own messages, so it never refuses those.
+_MAILBOX_CAPACITY = 256
 # The window counts the crashes of every session together; a few sessions failing
 # must not take all the others down with the supervisor.
 DEFAULT_CHAT_INTENSITY = RestartIntensity(max_restarts=50, period=10.0)
@@ -53,11 +56,12 @@ class ChatSupervisor(DynamicSupervisor):
     """A dynamic supervisor of `ChatActor`s keyed by (user id, session id).
 
     Children restart after a crash (transient) and stop by themselves when their last
-    socket has left. Their mailbox fails fast when full (`ChatBusyError` at the edge).
+    socket has left. A session takes one running message and ``queued_messages``
+    waiting behind it; one more is refused at once (`ChatBusyError` at the edge).
 
     Args:
         deps: Given to every chat actor.
-        queued_messages: Mailbox bound of each chat actor.
+        queued_messages: Messages that may wait behind the running turn, per session.
         max_children: Limit of live conversations (None: no limit).
         intensity: Restart limit over all conversations.
     """
@@ -72,12 +76,13 @@ class ChatSupervisor(DynamicSupervisor):
     ) -> None:
         super().__init__(
             max_children=max_children,
-            capacity=queued_messages,
-            overflow=OverflowPolicy.FAIL,
+            capacity=_MAILBOX_CAPACITY,
+            overflow=OverflowPolicy.WAIT,
             restart=Restart.TRANSIENT,
             intensity=intensity,
         )
         self.deps = deps
+        self.queued_messages = queued_messages
 
     async def activate(self, user_id: uuid.UUID, session_id: uuid.UUID) -> ActorRef[ChatMessage]:
         """Return the chat actor of ``user_id``'s ``session_id``, starting it if needed.
@@ -87,7 +92,9 @@ class ChatSupervisor(DynamicSupervisor):
             ActorDeadError: The supervisor is not running.
         """
         deps = self.deps
-        room = Room()  # one per activation, shared by the restarts of that activation
+        # One per activation, shared by the restarts of that activation (a room made
+        # here for a session that is live already is dropped unused).
+        room = Room(limit=self.queued_messages + 1, drain=deps.drain)
 
         def factory() -> ChatActor:
             return ChatActor(user_id, session_id, deps, room)
@@ -119,6 +126,7 @@ class ChatSession:
         self.session_id = session_id
         self.outbox = outbox
         self._ref: ActorRef[ChatMessage] | None = None
+        self._room: Room | None = None
 
     async def post(self, chat_input: ChatInput) -> None:
         """Queue one message for its turn; the answer arrives on `outbox`.
@@ -127,14 +135,18 @@ class ChatSession:
 
         Raises:
             ChatBusyError: Too many messages of this session are queued already.
+            ChatStoppingError: The server's stop has begun.
             ChatUnavailableError: No chat actor can be reached.
         """
-        ref = self._ref
-        if ref is None or not ref.is_alive:
-            ref = self._ref = await self._client._attach(self.user_id, self.session_id, self.outbox)
+        ref, room = self._ref, self._room
+        if ref is None or room is None or not ref.is_alive:
+            ref, room = await self._client._attach(self.user_id, self.session_id, self.outbox)
+            self._ref, self._room = ref, room
+        room.admit()
         try:
             ref.tell_nowait(PostMessage(chat_input))
         except MailboxFullError as exc:
+            room.settle()
             raise ChatBusyError(f"too many messages queued for session {self.session_id}") from exc
 
     def send_nowait(self, text: str) -> bool:
@@ -183,13 +195,13 @@ class ChatsClient:
 
     async def _attach(
         self, user_id: uuid.UUID, session_id: uuid.UUID, outbox: SocketOutbox
-    ) -> ActorRef[ChatMessage]:
+    ) -> tuple[ActorRef[ChatMessage], Room]:
         # An actor that is passivating when we reach it fails the ask; the next
         # activation then starts a fresh one.
         for _ in range(_ATTACH_ATTEMPTS):
             try:
                 ref = await self._supervisor().activate(user_id, session_id)
-                await ref.ask(Subscribe(outbox))
+                room: Room = await ref.ask(Subscribe(outbox))
             except ActivationLimitError as exc:
                 raise ChatUnavailableError(str(exc)) from exc
             except ActorDeadError:
@@ -197,7 +209,7 @@ class ChatsClient:
                 continue
             except ActorError as exc:
                 raise ChatUnavailableError(f"cannot start session {session_id}") from exc
-            return ref
+            return ref, room
         raise ChatUnavailableError(f"cannot reach session {session_id}")
 
     @contextlib.asynccontextmanager
@@ -216,7 +228,7 @@ class ChatsClient:
         chat = ChatSession(self, user_id, session_id, outbox)
         fanout = self._fanout
         try:
-            chat._ref = await self._attach(user_id, session_id, outbox)
+            chat._ref, chat._room = await self._attach(user_id, session_id, outbox)
             if fanout is not None:
                 await fanout.subscribe(user_id, session_id, outbox)
             yield chat

@@ -2,9 +2,10 @@
 
 It forwards agent events (``agent_register``, ``agent_unregister``, ``agent_log``) to the
 registry and invokes the master agent (``master_server_ml``) for the chat actors through
-`RouterSessionClient.invoke_master`, whose failures are `MasterAgentError` subclasses
-whose ``str()`` is the text to show the user. Works with the embedded router and an
-upstream one alike.
+`RouterSessionClient.invoke_master`: the outcome comes back to the caller's actor as a
+`MasterReplied` message, a reply or a `MasterAgentError` whose ``str()`` is the text to
+show the user. A router that is down is waited for inside the session, not by crashing.
+Works with the embedded router and an upstream one alike.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from ._exceptions import RouterConnectionError as RouterConnectionError
 from ._exceptions import RouterSessionError as RouterSessionError
 from ._exceptions import RouterUnavailableError as RouterUnavailableError
 from ._local import LocalConnector as LocalConnector
+from ._session import DEFAULT_RECONNECT as DEFAULT_RECONNECT
 from ._session import MASTER_AGENT_ID as MASTER_AGENT_ID
+from ._session import CancelInvoke as CancelInvoke
 from ._session import GetStatus as GetStatus
 from ._session import InvokeMaster as InvokeMaster
+from ._session import MasterReplied as MasterReplied
 from ._session import MasterReply as MasterReply
 from ._session import NotifyAgent as NotifyAgent
-from ._session import PendingCall as PendingCall
 from ._session import RouterSession as RouterSession
 from ._session import RouterSessionClient as RouterSessionClient
 from ._session import SessionConfig as SessionConfig
@@ -40,12 +43,14 @@ from ._session import SessionStatus as SessionStatus
 from ._session import router_session_spec as router_session_spec
 
 __all__ = [
+    "DEFAULT_RECONNECT",
     "MASTER_AGENT_ID",
     "ROUTER_UNAVAILABLE",
     "AgentEvent",
     "AgentLogged",
     "AgentRegistered",
     "AgentUnregistered",
+    "CancelInvoke",
     "Connector",
     "GetStatus",
     "InvokeMaster",
@@ -53,10 +58,10 @@ __all__ = [
     "MasterAgentError",
     "MasterFailedError",
     "MasterNotActiveError",
+    "MasterReplied",
     "MasterReply",
     "MasterTimeoutError",
     "NotifyAgent",
-    "PendingCall",
     "RouterConnection",
     "RouterConnectionError",
     "RouterSession",

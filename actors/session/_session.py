@@ -2,20 +2,28 @@
 
 It receives the agent events the router forwards (PROTOCOL.md §4) and tells them to the
 registry, and it invokes the master agent for the chat actors. Each invocation uses a
-short-lived socket whose ``x-custom-invoke-key`` is unique per request, so replies never
-mix, with the embedded router and an upstream one alike (PROTOCOL.md §1.5, §5 step 2).
+short-lived connection whose ``x-custom-invoke-key`` is unique per request, so replies
+never mix, with the embedded router and an upstream one alike (PROTOCOL.md §1.5, §5
+step 2).
 
-Lifecycle: the session connects in a task of its own after ``on_start``, so a router
-that is down never keeps the server from starting. While that first connect is under
-way, invocations wait (stashed) for at most their accept timeout; a failed connect or a
-dropped connection crashes the session, which fails every invocation in flight with
-`RouterUnavailableError` at once, and its supervisor restarts it with backoff. Place it
-with `router_session_spec`.
+Invocations are messages both ways: `InvokeMaster` names the actor its outcome goes to,
+and the session tells that actor exactly one `MasterReplied` (the reply, or the error
+whose ``str()`` is the user's text), unless the session itself goes down, which the
+caller learns from the runtime's ``Down`` (it watches the session). The deadline is
+the session's: one cancel scope per invocation.
+
+A router that is down is not a crash: the session connects in a task of its own, so a
+router that is down never keeps the server from starting, and it reconnects with a
+doubling pause, spending no restarts of its supervisor. While an attempt is under way
+invocations wait (stashed); while the router is down they fail at once with
+`RouterUnavailableError`, and a dropped connection fails the invocations in flight at
+once. Place it with `router_session_spec`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import logging
 import uuid
@@ -41,12 +49,14 @@ if TYPE_CHECKING:
     from ._connection import Connector, RouterConnection
 
 __all__ = [
+    "DEFAULT_RECONNECT",
     "MASTER_AGENT_ID",
+    "CancelInvoke",
     "GetStatus",
     "InvokeMaster",
+    "MasterReplied",
     "MasterReply",
     "NotifyAgent",
-    "PendingCall",
     "RouterSession",
     "RouterSessionClient",
     "SessionConfig",
@@ -59,8 +69,9 @@ logger = logging.getLogger(__name__)
 
 MASTER_AGENT_ID = "master_server_ml"
 _CLOSE_GRACE = 1.0
-# The client waits this much past the deadline for the session's own timeout verdict.
-_DEADLINE_GRACE = 0.5
+
+DEFAULT_RECONNECT = Backoff(initial=0.2, maximum=10.0)
+"""The pause between attempts to reach a router that is down (doubling, with jitter)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,12 +83,15 @@ class SessionConfig:
         api_key: ``MASTER_BE_API_KEY``, sent as ``API-KEY``; it makes us ``master_server_be``.
         open_timeout: Seconds allowed to open a socket.
         ping_interval: Seconds between pings on the main socket (None: off).
+        reconnect: The pause between attempts while the router is down; an attempt
+            right after a drop is made at once.
     """
 
     url: str
     api_key: str
     open_timeout: float = 5.0
     ping_interval: float | None = 20.0
+    reconnect: Backoff = DEFAULT_RECONNECT
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -93,12 +107,13 @@ class SessionStatus:
     """A snapshot of the session.
 
     Attributes:
-        connected: Whether the main socket is open.
+        connected: Whether the main connection is open.
         url: The router's URL.
         connects: Successful connects so far (by this actor's instances).
         in_flight: Invocations waiting for a reply.
         invocations: Invocations started so far by this instance.
         events: Agent events told to the registry by this instance.
+        last_error: Why the last attempt to connect failed, while the router is down.
     """
 
     connected: bool
@@ -107,17 +122,31 @@ class SessionStatus:
     in_flight: int = 0
     invocations: int = 0
     events: int = 0
+    last_error: str | None = None
 
 
 # -- messages ------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class InvokeMaster:
-    """Start an invocation of the master (ask: a `PendingCall`, or the error at once).
+class MasterReplied:
+    """The outcome of one `InvokeMaster`, told to its ``reply_to``.
 
-    ``deadline`` and ``accept_by`` are on the ``anyio.current_time()`` clock; a request
-    still queued after ``accept_by`` (its caller has given up) is dropped.
+    Attributes:
+        request_id: The invocation's ``request_id``.
+        outcome: The master's reply, or the error whose ``str()`` is the user's text.
+    """
+
+    request_id: str
+    outcome: MasterReply | MasterAgentError
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InvokeMaster:
+    """Invoke the master; exactly one `MasterReplied` goes to ``reply_to``.
+
+    ``deadline`` is on the ``anyio.current_time()`` clock; ``timeout`` is the figure
+    the user reads when it passes.
     """
 
     payload: Mapping[str, Any]
@@ -125,7 +154,14 @@ class InvokeMaster:
     session_id: str
     timeout: float
     deadline: float
-    accept_by: float
+    reply_to: ActorRef[MasterReplied]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CancelInvoke:
+    """Stop the invocation ``request_id``: its caller has moved on and wants no reply."""
+
+    request_id: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -142,51 +178,30 @@ class GetStatus:
     """Ask for a `SessionStatus`."""
 
 
-SessionMessage = InvokeMaster | NotifyAgent | GetStatus
+SessionMessage = InvokeMaster | CancelInvoke | NotifyAgent | GetStatus
 
 
-class PendingCall:
-    """One invocation in flight; the caller waits on it, the session resolves it."""
+class _Link(enum.Enum):
+    """The state of the main connection."""
 
-    __slots__ = ("_done", "_error", "_reply", "scope")
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DOWN = "down"
+    CLOSING = "closing"
 
-    def __init__(self) -> None:
-        self._done = anyio.Event()
-        self._reply: MasterReply | None = None
-        self._error: MasterAgentError | None = None
-        self.scope = anyio.CancelScope()
-        """The scope the session runs the invocation in; cancelling it stops the work."""
 
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
+class _Call:
+    """One invocation in flight: its request and the one scope that owns its deadline."""
 
-    def resolve(self, reply: MasterReply) -> None:
-        if not self._done.is_set():
-            self._reply = reply
-            self._done.set()
+    __slots__ = ("dropped", "request", "scope", "withdrawn")
 
-    def fail(self, error: MasterAgentError) -> None:
-        if not self._done.is_set():
-            self._error = error
-            self._done.set()
-
-    def abandon(self) -> None:
-        """Stop the work if it is still running (the caller gave up; does not wait)."""
-        if not self._done.is_set():
-            self.scope.cancel()
-
-    async def wait(self) -> MasterReply:
-        """Wait for the outcome.
-
-        Raises:
-            MasterAgentError: The invocation failed.
-        """
-        await self._done.wait()
-        if self._error is not None:
-            raise self._error
-        assert self._reply is not None
-        return self._reply
+    def __init__(self, request: InvokeMaster) -> None:
+        self.request = request
+        self.scope = anyio.CancelScope(deadline=request.deadline)
+        self.withdrawn = False
+        """Cancelled by its caller: no reply."""
+        self.dropped = False
+        """Cancelled because the main connection dropped: the router is unavailable."""
 
 
 # -- the actor -------------------------------------------------------------------
@@ -196,10 +211,10 @@ class RouterSession(Actor[SessionMessage]):
     """Hold the ``master_server_be`` connection; forward agent events; invoke the master.
 
     Args:
-        config: Router URL and API key.
+        config: Router URL, API key and reconnect pause.
         events: Where agent events go: a ref, a registry path resolved at start
             (e.g. ``"registry"``), or None to drop them.
-        connector: Opens sockets (default: the ``websockets`` client).
+        connector: Opens connections (default: the ``websockets`` client).
     """
 
     def __init__(
@@ -216,9 +231,8 @@ class RouterSession(Actor[SessionMessage]):
             config.url, open_timeout=config.open_timeout, ping_interval=config.ping_interval
         )
         self._main: RouterConnection | None = None
-        self._connecting = False
-        self._closing = False
-        self._calls: set[PendingCall] = set()
+        self._link = _Link.CONNECTING
+        self._calls: dict[str, _Call] = {}
         self._status = SessionStatus(connected=False, url=config.url)
         self._forwarded = 0
 
@@ -228,17 +242,13 @@ class RouterSession(Actor[SessionMessage]):
         spec = self._events_spec
         self._events = self.system.ref_of(spec) if isinstance(spec, str) else spec
         # Connecting is not part of the synchronous start: a router that is down must
-        # not fail the server's start; the task's failure crashes us into a backoff.
-        self._connecting = True
-        self.start_soon(self._run_main, name=f"{self.name} main socket")
+        # not fail the server's start.
+        self.start_soon(self._keep_connected, name=f"{self.name} main connection")
 
     async def on_stop(self) -> None:
-        self._closing = True
-        self._connecting = False
+        # The calls in flight get no reply: their callers watch us and get Down.
+        self._link = _Link.CLOSING
         self._status = dataclasses.replace(self._status, connected=False)
-        for call in list(self._calls):
-            call.fail(RouterUnavailableError())
-        self._calls.clear()
         if self._main is not None:
             with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_GRACE):
                 await self._main.aclose()
@@ -249,9 +259,14 @@ class RouterSession(Actor[SessionMessage]):
     async def handle(self, message: SessionMessage) -> Any:
         match message:
             case InvokeMaster():
-                return self._start_invoke(message)
+                self._start_invoke(message)
+            case CancelInvoke(request_id):
+                call = self._calls.get(request_id)
+                if call is not None:
+                    call.withdrawn = True
+                    call.scope.cancel()
             case NotifyAgent(agent_uuid, error_message, error_type):
-                if self._status.connected:
+                if self._link is _Link.CONNECTED:
                     self.start_soon(self._notify, agent_uuid, error_message, error_type)
             case GetStatus():
                 return dataclasses.replace(
@@ -259,43 +274,70 @@ class RouterSession(Actor[SessionMessage]):
                 )
         return None
 
-    def _start_invoke(self, message: InvokeMaster) -> PendingCall | MasterAgentError | None:
-        if anyio.current_time() > message.accept_by:
-            return None  # the caller has given up already
-        if not self._status.connected:
-            if self._connecting:
-                try:
-                    self.stash()  # handled again once connected (or dropped if too late)
-                except MailboxFullError:
-                    return RouterUnavailableError()
-                return None
-            return RouterUnavailableError()
-        call = PendingCall()
-        self._calls.add(call)
-        self.start_soon(self._invoke, call, message)
+    def _start_invoke(self, message: InvokeMaster) -> None:
+        if self._link is _Link.CONNECTING:
+            try:
+                self.stash()  # handled again once the attempt has succeeded or failed
+            except MailboxFullError:
+                _reply_nowait(message, RouterUnavailableError())
+            return
+        if self._link is not _Link.CONNECTED:
+            _reply_nowait(message, RouterUnavailableError())
+            return
+        call = _Call(message)
+        self._calls[message.request_id] = call
+        self.start_soon(self._invoke, call)
         self._status = dataclasses.replace(self._status, invocations=self._status.invocations + 1)
-        return call
 
-    # -- tasks -----------------------------------------------------------------------
+    # -- the main connection -----------------------------------------------------------
 
-    async def _run_main(self) -> None:
-        """Connect, then read the main socket until it drops (a drop crashes the session)."""
-        conn = await self.connector.connect({"API-KEY": self.config.api_key})
+    async def _keep_connected(self) -> None:
+        """Connect, read until the connection drops, and again; pause while it fails."""
+        attempt = 0
+        while True:
+            self._link = _Link.CONNECTING
+            try:
+                conn = await self.connector.connect({"API-KEY": self.config.api_key})
+            except RouterConnectionError as exc:
+                self._went_down(exc, first=attempt == 0)
+                await anyio.sleep(self.config.reconnect.delay(attempt))
+                attempt += 1
+                continue
+            attempt = 0
+            self._came_up(conn)
+            try:
+                await self._read(conn)
+            except RouterConnectionError as exc:
+                if self._link is _Link.CLOSING:
+                    return  # on_stop closed it
+                self._main = None
+                with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_GRACE):
+                    await conn.aclose()
+                self._went_down(exc, first=True)
+
+    def _came_up(self, conn: RouterConnection) -> None:
         self._main = conn
-        self._connecting = False
+        self._link = _Link.CONNECTED
         self._status = dataclasses.replace(
-            self._status, connected=True, connects=self._status.connects + 1
+            self._status, connected=True, connects=self._status.connects + 1, last_error=None
         )
         logger.info("connected to the router at %s", self.config.url)
         self.unstash_all()
-        try:
-            await self._read(conn)
-        except RouterConnectionError:
-            if self._closing:
-                return  # on_stop closed it
-            self._status = dataclasses.replace(self._status, connected=False)
-            logger.warning("router session lost: %s", self.config.url)
-            raise
+
+    def _went_down(self, error: RouterConnectionError, *, first: bool) -> None:
+        was_connected = self._status.connected
+        self._link = _Link.DOWN
+        self._status = dataclasses.replace(self._status, connected=False, last_error=str(error))
+        if was_connected:
+            logger.warning("router session lost: %s (%s)", self.config.url, error)
+        elif first:
+            logger.warning("router unreachable at %s: %s; retrying", self.config.url, error)
+        # Every call in flight went through the router that dropped us.
+        for call in self._calls.values():
+            call.dropped = True
+            call.scope.cancel()
+        # What waited for this attempt is answered now: the router is unavailable.
+        self.unstash_all()
 
     async def _read(self, conn: RouterConnection) -> None:
         while True:
@@ -308,36 +350,41 @@ class RouterSession(Actor[SessionMessage]):
                 await self._events.tell(event)
                 self._forwarded += 1
 
-    async def _invoke(self, call: PendingCall, message: InvokeMaster) -> None:
+    # -- invocations -----------------------------------------------------------------
+
+    async def _invoke(self, call: _Call) -> None:
+        request = call.request
+        outcome: MasterReply | MasterAgentError | None = None
         try:
-            with call.scope, anyio.fail_after(max(0.0, message.deadline - anyio.current_time())):
-                reply = await self._exchange(call, message)
-            if call.scope.cancelled_caught:
-                return  # abandoned by its caller
-        except TimeoutError:
-            call.fail(MasterTimeoutError(message.timeout))
+            with call.scope:
+                outcome = await self._exchange(request)
         except RouterConnectionError as exc:
-            error = RouterUnavailableError()
-            error.__cause__ = exc
-            call.fail(error)
+            outcome = RouterUnavailableError()
+            outcome.__cause__ = exc
         except MasterAgentError as exc:
-            call.fail(exc)
+            outcome = exc
         except Exception as exc:  # a bad request is the caller's reply, never our crash
             logger.exception("invoking the master failed")
-            call.fail(MasterFailedError(f"Invalid master request: {exc}"))
-        else:
-            call.resolve(reply)
+            outcome = MasterFailedError(f"Invalid master request: {exc}")
         finally:
-            self._calls.discard(call)
+            del self._calls[request.request_id]
+        if outcome is None:
+            if call.withdrawn:
+                return
+            if call.dropped:
+                outcome = RouterUnavailableError()
+            else:
+                outcome = MasterTimeoutError(request.timeout)
+        await _reply(request, outcome)
 
-    async def _exchange(self, call: PendingCall, message: InvokeMaster) -> MasterReply:
+    async def _exchange(self, request: InvokeMaster) -> MasterReply:
         frame = {
             "message_type": "agent_invoke",
             "agent_uuid": MASTER_AGENT_ID,
-            "request_payload": dict(message.payload),
+            "request_payload": dict(request.payload),
             "request_metadata": {
-                "request_id": message.request_id,
-                "session_id": message.session_id,
+                "request_id": request.request_id,
+                "session_id": request.session_id,
             },
         }
         text = json.dumps(frame)
@@ -347,7 +394,6 @@ class RouterSession(Actor[SessionMessage]):
             while True:
                 reply = _master_reply(await conn.recv())
                 if reply is not None:
-                    call.resolve(reply)  # before the closing handshake, which is not its business
                     return reply
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_GRACE):
@@ -377,6 +423,21 @@ class RouterSession(Actor[SessionMessage]):
         # push errors) and is unique, so an upstream router never overwrites one of our
         # sockets with another (PROTOCOL.md §1.5).
         return f"{self.config.api_key}:{uuid.uuid4().hex}:{target}"
+
+
+async def _reply(request: InvokeMaster, outcome: MasterReply | MasterAgentError) -> None:
+    # A caller that has stopped turns the reply into a dead letter, which is all it is.
+    try:
+        await request.reply_to.tell(MasterReplied(request.request_id, outcome))
+    except MailboxFullError:
+        logger.warning("the reply to %s was refused: its mailbox is full", request.request_id)
+
+
+def _reply_nowait(request: InvokeMaster, outcome: MasterAgentError) -> None:
+    try:
+        request.reply_to.tell_nowait(MasterReplied(request.request_id, outcome))
+    except MailboxFullError:
+        logger.warning("the reply to %s was refused: its mailbox is full", request.request_id)
 
 
 def _master_reply(data: str) -> MasterReply | None:
@@ -417,13 +478,10 @@ class RouterSessionClient:
 
     Args:
         ref: The session's ref (stable across its restarts).
-        accept_timeout: How long the session may take to accept a request; a
-            session that is down (restarting) gives `RouterUnavailableError` then.
     """
 
-    def __init__(self, ref: ActorRef[SessionMessage], *, accept_timeout: float = 1.0) -> None:
+    def __init__(self, ref: ActorRef[SessionMessage]) -> None:
         self.ref = ref
-        self.accept_timeout = accept_timeout
 
     async def invoke_master(
         self,
@@ -432,38 +490,33 @@ class RouterSessionClient:
         request_id: str,
         session_id: str,
         timeout: float,  # noqa: ASYNC109 - the deadline is part of the contract
-    ) -> MasterReply:
-        """Invoke the master agent and wait for its reply, at most ``timeout`` seconds.
+        reply_to: ActorRef[MasterReplied],
+    ) -> None:
+        """Start invoking the master agent; does not wait for its reply.
+
+        ``reply_to`` gets exactly one `MasterReplied` (the reply, or a
+        `MasterAgentError` whose ``str()`` is the user's text; `MasterTimeoutError`
+        once ``timeout`` seconds have passed), unless the session goes down first:
+        watch `ref` to learn it.
 
         Raises:
-            MasterNotActiveError: The master agent is not connected.
-            MasterFailedError: It answered with an error.
-            MasterTimeoutError: No answer within ``timeout``.
-            RouterUnavailableError: The session is not connected, or dropped.
+            RouterUnavailableError: The session is not running or cannot take it.
         """
-        now = anyio.current_time()
-        accept = min(self.accept_timeout, timeout)
-        request = InvokeMaster(
-            payload, request_id, session_id, timeout, now + timeout, now + accept
-        )
-        try:
-            answer = await self.ref.ask(request, timeout=accept)
-        except (TimeoutError, ActorDeadError, MailboxFullError) as exc:
-            if anyio.current_time() >= now + timeout:
-                raise MasterTimeoutError(timeout) from exc
-            raise RouterUnavailableError() from exc
-        if isinstance(answer, MasterAgentError):
-            raise answer
-        if not isinstance(answer, PendingCall):
+        deadline = anyio.current_time() + timeout
+        request = InvokeMaster(payload, request_id, session_id, timeout, deadline, reply_to)
+        if not self.ref.is_alive:
             raise RouterUnavailableError()
         try:
-            remaining = now + timeout - anyio.current_time()
-            with anyio.fail_after(max(0.0, remaining) + _DEADLINE_GRACE):
-                return await answer.wait()
-        except TimeoutError:
-            raise MasterTimeoutError(timeout) from None
-        finally:
-            answer.abandon()
+            self.ref.tell_nowait(request)
+        except MailboxFullError as exc:
+            raise RouterUnavailableError() from exc
+
+    def cancel_master(self, request_id: str) -> None:
+        """Stop the invocation ``request_id``; no reply follows. Does not wait."""
+        try:
+            self.ref.tell_nowait(CancelInvoke(request_id))
+        except MailboxFullError:
+            logger.warning("could not cancel invocation %s: the session is busy", request_id)
 
     async def notify_agent(
         self, agent_uuid: str, error_message: str, error_type: str = "AgentGeneralError"
@@ -490,8 +543,11 @@ def router_session_spec(
 ) -> ChildSpec:
     """Return the child spec of a `RouterSession`: permanent, restarted with backoff.
 
+    A router that is down does not crash the session (it reconnects by itself with
+    ``config.reconnect``); the restart backoff is for crashes, which are bugs.
+
     Args:
-        config: Router URL and API key.
+        config: Router URL, API key and reconnect pause.
         events: The registry's ref or path (default ``"registry"``).
         connector: Opens sockets (default: the ``websockets`` client).
         name: The child's name.

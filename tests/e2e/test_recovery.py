@@ -1,5 +1,5 @@
-"""The router session recovers on its own: from a router that is down at boot, and from
-its socket being cut mid-turn."""
+"""The router session recovers on its own, spending no restarts: from a router that is
+down at boot, and from its socket being cut mid-turn."""
 
 from __future__ import annotations
 
@@ -57,12 +57,13 @@ class TestRouterDownAtBoot:
                         await anyio.sleep(0.05)
                 health = (await backend.http.get("/health")).json()
                 session = find(find(health["tree"], "router"), "session")
-                assert session["restarts"] >= 1
+                # The router was waited for inside the session, not by crashing it.
+                assert session["restarts"] == 0
                 assert health["router"]["connected"] is True
 
 
 class TestSessionCut:
-    async def test_a_cut_session_fails_the_turn_restarts_and_serves_the_next_one(
+    async def test_a_cut_session_fails_the_turn_reconnects_and_serves_the_next_one(
         self, backend: Backend, processes: list[Process], python_109: Path
     ) -> None:
         owner = await backend.user()
@@ -88,8 +89,8 @@ class TestSessionCut:
             await backend.wait_session(within=5)
             health = (await backend.http.get("/health")).json()
             session = find(find(health["tree"], "router"), "session")
-            assert session["restarts"] == 1
-            assert session["last_failure"] is not None
+            assert session["restarts"] == 0
+            assert session["last_failure"] is None
             with anyio.fail_after(5):
                 while (await readiness(backend))[0] != 200:  # noqa: ASYNC110
                     await anyio.sleep(0.02)

@@ -35,7 +35,10 @@ async def _system(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], master: FakeMaster
 ) -> AsyncIterator[tuple[ChatsClient, LogFanoutClient]]:
     deps = ChatDeps(sessionmaker, master, CIPHER, master_timeout=5.0)
-    async with open_actor_system(chat_supervisor_spec(deps), log_fanout_spec()) as system:
+    async with (
+        master.serving(),
+        open_actor_system(chat_supervisor_spec(deps), log_fanout_spec()) as system,
+    ):
         fanout = LogFanoutClient(system)
         yield ChatsClient(system, fanout=fanout), fanout
 

@@ -31,6 +31,7 @@ from actors.chat import (
     ChatDrain,
     ChatInput,
     ChatSession,
+    ChatStoppingError,
     ChatUnavailableError,
 )
 
@@ -142,7 +143,7 @@ async def frontend_ws() -> None:
             tg.start_soon(_write, chat, tg.cancel_scope)
             if drain is not None:
                 tg.start_soon(_close_when_drained, chat, drain)
-            await _read(chat, drain)
+            await _read(chat)
     except ChatUnavailableError:
         await websocket.close(CLOSE_TRY_AGAIN, "Chat is not available. Try again later")
     finally:
@@ -154,17 +155,16 @@ async def _close_when_drained(chat: ChatSession, drain: ChatDrain) -> None:
     chat.outbox.close()  # the writer sends what is queued, then closes the socket
 
 
-async def _read(chat: ChatSession, drain: ChatDrain | None) -> None:
+async def _read(chat: ChatSession) -> None:
     while True:
         parsed = parse_message(await websocket.receive())
         if isinstance(parsed, dict):
             chat.send_nowait(json.dumps(parsed, ensure_ascii=False, default=str))
             continue
-        if drain is not None and drain.draining:
-            chat.send_nowait(_error_frame(SHUTTING_DOWN))
-            continue
         try:
             await chat.post(parsed)
+        except ChatStoppingError:
+            chat.send_nowait(_error_frame(SHUTTING_DOWN))
         except ChatBusyError:
             chat.send_nowait(_error_frame(BUSY))
 

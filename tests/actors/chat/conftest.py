@@ -3,6 +3,7 @@ scripted master agent edge, and a running chat supervisor."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -11,18 +12,19 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.abc import TaskGroup
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.chat import ChatDeps, ChatsClient, ChatSession, chat_supervisor_spec
 from actors.fanout import LogFanoutClient, log_fanout_spec
-from actors.session import MasterAgentError
+from actors.session import MasterAgentError, MasterReplied, MasterReply, MasterTimeoutError
 from persistence import (
     ApiKeyCipher,
     ConfigRepository,
     ProviderRepository,
     UserRepository,
 )
-from runtime import ActorSystem, open_actor_system
+from runtime import ActorRef, ActorSystem, open_actor_system
 
 CIPHER = ApiKeyCipher({"k1": "chat-test-secret"})
 
@@ -39,10 +41,27 @@ class Answer:
 
 @dataclass
 class FakeMaster:
-    """A `MasterInvoker` edge: records every call and answers with ``script``."""
+    """A `MasterInvoker` edge: records every call and answers with ``script``.
+
+    Like the router session, it owns each invocation's deadline and tells the outcome
+    to the caller as a `MasterReplied`; run it inside `serving`. ``crash_next`` is
+    raised by the next `invoke_master` itself (a bug at the edge).
+    """
 
     script: Callable[[Mapping[str, Any]], Awaitable[Any]] | None = None
     calls: list[dict[str, Any]] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    crash_next: Exception | None = None
+    ref: ActorRef[Any] | None = None
+    _tasks: TaskGroup | None = None
+    _scopes: dict[str, anyio.CancelScope] = field(default_factory=dict)
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            yield
+            tasks.cancel_scope.cancel()
 
     async def invoke_master(
         self,
@@ -51,7 +70,8 @@ class FakeMaster:
         request_id: str,
         session_id: str,
         timeout: float,  # noqa: ASYNC109
-    ) -> Any:
+        reply_to: ActorRef[MasterReplied],
+    ) -> None:
         self.calls.append(
             {
                 "payload": dict(payload),
@@ -60,9 +80,44 @@ class FakeMaster:
                 "timeout": timeout,
             }
         )
-        if self.script is not None:
-            return await self.script(payload)
-        return Answer({"response": "hi", "agents_trace": [], "is_success": True}, 1.5)
+        if self.crash_next is not None:
+            error, self.crash_next = self.crash_next, None
+            raise error
+        assert self._tasks is not None, "run the fake master inside serving()"
+        scope = self._scopes[request_id] = anyio.CancelScope(
+            deadline=anyio.current_time() + timeout
+        )
+        self._tasks.start_soon(self._answer, payload, request_id, timeout, reply_to, scope)
+
+    def cancel_master(self, request_id: str) -> None:
+        self.cancelled.append(request_id)
+        scope = self._scopes.get(request_id)
+        if scope is not None:
+            scope.cancel()
+
+    async def _answer(
+        self,
+        payload: Mapping[str, Any],
+        request_id: str,
+        timeout: float,  # noqa: ASYNC109
+        reply_to: ActorRef[MasterReplied],
+        scope: anyio.CancelScope,
+    ) -> None:
+        outcome: MasterReply | MasterAgentError | None = None
+        with scope:
+            try:
+                answer = await self.script(payload) if self.script is not None else None
+            except MasterAgentError as exc:
+                outcome = exc
+            else:
+                if answer is None:
+                    answer = Answer({"response": "hi", "agents_trace": [], "is_success": True}, 1.5)
+                outcome = MasterReply(answer.response, answer.execution_time)
+        if outcome is None:
+            if request_id in self.cancelled:
+                return
+            outcome = MasterTimeoutError(timeout)
+        await reply_to.tell(MasterReplied(request_id, outcome))
 
 
 @dataclass
@@ -134,7 +189,10 @@ async def _running(
     sessionmaker: async_sessionmaker[AsyncSession], master: FakeMaster, deadline: float
 ) -> AsyncIterator[Running]:
     deps = ChatDeps(sessionmaker, master, CIPHER, master_timeout=deadline)
-    async with open_actor_system(chat_supervisor_spec(deps), log_fanout_spec()) as system:
+    async with (
+        master.serving(),
+        open_actor_system(chat_supervisor_spec(deps), log_fanout_spec()) as system,
+    ):
         fanout = LogFanoutClient(system)
         yield Running(system, ChatsClient(system, fanout=fanout), fanout)
 

@@ -442,11 +442,10 @@ class TestCrash:
         sessionmaker: async_sessionmaker[AsyncSession],
     ) -> None:
         async def script(payload: Mapping[str, Any]) -> Answer:
-            if len(master.calls) == 1:
-                raise RuntimeError("boom")
             return Answer({"response": "fine"}, 0.2)
 
         master.script = script
+        master.crash_next = RuntimeError("boom")
         owner = await world.user()
         session_id = uuid.uuid4()
         async with running.chats.open_session(owner.id, session_id) as chat:

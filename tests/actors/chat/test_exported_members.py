@@ -16,6 +16,7 @@ def test_all_names_are_exported_and_public() -> None:
 def test_public_surface_is_pinned() -> None:
     assert sorted(actors.chat.__all__) == sorted(
         [
+            "DATABASE_UNAVAILABLE",
             "DEFAULT_CHAT_INTENSITY",
             "DEFAULT_MASTER_TIMEOUT",
             "DEFAULT_QUEUED_MESSAGES",
@@ -29,14 +30,15 @@ def test_public_surface_is_pinned() -> None:
             "ChatInput",
             "ChatMessage",
             "ChatSession",
+            "ChatStoppingError",
             "ChatSupervisor",
             "ChatUnavailableError",
             "ChatsClient",
-            "MasterAnswer",
             "MasterInvoker",
             "PostMessage",
             "Reply",
             "Subscribe",
+            "TurnObserver",
             "Unsubscribe",
             "agent_response_frame",
             "chat_supervisor_spec",
