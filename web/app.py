@@ -11,7 +11,7 @@ from .blueprints import BLUEPRINTS
 from .cors import install_cors
 from .errors import register_error_handlers
 from .metrics import install_metrics
-from .openapi import SECURITY_SCHEMES, GenAIOpenAPIProvider
+from .openapi import SECURITY_SCHEMES, GenAIOpenAPIProvider, install_docs_assets
 from .services import EXTENSION_KEY, AppServices
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ def create_app(
     services = services or AppServices(settings, sessionmaker)
     app.extensions[EXTENSION_KEY] = services
 
+    install_docs_assets(app)
     QuartSchema(
         app,
         info=Info(title="GenAI AgentOS back-end", version="0.1.0"),

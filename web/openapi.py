@@ -1,11 +1,19 @@
-"""The OpenAPI document: quart-schema's, plus UUID path parameters and error responses."""
+"""The OpenAPI document: quart-schema's, plus UUID path parameters and error responses.
+
+Also the documentation pages' assets: quart-schema's ``/docs`` (Swagger UI) and
+``/redoc`` pages load their scripts from CDNs by default (ReDoc from an unpinned
+``@next``), which leaves them blank without Internet. We serve the pinned copies that
+the ``openapi-ui-bundles`` package ships instead, under our own routes.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from quart_schema import OpenAPIProvider
+import openapi_ui_bundles
+from quart import Quart, Response, send_from_directory
+from quart_schema import OpenAPIProvider, hide
 from quart_schema.validation import (
     QUART_SCHEMA_QUERYSTRING_ATTRIBUTE,
     QUART_SCHEMA_REQUEST_ATTRIBUTE,
@@ -16,7 +24,21 @@ from .validation import EMPTY_RESPONSE_ATTRIBUTE, PATH_TYPES_ATTRIBUTE
 if TYPE_CHECKING:
     from werkzeug.routing import Rule
 
-__all__ = ["ERROR_SCHEMAS", "SECURITY_SCHEMES", "GenAIOpenAPIProvider"]
+__all__ = [
+    "DOCS_ASSETS_PATH",
+    "ERROR_SCHEMAS",
+    "SECURITY_SCHEMES",
+    "GenAIOpenAPIProvider",
+    "install_docs_assets",
+]
+
+DOCS_ASSETS_PATH = "/docs/assets"
+_BUNDLES = {
+    "swagger-ui": openapi_ui_bundles.swagger_ui.static_path,
+    "redoc": openapi_ui_bundles.redoc.static_path,
+}
+# The bundle's version is pinned in pyproject.toml, so a browser may keep its files.
+_ASSET_MAX_AGE_SECONDS = 24 * 3600
 
 USER_SCHEME = "OAuth2PasswordBearer"
 API_KEY_SCHEME = "APIKeyHeader"
@@ -115,3 +137,31 @@ def _typed_parameter(parameter: dict[str, Any], path_types: dict[str, Any]) -> d
     if parameter.get("in") == "path" and path_types.get(parameter["name"]) is UUID:
         return {**parameter, "schema": {"type": "string", "format": "uuid"}}
     return parameter
+
+
+def install_docs_assets(app: Quart) -> None:
+    """Serve the documentation pages' scripts and styles from this process.
+
+    Call before ``QuartSchema(app)``: it keeps URLs already in the config and only fills
+    in its CDN defaults for the missing ones.
+    """
+    app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = (
+        f"{DOCS_ASSETS_PATH}/swagger-ui/swagger-ui-bundle.js"
+    )
+    app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = f"{DOCS_ASSETS_PATH}/swagger-ui/swagger-ui.css"
+    app.config["QUART_SCHEMA_REDOC_JS_URL"] = f"{DOCS_ASSETS_PATH}/redoc/redoc.standalone.js"
+    app.add_url_rule(
+        f"{DOCS_ASSETS_PATH}/<any({', '.join(map(repr, _BUNDLES))}):bundle>/<path:name>",
+        "docs_asset",
+        _docs_asset,
+        methods=["GET"],
+    )
+
+
+@hide
+async def _docs_asset(bundle: str, name: str) -> Response:
+    # send_from_directory refuses names that leave the directory (404).
+    response = await send_from_directory(_BUNDLES[bundle], name)
+    response.cache_control.public = True
+    response.cache_control.max_age = _ASSET_MAX_AGE_SECONDS
+    return response
