@@ -9,6 +9,9 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import anyio
+from websockets.asyncio.client import connect
+
 from actors.router import MASTER_SERVER_ML
 
 from .conftest import open_backend
@@ -182,3 +185,82 @@ class TestMasterFailures:
                 inner = assert_response_shape(await ui.response(within=5), session_id)
                 assert inner["is_success"] is True
             assert backend.table().conn_id_of(MASTER_SERVER_ML) is not None
+
+
+class TestSlowTurn:
+    async def test_a_second_socket_and_a_reconnect_are_served_while_a_turn_waits(
+        self, backend: Backend, processes: list[Process], python_109: Path
+    ) -> None:
+        owner = await backend.user()
+        await backend.add_model(owner)
+        await backend.start_master(python_109, processes)
+        session_id = str(uuid.uuid4())
+        async with backend.frontend(owner, session_id) as first:
+            await first.say("sleep 5")
+            with anyio.fail_after(5):
+                while (await backend.table_stats()).pending_invocations < 1:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            async with backend.frontend(owner, session_id) as second:
+                # An invalid frame is answered only once the socket is subscribed: at once,
+                # not when the turn ends.
+                await second.ws.send("{}")
+                assert (await second.next(within=2))["type"] == "error"
+                await first.ws.close()
+                async with backend.frontend(owner, session_id) as again:
+                    await again.ws.send("{}")
+                    assert (await again.next(within=2))["type"] == "error"
+                    answers = [await ui.response(within=15) for ui in (second, again)]
+        assert answers[0] == answers[1]
+        inner = assert_response_shape(answers[0], session_id)
+        assert inner["is_success"] is True, inner
+
+
+class TestPool:
+    async def test_turns_with_files_on_a_pool_of_two_are_all_answered(
+        self, tmp_path: Path, database_url: str
+    ) -> None:
+        from persistence import DatabaseSettings, FileRepository
+        from web._server import open_server
+
+        from ..faults.conftest import make_world, open_master, open_sessionmaker
+        from .conftest import make_settings
+
+        settings: Settings = make_settings(tmp_path)
+        db = DatabaseSettings(
+            DATABASE_URL=database_url, DATABASE_POOL_SIZE=2, DATABASE_MAX_OVERFLOW=0
+        )
+        async with (
+            open_server(settings, db) as server,
+            open_sessionmaker(database_url) as sessionmaker,
+            open_master(server.router_url, settings.MASTER_AGENT_API_KEY) as master,
+        ):
+            master.release("*")
+            host, port = server.http_addresses[0]
+            world = await make_world(f"http://{host}:{port}", settings, sessionmaker)
+            async with sessionmaker.begin() as session:
+                files = [
+                    await FileRepository(session).add(
+                        creator_id=world.user_id,
+                        mimetype="text/plain",
+                        original_name=f"{n}.txt",
+                        internal_name=f"{n}.txt",
+                        from_agent=False,
+                    )
+                    for n in range(20)
+                ]
+            answers: list[dict[str, Any]] = []
+
+            async def turn(file_id: uuid.UUID) -> None:
+                async with connect(world.ws_url(uuid.uuid4())) as ws:
+                    message = {"message": "x", "llm_name": "gpt", "files": [str(file_id)]}
+                    await ws.send(json.dumps(message))
+                    # Far below the pool's 30-s timeout, which a turn holding one
+                    # connection while it waits for another would run into.
+                    with anyio.fail_after(20):
+                        answers.append(json.loads(await ws.recv()))
+
+            async with anyio.create_task_group() as tg:
+                for file in files:
+                    tg.start_soon(turn, file.id)
+        assert len(answers) == 20
+        assert all(a["response"]["response"]["is_success"] for a in answers), answers
