@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -68,6 +69,7 @@ __all__ = [
     "EXIT_TREE_FAILED",
     "DatabaseBehindError",
     "InsecureSettingsError",
+    "PortTakenError",
     "RunningServer",
     "open_database",
     "open_server",
@@ -98,6 +100,40 @@ def check_settings(settings: Settings) -> None:
             f"ENVIRONMENT={settings.ENVIRONMENT} needs its own {_and(weak)} "
             "(they are defaults or empty); set them in the environment or .env"
         )
+
+
+class PortTakenError(OSError):
+    """Raised at start-up when a port the server must listen on is taken."""
+
+
+def check_ports(settings: Settings) -> None:
+    """Refuse to start, before anything shared is touched, when a port is taken.
+
+    A second server on the same data would otherwise start its tree first (and, with
+    it, the registry's start-up, which marks every agent inactive) and only then fail
+    to listen. Binding is tried and released at once; the listeners bind again later.
+
+    Raises:
+        PortTakenError: ``HTTP_PORT`` or (with the embedded router) ``ROUTER_PORT`` is
+            taken; the message names the setting to change.
+    """
+    ports = [("HTTP_PORT", settings.HTTP_HOST, settings.HTTP_PORT)]
+    if settings.ROUTER_WS_URL is None:
+        ports.append(("ROUTER_PORT", settings.ROUTER_HOST, settings.ROUTER_PORT))
+    for name, host, port in ports:
+        if port == 0:
+            continue  # any free port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As the listeners themselves bind: a socket in TIME_WAIT is no obstacle.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise PortTakenError(
+                    f"cannot listen on {host}:{port} ({exc.strerror}): another server may "
+                    f"be running there; set {name} to a free port",
+                ) from exc
 
 
 def _and(names: list[str]) -> str:
@@ -179,9 +215,11 @@ async def open_server(
 
     Raises:
         InsecureSettingsError: See `check_settings`.
+        PortTakenError: See `check_ports`.
         DatabaseBehindError: See `open_database`.
     """
     check_settings(settings)
+    check_ports(settings)
     async with open_database(db_settings, migrate=migrate) as database:
         engine = create_engine(
             database.url,
@@ -474,8 +512,18 @@ def _settle_heap() -> None:
 FORCED_EXIT_SECONDS = 2.0
 
 
+# A stop sent to the whole process group (a process manager, a terminal's Ctrl-C) reaches
+# this process twice when it runs under a launcher that forwards signals (`uv run`): a
+# second signal this soon after the first is that same stop, not an impatient operator.
+DUPLICATE_SIGNAL_SECONDS = 1.0
+
+
 async def _cancel_on_next_signal(signals: AsyncIterator[int], scope: anyio.CancelScope) -> None:
+    first = time.monotonic()
     async for signum in signals:
+        if time.monotonic() - first < DUPLICATE_SIGNAL_SECONDS:
+            logger.info("%s received again at once: the same stop", signal.Signals(signum).name)
+            continue
         logger.warning("%s received again: stopping at once", signal.Signals(signum).name)
         watchdog = threading.Timer(FORCED_EXIT_SECONDS, _exit_now)
         watchdog.daemon = True
