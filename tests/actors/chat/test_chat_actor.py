@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -11,8 +12,23 @@ import anyio
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from actors.chat import ChatBusyError, ChatInput, ChatSupervisor
-from persistence import ChatRepository, FileRepository, ProviderRepository, SenderType
+from actors.chat import (
+    ChatBusyError,
+    ChatDeps,
+    ChatInput,
+    ChatsClient,
+    ChatSupervisor,
+    chat_supervisor_spec,
+)
+from persistence import (
+    ChatRepository,
+    FileRepository,
+    ProviderRepository,
+    SenderType,
+    create_engine,
+    create_sessionmaker,
+)
+from runtime import Actor, ActorSystem, ChildSpec, open_actor_system
 from runtime.testing import wait_for
 
 from .conftest import CIPHER, Answer, FakeMaster, FakeMasterError, Running, World, next_frame
@@ -474,3 +490,71 @@ class TestCrash:
             "master_agent",
         ]
         assert SenderType.MASTER_AGENT.value == "master_agent"
+
+
+class _Router(Actor[str]):
+    """Stands for the router session: crashes when told ``"crash"``."""
+
+    async def handle(self, message: str) -> None:
+        if message == "crash":
+            raise RuntimeError("the router session crashed")
+
+
+def _chat_restarts(system: ActorSystem) -> list[int]:
+    node = system.snapshot().find("chats")
+    return [child.restarts for child in getattr(node, "children", ())]
+
+
+class TestOutages:
+    async def test_an_unreachable_database_answers_the_turn_and_crashes_nothing(
+        self, master: FakeMaster
+    ) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        engine = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/none")
+        deps = ChatDeps(create_sessionmaker(engine), master, CIPHER)
+        try:
+            async with (
+                master.serving(),
+                open_actor_system(chat_supervisor_spec(deps)) as system,
+            ):
+                chats = ChatsClient(system)
+                async with chats.open_session(uuid.uuid4(), uuid.uuid4()) as chat:
+                    for text in ("one", "two"):
+                        await chat.post(ChatInput(text, "gpt", "openai"))
+                        frame = await next_frame(chat)
+                        assert frame["response"]["response"] == error_object(
+                            "Database unavailable. Try again later"
+                        )
+                    assert _chat_restarts(system) == [0]
+        finally:
+            await engine.dispose()
+        assert master.calls == []
+
+    async def test_the_router_session_going_down_fails_the_waiting_turn_at_once(
+        self, sessionmaker: async_sessionmaker[AsyncSession], world: World, master: FakeMaster
+    ) -> None:
+        async def script(payload: Mapping[str, Any]) -> Answer:
+            await anyio.sleep_forever()
+            raise AssertionError
+
+        master.script = script
+        deps = ChatDeps(sessionmaker, master, CIPHER, master_timeout=60)
+        owner = await world.user()
+        async with (
+            master.serving(),
+            open_actor_system(ChildSpec("router", _Router), chat_supervisor_spec(deps)) as system,
+        ):
+            master.ref = system.ref_of("router")
+            async with ChatsClient(system).open_session(owner.id, uuid.uuid4()) as chat:
+                await chat.post(ChatInput("hello", "gpt", "openai"))
+                await wait_for(lambda: len(master.calls) == 1)
+                await master.ref.tell("crash")
+                # Far sooner than the 60-s deadline.
+                frame = await next_frame(chat, within=5)
+                assert frame["response"]["response"] == error_object(
+                    "Cannot connect to router service. Try again later"
+                )
+                assert master.cancelled == []
+                assert _chat_restarts(system) == [0]
