@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 import uuid
+import weakref
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -31,6 +32,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine.interfaces import ExecutionContext
+
 __all__ = [
     "A2ACard",
     "Agent",
@@ -49,6 +53,7 @@ __all__ = [
     "Team",
     "User",
     "UserProfile",
+    "statement_time",
     "utcnow",
 ]
 
@@ -64,6 +69,26 @@ NAMING_CONVENTION = {
 def utcnow() -> datetime:
     """Return the current time as a naive UTC datetime (the schema's timestamp format)."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+# The instant each running statement stamps its rows with, until the statement is gone.
+_statement_times: weakref.WeakKeyDictionary[ExecutionContext, datetime] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def statement_time(context: ExecutionContext) -> datetime:
+    """Return the instant of the statement being executed (a column default).
+
+    Every timestamp column a statement fills in gets the same value, so a new row's
+    ``created_at`` equals its ``updated_at`` and one UPDATE stamps ``updated_at`` and
+    ``last_invoked_at`` alike; rows inserted together share it too. Each column calling
+    the clock on its own would set them microseconds apart.
+    """
+    stamp = _statement_times.get(context)
+    if stamp is None:
+        stamp = _statement_times[context] = utcnow()
+    return stamp
 
 
 class Base(AsyncAttrs, DeclarativeBase):
@@ -85,11 +110,13 @@ def _uuid_pk() -> Mapped[uuid.UUID]:
 
 
 def _created_at() -> Mapped[datetime]:
-    return mapped_column(default=utcnow, server_default=func.now())
+    return mapped_column(default=statement_time, server_default=func.now())
 
 
 def _updated_at() -> Mapped[datetime]:
-    return mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
+    # An UPDATE is only sent for a real change (the unit of work skips attributes set to
+    # the value they have), so a no-op change leaves the stamp alone.
+    return mapped_column(default=statement_time, onupdate=statement_time, server_default=func.now())
 
 
 def _creator_id() -> Mapped[uuid.UUID | None]:

@@ -95,6 +95,14 @@ class ProviderRepository(Repository):
         row = await self.get_by_name(name, owner_id=owner_id)
         if row is None:
             raise NotFoundError(f"provider {name!r} not found")
+        return await self.change(row, **changes)
+
+    async def change(self, row: ModelProvider, **changes: Any) -> ModelProvider:
+        """Change fields of a provider the caller has loaded, as :meth:`patch` does.
+
+        Raises:
+            AlreadyExistsError: the new name is taken.
+        """
         async with self._writing():
             apply_changes(row, changes, _PROVIDER_PATCHABLE)
         return row

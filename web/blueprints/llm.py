@@ -17,6 +17,7 @@ from quart_schema import tag_blueprint
 from persistence import (
     AlreadyExistsError,
     ApiKeyCipher,
+    ApiKeyDecryptionError,
     ConfigRepository,
     ModelConfig,
     ModelProvider,
@@ -284,21 +285,39 @@ async def patch_provider(provider_name: str, data: ProviderPatchBody, caller: Ca
     missing = APIError(400, f"Provider named '{provider_name}' does not exist")
     if "\x00" in provider_name:
         raise missing
-    changes: dict[str, Any] = {"provider_metadata": data.metadata}
-    if _is_ollama(provider_name):
-        changes["api_key"] = None
-    elif data.api_key and data.api_key != MASKED_API_KEY:
-        changes["api_key"] = _cipher().encrypt(data.api_key)
     async with services().sessionmaker.begin() as session:
-        try:
-            row = await ProviderRepository(session).patch(
-                provider_name, owner_id=caller.user_id, **changes
-            )
-        except NotFoundError:
-            raise missing from None
+        providers = ProviderRepository(session)
+        row = await providers.get_by_name(provider_name, owner_id=caller.user_id)
+        if row is None:
+            raise missing
+        changes: dict[str, Any] = {"provider_metadata": data.metadata}
+        if _is_ollama(provider_name):
+            changes["api_key"] = None
+        elif (
+            data.api_key
+            and data.api_key != MASKED_API_KEY
+            and not await _holds_key(row.api_key, data.api_key)
+        ):
+            changes["api_key"] = _cipher().encrypt(data.api_key)
+        row = await providers.change(row, **changes)
         await session.refresh(row)
         out = ProviderWritten.of(row)
     return json_response(out)
+
+
+async def _holds_key(stored: str | None, api_key: str) -> bool:
+    """Tell whether ``stored`` is ``api_key`` encrypted with the current key.
+
+    Then sending it again changes nothing (a fresh ciphertext would move
+    ``updated_at``); a key stored in an older format or key is written anew.
+    """
+    cipher = _cipher()
+    if stored is None or not cipher.is_current(stored):
+        return False
+    try:
+        return await cipher.decrypt_async(stored) == api_key
+    except ApiKeyDecryptionError:
+        return False
 
 
 # -- configs -----------------------------------------------------------------------------
