@@ -243,8 +243,8 @@ async def open_server(
             await engine.dispose()
 
 
-# The router's restarts back off (up to 30 s each); this lets an outage of a few
-# minutes pass without escalating to the root.
+# For crashes (bugs) of the router's children, whose restarts back off (up to 30 s
+# each). A router that is down spends none of it: the session waits for it inside.
 _ROUTER_INTENSITY = RestartIntensity(max_restarts=20, period=300.0)
 
 

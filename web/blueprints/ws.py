@@ -7,8 +7,9 @@ be answered with the Q3 error frame and the socket kept open, and the older
 While the server stops (``services().drain``): a new socket is accepted and closed
 at once with 1013 ("try again later": another instance, or this one restarted, will
 take it; a close before accepting would reach the browser as a bare HTTP 403); a message
-on an open socket is answered with an error frame; once the turns in flight are
-answered, the open sockets send what is queued and close with 1001 ("going away").
+on an open socket is answered with an error frame; once every message accepted before
+the stop is answered (those queued behind a turn included), the open sockets send what
+is queued and close with 1001 ("going away").
 
 A user holds at most ``MAX_SOCKETS_PER_USER`` open sockets, over all sessions. One more
 is accepted, sent the error frame ``{"type": "error", "error": "Too many open sockets"}``
