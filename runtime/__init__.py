@@ -54,10 +54,11 @@ Starts and stops:
     raised it. A failed restart counts against the intensity, and under
     ``rest_for_one`` / ``one_for_all`` the children after it are not started
     until it is up. A stop requested while a child starts ends the start (its
-    `on_start` finishes, then `on_stop` runs; the starter gets
-    `ActorDeadError`), and a supervisor asked to stop gives up a restart in
-    progress. If `on_stop` fails after a crash, the crash is what the
-    supervisor sees; the `on_stop` error is logged and noted on it.
+    `on_start` finishes, then `on_stop` runs; a supervisor starts no further
+    child and stops those it started; the starter gets `ActorDeadError`), and
+    a supervisor asked to stop gives up a restart in progress. If `on_stop`
+    fails after a crash, the crash is what the supervisor sees; the `on_stop`
+    error is logged and noted on it.
 """
 
 from __future__ import annotations

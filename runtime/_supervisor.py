@@ -156,6 +156,11 @@ class SupervisorBase:
                     self._children = self._initial_children(cell)
                     for child in self._children:
                         await self._start(child)
+                        if cell.state is ActorState.STOPPING:
+                            # Stopped while starting, as an actor whose on_start finished:
+                            # start no further child, stop those started (below), and
+                            # tell the starter.
+                            raise cell._stopped_while_starting()
                 except Exception as exc:
                     error = exc
                     await self._shutdown_all()

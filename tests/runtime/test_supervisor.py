@@ -475,6 +475,46 @@ class TestStopWhileStarting:
                 assert system.snapshot().find("h") is None
                 assert await system.ref_of("a").ask("ping") == "ping"
 
+    async def test_a_supervisor_stopped_while_starting_stops_what_it_started(self) -> None:
+        log: Log = []
+        entered = anyio.Event()
+        release = anyio.Event()
+
+        class Slow(Lifecycle):
+            async def on_start(self) -> None:
+                entered.set()
+                await release.wait()
+                await super().on_start()
+
+        inner = [*specs(log, "a"), ChildSpec("slow", lambda: Slow(log, "slow")), *specs(log, "c")]
+        spec = ChildSpec("sup", lambda: Supervisor(inner))
+        outcomes: list[BaseException | None] = []
+
+        async def start() -> None:
+            try:
+                await system.start(spec)
+            except ActorDeadError as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+
+        with anyio.fail_after(5):
+            async with open_actor_system() as system:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(start)
+                    await entered.wait()
+                    tg.start_soon(system.stop, "sup")
+                    await anyio.wait_all_tasks_blocked()
+                    release.set()
+                assert len(outcomes) == 1
+                assert isinstance(outcomes[0], ActorDeadError)
+                assert "stopped while starting" in str(outcomes[0])
+                # The child being started finishes its start; none after it starts, and
+                # those started stop gracefully in reverse order.
+                assert log == [("start", "a"), ("start", "slow"), ("stop", "slow"), ("stop", "a")]
+                assert system.snapshot().find("sup") is None
+                assert system.ready
+
 
 class FailsOnce(Lifecycle):
     """A `Lifecycle` whose `on_start` fails once for each label put in `fail_next`."""
