@@ -9,7 +9,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from pydantic import BaseModel, TypeAdapter, field_validator
+from pydantic import BaseModel, Field, TypeAdapter, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from quart import Blueprint
 from quart_schema import hide, tag_blueprint
 
@@ -64,27 +65,35 @@ class FlowItem(BaseModel):
     type: str
 
 
-def _item(raw: Any) -> FlowItem:
-    # Raised as 400s from inside validation, as the original does.
-    if not isinstance(raw, dict):
-        raise APIError(400, "Agent ID is not a valid UUID")
-    if "id" not in raw and "agent_id" in raw:
-        raw = {"id": raw["agent_id"], "type": raw.get("type", "genai")}
-    try:
-        item_id = str(UUID(raw["id"])) if isinstance(raw.get("id"), str) else None
-    except ValueError:
-        item_id = None
-    if item_id is None:
-        raise APIError(400, "Agent ID is not a valid UUID")
-    if raw.get("type") not in ITEM_TYPES:
-        raise APIError(400, "Agent type must be one of 'genai', 'mcp', or 'a2a'")
-    return FlowItem(id=item_id, type=raw["type"])
+class FlowItemBody(BaseModel):
+    """A flow item as sent: any object. What its ``id`` and ``type`` say is checked
+    once the whole body has passed its schema (see :func:`_checked_items`).
+
+    The first release's form ``{"agent_id": …}`` is read as ``{"id": …, "type": "genai"}``.
+    """
+
+    id: Any = Field(None, json_schema_extra={"type": "string", "format": "uuid"})
+    type: Any = Field(None, json_schema_extra={"type": "string", "enum": list(ITEM_TYPES)})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            # As pydantic words it for a model item (bodies are read from attributes too).
+            raise PydanticCustomError(
+                "model_type",
+                "Input should be a valid dictionary or instance of {class_name}",
+                {"class_name": "FlowItem"},
+            )
+        if "id" not in raw and "agent_id" in raw:
+            return {"id": raw["agent_id"], "type": raw.get("type", "genai")}
+        return raw
 
 
 class FlowBody(BaseModel):
     name: str
     description: str
-    flow: list[Any]
+    flow: list[FlowItemBody]
 
     @field_validator("name")
     @classmethod
@@ -93,10 +102,40 @@ class FlowBody(BaseModel):
 
     @field_validator("flow")
     @classmethod
-    def _flow(cls, value: list[Any]) -> list[FlowItem]:
+    def _flow(cls, value: list[FlowItemBody]) -> list[FlowItemBody]:
         if len(value) <= 1:
             raise ValueError("Agentflow must contain more than 1 agent")
-        return [_item(raw) for raw in value]
+        return value
+
+
+def _checked_item(item: FlowItemBody) -> FlowItem:
+    try:
+        item_id = str(UUID(item.id)) if isinstance(item.id, str) else None
+    except ValueError:
+        item_id = None
+    if item_id is None:
+        raise APIError(400, "Agent ID is not a valid UUID")
+    if item.type not in ITEM_TYPES:
+        raise APIError(400, "Agent type must be one of 'genai', 'mcp', or 'a2a'")
+    return FlowItem(id=item_id, type=item.type)
+
+
+def _checked_items(data: FlowBody) -> list[FlowItem]:
+    """Apply the 400s of a body that passed its schema, in the contract's order.
+
+    Each item's id and type, then the empty name, then the empty description; only the
+    activity check (:func:`_check_active`) comes later. The 422s of the schema come
+    first, so a body missing its name is a 422 whatever its items hold.
+
+    Raises:
+        APIError: 400 for the first check that fails.
+    """
+    items = [_checked_item(item) for item in data.flow]
+    if data.name == "":
+        raise APIError(400, "'name' parameter must not be empty string")
+    if data.description == "":
+        raise APIError(400, "'description' parameter must not be empty string")
+    return items
 
 
 class FlowRow(BaseModel):
@@ -162,18 +201,21 @@ def _row(flow: AgentFlow) -> FlowRow:
     )
 
 
-async def _check(session: AsyncSession, caller: Caller, data: FlowBody) -> list[dict[str, str]]:
-    if data.name == "":
-        raise APIError(400, "'name' parameter must not be empty string")
-    if data.description == "":
-        raise APIError(400, "'description' parameter must not be empty string")
-    genai = {UUID(item.id) for item in data.flow if item.type == "genai"}
+async def _check_active(
+    session: AsyncSession, caller: Caller, items: list[FlowItem]
+) -> list[dict[str, str]]:
+    """Refuse items that are not the caller's active agents; return the items to store.
+
+    Raises:
+        APIError: 400 naming the invalid ids.
+    """
+    genai = {UUID(item.id) for item in items if item.type == "genai"}
     valid = {str(i) for i in await AgentRepository(session).active_ids(caller.user_id, genai)}
     # MCP and A2A items are never valid until they are supported.
-    invalid = sorted({item.id for item in data.flow if item.id not in valid})
+    invalid = sorted({item.id for item in items if item.id not in valid})
     if invalid:
         raise APIError(400, NOT_ACTIVE.format(ids=invalid))
-    return [item.model_dump() for item in data.flow]
+    return [item.model_dump() for item in items]
 
 
 @blueprint.get("/api/agentflows/")
@@ -257,8 +299,9 @@ async def get_flow(agentflow_id: UUID, caller: Caller) -> Any:
 @responds(FlowRow)
 async def register_flow(data: FlowBody, caller: Caller) -> Any:
     """Create a flow of the caller's active agents."""
+    checked = _checked_items(data)
     async with catalogue_transaction(caller.user_id) as session:
-        items = await _check(session, caller, data)
+        items = await _check_active(session, caller, checked)
         flow = await FlowRepository(session).add(
             name=data.name,
             alias=make_alias(data.name),
@@ -287,9 +330,10 @@ async def register_flow_first_release() -> Any:
 @responds(FlowRow)
 async def patch_flow(agentflow_id: UUID, data: FlowBody, caller: Caller) -> Any:
     """Replace a flow's name, description and items; the alias is regenerated."""
+    checked = _checked_items(data)
     try:
         async with catalogue_transaction(caller.user_id) as session:
-            items = await _check(session, caller, data)
+            items = await _check_active(session, caller, checked)
             flow = await FlowRepository(session).patch(
                 agentflow_id,
                 owner_id=caller.user_id,
