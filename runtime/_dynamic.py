@@ -115,7 +115,8 @@ class DynamicSupervisor(SupervisorBase):
 
         Raises:
             ActivationLimitError: `max_children` children are live.
-            ActorDeadError: The supervisor is not running.
+            ActorDeadError: The supervisor is not running, or `stop_child`
+                stopped the child while it started.
             Exception: Whatever `on_start` raised (to every waiting caller;
                 the others get an `ActorError` chained to it).
         """
@@ -171,11 +172,14 @@ class DynamicSupervisor(SupervisorBase):
         """Stop the child for `key` gracefully and forget it; waits until it stopped.
 
         A no-op if there is no child for `key` (it may have stopped by itself,
-        or been passivated, just before).
+        or been passivated, just before). A child still starting is stopped as
+        a supervised child is: its start ends (within the shutdown deadline)
+        and `get_or_start` raises `ActorDeadError`.
         """
         activation = self._by_key.get(key)
         if activation is None:
             return
-        await activation.started.wait()
+        # Not waiting for the start to end: a hung on_start would hold the stop
+        # until the start limit instead of the shutdown deadline.
         await self._stop(activation.child, restarting=False)
         self._forget(activation.child)

@@ -90,6 +90,26 @@ class TestGetOrStart:
             assert sorted(dyn.keys()) == ["b", "c"]  # type: ignore[type-var]
 
 
+class Gate(Actor[Any]):
+    """Its `on_start` waits for `release` (forever if None); logs what ran."""
+
+    def __init__(self, log: list[str], entered: anyio.Event, release: anyio.Event | None) -> None:
+        self.log = log
+        self.entered = entered
+        self.release = release
+
+    async def on_start(self) -> None:
+        self.log.append("on_start")
+        self.entered.set()
+        if self.release is None:
+            await anyio.sleep_forever()
+        await self.release.wait()
+        self.log.append("started")
+
+    async def on_stop(self) -> None:
+        self.log.append("on_stop")
+
+
 class Quitter(Actor[Any]):
     async def handle(self, message: Any) -> Any:
         self.stop()
@@ -108,6 +128,57 @@ class TestStopChild:
             await dyn.stop_child("a")
             assert dyn.get("a") is None
             assert not ref.is_alive
+
+    async def test_a_stop_during_on_start_ends_the_start(self) -> None:
+        log: list[str] = []
+        entered, release = anyio.Event(), anyio.Event()
+        dyn = DynamicSupervisor(shutdown=1.0)
+        errors: list[Exception] = []
+
+        async def start() -> None:
+            try:
+                await dyn.get_or_start("k", lambda: Gate(log, entered, release))
+            except ActorDeadError as exc:
+                errors.append(exc)
+
+        async with open_actor_system(ChildSpec("dyn", lambda: dyn)):
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(start)
+                    await entered.wait()
+                    tg.start_soon(dyn.stop_child, "k")
+                    await anyio.wait_all_tasks_blocked()
+                    release.set()
+            assert log == ["on_start", "started", "on_stop"]
+            assert len(errors) == 1
+            assert "stopped while starting" in str(errors[0])
+            assert dyn.get("k") is None
+            assert dyn.keys() == []
+            assert await (await dyn.get_or_start("k", RecordingActor)).ask(1) == 1
+
+    async def test_a_start_that_hangs_is_stopped_at_the_shutdown_deadline(self) -> None:
+        log: list[str] = []
+        entered = anyio.Event()
+        # No start limit: only the stop's own deadline ends the start.
+        dyn = DynamicSupervisor(shutdown=0.05, start_timeout=None)
+        errors: list[Exception] = []
+
+        async def start() -> None:
+            try:
+                await dyn.get_or_start("k", lambda: Gate(log, entered, None))
+            except ActorDeadError as exc:
+                errors.append(exc)
+
+        async with open_actor_system(ChildSpec("dyn", lambda: dyn)):
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(start)
+                    await entered.wait()
+                    await dyn.stop_child("k")
+            assert log == ["on_start"]  # on_start never finished: nothing to undo
+            assert len(errors) == 1
+            assert dyn.get("k") is None
+            assert dyn.keys() == []
 
 
 class TestPassivation:
