@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from .._exceptions import NotFoundError
 from .._models import ChatConversation, ChatMessage, SenderType
@@ -127,18 +127,39 @@ class ChatRepository(Repository):
         """
         if page < 1 or per_page < 1:
             raise ValueError("page and per_page must be at least 1")
-        owned = (
-            select(ChatMessage)
-            .join(ChatConversation, ChatConversation.session_id == ChatMessage.conversation_id)
-            .where(
-                ChatMessage.conversation_id == session_id,
-                ChatConversation.creator_id == owner_id,
-            )
-        )
-        total = await self.session.scalar(select(func.count()).select_from(owned.subquery()))
+        owned = _owned_messages(session_id, owner_id)
         items = await self.session.scalars(
-            owned.order_by(ChatMessage.created_at.desc(), ChatMessage.id.desc())
-            .limit(per_page)
-            .offset((page - 1) * per_page)
+            _newest_first(owned).limit(per_page).offset((page - 1) * per_page)
         )
-        return MessagePage(total_count=total or 0, items=items.all())
+        return MessagePage(total_count=await self._count(owned), items=items.all())
+
+    async def current_message(self, session_id: uuid.UUID, *, owner_id: uuid.UUID) -> MessagePage:
+        """Return the owner's conversation's current message: its newest user message.
+
+        The page holds that message alone (none when there is none) and the count of
+        every message; an unknown or foreign conversation gives an empty page.
+        """
+        owned = _owned_messages(session_id, owner_id)
+        items = await self.session.scalars(
+            _newest_first(owned.where(ChatMessage.sender_type == SenderType.USER)).limit(1)
+        )
+        return MessagePage(total_count=await self._count(owned), items=items.all())
+
+    async def _count(self, messages: Select[ChatMessage]) -> int:
+        return await self.session.scalar(select(func.count()).select_from(messages.subquery())) or 0
+
+
+def _owned_messages(session_id: uuid.UUID, owner_id: uuid.UUID) -> Select[ChatMessage]:
+    """Select the messages of the conversation if it is the owner's (none otherwise)."""
+    return (
+        select(ChatMessage)
+        .join(ChatConversation, ChatConversation.session_id == ChatMessage.conversation_id)
+        .where(
+            ChatMessage.conversation_id == session_id,
+            ChatConversation.creator_id == owner_id,
+        )
+    )
+
+
+def _newest_first(messages: Select[ChatMessage]) -> Select[ChatMessage]:
+    return messages.order_by(ChatMessage.created_at.desc(), ChatMessage.id.desc())

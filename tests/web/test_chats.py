@@ -219,6 +219,42 @@ class TestHistory:
         response = await client.get(url)
         assert response.status_code == 400
 
+    async def test_the_master_asking_for_no_history_gets_the_current_message(
+        self, client: QuartClient, users: Users, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        # A model config with max_last_messages 0: the master asks with per_page=0.
+        alice = await users.login()
+        chat = await open_chat(client, alice)
+        await add_messages(sessionmaker, chat["session_id"], 3)
+        url = f"/api/chat?session_id={chat['session_id']}&user_id={alice.id}&per_page=0"
+        response = await client.get(url, headers=MASTER)
+        assert response.status_code == 200, await response.get_data()
+        body = await response.get_json()
+        assert [(item["sender_type"], item["content"]) for item in body["items"]] == [
+            ("user", "m2")
+        ]
+        assert body["total_count"] == 3
+        assert body["next_page"] is None and body["previous_page"] is None
+        empty = await open_chat(client, alice)
+        url = f"/api/chat?session_id={empty['session_id']}&user_id={alice.id}&per_page=0"
+        body = await (await client.get(url, headers=MASTER)).get_json()
+        assert body == {"total_count": 0, "next_page": None, "previous_page": None, "items": []}
+        # Users still page by at least one.
+        url = f"/api/chat?session_id={chat['session_id']}&per_page=0"
+        response = await client.get(url, headers=alice.headers)
+        assert response.status_code == 422
+        assert await response.get_json() == {
+            "detail": [
+                {
+                    "type": "greater_than_equal",
+                    "loc": ["query", "per_page"],
+                    "msg": "Input should be greater than or equal to 1",
+                    "input": "0",
+                    "ctx": {"ge": 1},
+                }
+            ]
+        }
+
     async def test_validation(self, client: QuartClient, users: Users) -> None:
         alice = await users.login()
         session_id = uuid4()

@@ -7,7 +7,8 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 from uuid import UUID
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from quart import Blueprint, request
 from quart_schema import tag_blueprint
 
@@ -63,7 +64,19 @@ class HistoryQuery(BaseModel):
     session_id: UUID
     user_id: UUID | None = None
     page: int = Field(1, ge=1, le=2**62)
-    per_page: int = Field(100, ge=1, le=MAX_PER_PAGE)
+    # 0 only from the master (see _per_page).
+    per_page: int = Field(100, ge=0, le=MAX_PER_PAGE)
+
+    @field_validator("per_page")
+    @classmethod
+    def _per_page(cls, value: int, info: ValidationInfo) -> int:
+        # The master sends its config's max_last_messages, which may be 0, and asks by
+        # user_id (a user token with user_id never reaches the route). Users page by 1+.
+        if value == 0 and info.data.get("user_id") is None:
+            raise PydanticCustomError(
+                "greater_than_equal", "Input should be greater than or equal to {ge}", {"ge": 1}
+            )
+        return value
 
 
 class ChatSummary(BaseModel):
@@ -163,7 +176,21 @@ async def create_chat(data: NewChatBody, caller: Caller) -> Any:
 @validate_query(HistoryQuery)
 @responds(History)
 async def chat_history(query: HistoryQuery, caller: Caller) -> Any:
-    """Return one page of a conversation's messages, newest first."""
+    """Return one page of a conversation's messages, newest first.
+
+    ``per_page=0`` (the master, for a config that keeps no history) answers the
+    conversation's current message alone: its newest user message.
+    """
+    if query.per_page == 0:
+        async with services().sessionmaker() as session:
+            current = await ChatRepository(session).current_message(
+                query.session_id, owner_id=caller.user_id
+            )
+        items = [HistoryItem.of(row) for row in current.items]
+        out = History(
+            total_count=current.total_count, next_page=None, previous_page=None, items=items
+        )
+        return json_response(out)
     async with services().sessionmaker() as session:
         page = await ChatRepository(session).page_messages(
             query.session_id, owner_id=caller.user_id, page=query.page, per_page=query.per_page
