@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import stat
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 __all__ = ["ROOT_HOME", "EmbeddedPostgres", "open_embedded_postgres"]
+
+_log = logging.getLogger(__name__)
 
 _START_ATTEMPTS = 10
 _START_RETRY_SECONDS = 0.5
@@ -159,6 +162,11 @@ class EmbeddedPostgres:
         if _is_root():
             _reachable_binaries(pgserver)
             served = _reachable_data_dir(self.data_dir)
+        new = not (served / "PG_VERSION").exists()
+        if new:
+            # initdb takes seconds with nothing else to show: say why the start waits.
+            _log.info("first start: creating the database in %s (takes a few seconds)", served)
+        started = time.perf_counter()
         for attempt in range(_START_ATTEMPTS):
             try:
                 self._server = pgserver.get_server(served, cleanup_mode="stop")
@@ -178,6 +186,8 @@ class EmbeddedPostgres:
                 raise EmbeddedPostgresError(
                     f"embedded PostgreSQL failed to start in {self.data_dir}: {exc}"
                 ) from exc
+        if new:
+            _log.info("database created in %.1f s", time.perf_counter() - started)
         return self.url()
 
     def url(self, database: str = "postgres") -> str:
