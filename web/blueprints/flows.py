@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import partial
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from pydantic import BaseModel, Field, TypeAdapter, field_validator, model_validator
+from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 from quart import Blueprint
 from quart_schema import hide, tag_blueprint
@@ -65,15 +67,23 @@ class FlowItem(BaseModel):
     type: str
 
 
+def _documented_as(**schema: Any) -> Callable[[JsonDict], None]:
+    """Document a field that accepts anything as ``schema`` (no default shown)."""
+
+    def update(field_schema: JsonDict) -> None:
+        field_schema.pop("default", None)
+        field_schema.update(schema)
+
+    return update
+
+
 class FlowItemBody(BaseModel):
-    """A flow item as sent: any object. What its ``id`` and ``type`` say is checked
-    once the whole body has passed its schema (see :func:`_checked_items`).
+    """A flow item: an agent's id and its type (``{"agent_id": …}`` reads as a genai item)."""
 
-    The first release's form ``{"agent_id": …}`` is read as ``{"id": …, "type": "genai"}``.
-    """
-
-    id: Any = Field(None, json_schema_extra={"type": "string", "format": "uuid"})
-    type: Any = Field(None, json_schema_extra={"type": "string", "enum": list(ITEM_TYPES)})
+    # Any object passes the body's schema; what its id and type say is checked once the
+    # whole body has passed (the 400s of _checked_items).
+    id: Any = Field(None, json_schema_extra=_documented_as(type="string", format="uuid"))
+    type: Any = Field(None, json_schema_extra=_documented_as(type="string", enum=[*ITEM_TYPES]))
 
     @model_validator(mode="before")
     @classmethod
