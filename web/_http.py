@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import anyio
+import h11
+import hypercorn.protocol
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.utils import wrap_app
 
 from runtime import Actor
 
 if TYPE_CHECKING:
     from hypercorn.config import Sockets
+    from hypercorn.typing import H11SendableEvent
     from quart import Quart
 
 __all__ = ["GetAddresses", "HttpServer", "hypercorn_config"]
@@ -44,6 +50,41 @@ def hypercorn_config(
     return config
 
 
+@functools.cache
+def _reason_phrase(status_code: int) -> bytes:
+    try:
+        return HTTPStatus(status_code).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+class _H11ProtocolWithReasons(H11Protocol):
+    """Hypercorn's HTTP/1.1 protocol, sending the standard reason phrase.
+
+    Hypercorn leaves it empty (``HTTP/1.1 401 ``), which clients print in their errors
+    ("Client error '401 '") as if something were wrong with the answer itself.
+    """
+
+    async def _send_h11_event(self, event: H11SendableEvent) -> None:
+        if isinstance(event, h11.Response | h11.InformationalResponse) and not event.reason:
+            event = type(event)(
+                status_code=event.status_code,
+                headers=event.headers,
+                reason=_reason_phrase(event.status_code),
+            )
+        await super()._send_h11_event(event)
+
+
+def _send_reason_phrases() -> None:
+    """Make hypercorn's connections speak HTTP/1.1 through `_H11ProtocolWithReasons`.
+
+    Hypercorn builds its protocol by name from its ``protocol`` package and has no
+    setting for it, so the name is pointed at the subclass (idempotent, process-wide;
+    HTTP/2 has no reason phrases).
+    """
+    vars(hypercorn.protocol)["H11Protocol"] = _H11ProtocolWithReasons
+
+
 @dataclass(frozen=True, slots=True)
 class GetAddresses:
     """Ask for the ``(host, port)`` pairs the server listens on."""
@@ -70,6 +111,7 @@ class HttpServer(Actor[GetAddresses]):
         self._finished = anyio.Event()
 
     async def on_start(self) -> None:
+        _send_reason_phrases()
         sockets = self.config.create_sockets()
         for sock in sockets.insecure_sockets:
             # Listen now: connections made before hypercorn's loop takes the socket over
