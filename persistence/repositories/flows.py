@@ -9,7 +9,7 @@ from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import cast, func, literal, or_, select, update
+from sqlalchemy import cast, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 
 from .._exceptions import NotFoundError
@@ -218,7 +218,7 @@ class FlowRepository(Repository):
         if owner_id is not None:
             stmt = stmt.where(AgentFlow.creator_id == owner_id)
         result = await self.session.execute(
-            stmt.values(is_active=False, updated_at=func.now()),
+            stmt.values(is_active=False),
             execution_options={"synchronize_session": "fetch"},
         )
         return int(getattr(result, "rowcount", 0))

@@ -133,6 +133,13 @@ class TestChanges:
         patched = await (await client.patch(path, json=body, headers=user.headers)).get_json()
         assert patched["created_at"] == row["created_at"]
         assert patched["updated_at"] > row["updated_at"]
+        # Deleting one of its agents deactivates it: a change.
+        agent_id = body["flow"][0]["id"]
+        deleted = await client.delete(f"/api/agents/{agent_id}", headers=user.headers)
+        assert deleted.status_code == 204
+        got = await (await client.get(path, headers=user.headers)).get_json()
+        assert got["is_active"] is False
+        assert got["updated_at"] > patched["updated_at"]
 
     async def test_provider_and_config_patch(
         self,
