@@ -360,6 +360,8 @@ async def _router_status(session: RouterSessionClient) -> dict[str, Any]:
         "url": status.url,
         "in_flight": status.in_flight,
         "connects": status.connects,
+        # While the router is down: why the last attempt failed (the session retries).
+        "last_error": status.last_error,
     }
 
 
