@@ -142,6 +142,8 @@ class TestOtherRoutes:
                 f"/api/llm/model/config/{uuid4()}",
                 {"json": {"max_last_messages": 99}},
             ),
+            # 400 "Profile with of user with id ... was not found" once the body is valid.
+            ("PATCH", f"/api/profiles/{uuid4()}", {"json": {"first_name": 5}}),
             # 400 "Only 'request_id' or 'session_id' ..." once both are UUIDs.
             ("GET", f"/api/logs/list?request_id=x&session_id={uuid4()}", {}),
         ]
