@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
@@ -10,10 +11,11 @@ import anyio
 import pytest
 from quart import Quart
 from quart.testing import QuartClient
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from persistence import (
+    CATALOGUE_CHANNEL,
     Agent,
     AgentListings,
     AgentRepository,
@@ -42,6 +44,30 @@ def _app(
 ) -> Quart:
     services = AppServices(settings, sessionmaker, catalogue=versions)
     return create_app(settings, sessionmaker, services=services)
+
+
+@pytest.fixture(name="settle")
+def _settle(
+    versions: CatalogueVersions, sessionmaker: async_sessionmaker[AsyncSession]
+) -> Callable[[], Awaitable[None]]:
+    async def settle() -> None:
+        """Wait until every change committed so far has been heard.
+
+        A late notification of the set-up's own writes would rightly make a list be read
+        again; the notifications of one listener arrive in commit order, so once a marker
+        sent now is heard, so is everything before it.
+        """
+        marker = uuid.uuid4()
+        async with sessionmaker.begin() as db:
+            await db.execute(
+                text("SELECT pg_notify(:channel, :marker)"),
+                {"channel": CATALOGUE_CHANNEL, "marker": str(marker)},
+            )
+        with anyio.fail_after(5):
+            while (versions.current(marker) or (0, 0))[1] == 0:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+
+    return settle
 
 
 @pytest.fixture(name="reads")
@@ -81,10 +107,16 @@ async def a_flow(client: QuartClient, agents: Agents, user: LoggedIn) -> Any:
 
 class TestListCache:
     async def test_a_list_is_read_once_while_nothing_changes(
-        self, client: QuartClient, users: Users, agents: Agents, reads: dict[str, int]
+        self,
+        client: QuartClient,
+        users: Users,
+        agents: Agents,
+        reads: dict[str, int],
+        settle: Callable[[], Awaitable[None]],
     ) -> None:
         user = await users.login()
         await a_flow(client, agents, user)
+        await settle()
         first = await body(client, "/api/agents/", user)
         flows = await body(client, "/api/agentflows/", user)
         for _ in range(3):
@@ -170,6 +202,7 @@ class TestActiveListCache:
         users: Users,
         agents: Agents,
         monkeypatch: pytest.MonkeyPatch,
+        settle: Callable[[], Awaitable[None]],
     ) -> None:
         reads: list[UUID] = []
         original = AgentRepository.list_active_for_user
@@ -181,6 +214,7 @@ class TestActiveListCache:
         monkeypatch.setattr(AgentRepository, "list_active_for_user", counted)
         user = await users.login()
         members = await a_flow(client, agents, user)
+        await settle()
         path = "/api/agents/active?agent_type=all"
         first = await body(client, path, user)
         assert first["count_active_connections"] == 3  # the flow, then its two agents
