@@ -475,6 +475,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/", Auth.NONE, exempt="a redirect to /docs"),
     Endpoint("GET", "/docs", Auth.NONE, exempt="static Swagger UI"),
     Endpoint("GET", "/redoc", Auth.NONE, exempt="static ReDoc"),
+    Endpoint(
+        "GET",
+        "/docs/assets/<any('swagger-ui', 'redoc'):bundle>/<path:name>",
+        Auth.NONE,
+        exempt="the docs pages' packaged scripts and styles",
+    ),
     Endpoint("GET", "/openapi.json", Auth.NONE, exempt="the schema, the same for everyone"),
     Endpoint("GET", "/static/<path:filename>", Auth.NONE, exempt="Quart's static folder"),
 )
