@@ -27,6 +27,8 @@ import jwt
 
 from persistence import MAX_NAME_LENGTH, NewLog, alias_matches, new_alias, normalise_name
 
+from ._redact import redact
+
 __all__ = [
     "MAX_NAME_LENGTH",
     "AgentClaims",
@@ -93,8 +95,8 @@ def validate_log(
     """Return the log to store, or None to drop it.
 
     Stored only when ``session_id``, ``request_id`` and ``log_level`` are non-empty,
-    the ids are UUIDs and there is a message (API.md §9.6). NUL characters, which
-    PostgreSQL text refuses, become U+FFFD.
+    the ids are UUIDs and there is a message (API.md §9.6). Secrets in the message are
+    masked (`redact`); NUL characters, which PostgreSQL text refuses, become U+FFFD.
     """
     if not session_id or not request_id or not log_level or message is None:
         return None
@@ -103,7 +105,7 @@ def validate_log(
         rid = _parse_uuid(str(request_id))
     except ValueError:
         return None
-    text = message if isinstance(message, str) else str(message)
+    text = redact(message if isinstance(message, str) else str(message))
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")
     level = str(log_level)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -56,14 +57,16 @@ def _python(request: pytest.FixtureRequest) -> Path | str:
     return python
 
 
-async def invoke(url: str, agent_id: uuid.UUID, text: str, sid: str, rid: str) -> dict[str, Any]:
+async def invoke(
+    url: str, agent_id: uuid.UUID, text: str, sid: str, rid: str, **payload: Any
+) -> dict[str, Any]:
     """Invoke an agent as another agent's send() would, and return its reply."""
     async with open_peer(url, **{"x-custom-invoke-key": f"caller:{agent_id}"}) as caller:
         await caller.send(
             {
                 "message_type": "agent_invoke",
                 "agent_uuid": str(agent_id),
-                "request_payload": {"text": text},
+                "request_payload": {"text": text, **payload},
                 "request_metadata": {"request_id": rid, "session_id": sid},
             }
         )
@@ -245,6 +248,39 @@ class TestLogs:
             rows = (await db.scalars(select(Log).order_by(Log.id))).all()
         assert [r.id for r in rows] == sorted(e.id for e in sink.entries)
         assert "echo hi" in [r.message for r in rows]
+
+    async def test_a_provider_key_an_agent_logs_is_masked_before_it_is_stored_or_pushed(
+        self, sessionmaker: async_sessionmaker[AsyncSession], python_109: Path
+    ) -> None:
+        # genai-protocol 1.0.9 logs every request payload it receives: the master's
+        # carries the user's decrypted provider key in configs.api_key.
+        key = "sk-proj-must-never-be-stored-0123456789"
+        agent_id, _, token = await add_agent(sessionmaker)
+        sid, rid = uuid.uuid4(), uuid.uuid4()
+        sink = RecordingSink()
+        processes: list[Process] = []
+        try:
+            async with open_stack(sessionmaker, sink=sink) as stack:
+                await start_agent(python_109, "echo", stack.url, token, processes)
+                await wait_active(sessionmaker, agent_id, True, within=20)
+                configs = {"provider": "openai", "api_key": key, "max_tokens": 512}
+                await invoke(stack.url, agent_id, "hi", str(sid), str(rid), configs=configs)
+                with anyio.fail_after(10):
+                    # The sink has no change notification; poll it.
+                    while not any("request_payload" in e.message for e in sink.entries):  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+        finally:
+            await stop_processes(processes)
+        logged = next(e.message for e in sink.entries if "request_payload" in e.message)
+        assert json.loads(logged)["request_payload"]["configs"] == {
+            "provider": "openai",
+            "api_key": "********",
+            "max_tokens": 512,
+        }
+        async with sessionmaker() as db:
+            stored = (await db.scalars(select(Log.message))).all()
+        assert stored and not any(key in message for message in stored)
+        assert not any(key in e.message for e in sink.entries)
 
     async def test_invalid_logs_are_dropped_and_counted(
         self, sessionmaker: async_sessionmaker[AsyncSession]
