@@ -18,7 +18,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-_SKIP_IN_COPY = {".venv", ".uv", "var", ".git", "files", "__pycache__", ".mypy_cache"}
+# Environments, caches and data: not the project's sources (a running PostgreSQL's
+# data directory, with its socket, cannot even be copied).
+_SKIP_IN_COPY = {
+    ".venv",
+    ".uv",
+    ".git",
+    ".test-cache",
+    ".hypothesis",
+    ".import_linter_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    "__pycache__",
+    "var",
+    "files",
+}
 
 
 def _readme_commands() -> tuple[str, str]:
@@ -76,7 +91,11 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
 )
 def test_the_readme_commands_work_as_typed(python: Path, tmp_path: Path) -> None:
     work = tmp_path / "repo"
-    shutil.copytree(ROOT, work, ignore=lambda _d, names: _SKIP_IN_COPY & set(names))
+    shutil.copytree(
+        ROOT,
+        work,
+        ignore=lambda _dir, names: {n for n in names if n in _SKIP_IN_COPY or n.startswith(".uv-")},
+    )
     serve, test = _readme_commands()
     # An activated environment elsewhere: uv must neither use it nor warn about it.
     env = {**os.environ, "VIRTUAL_ENV": str(tmp_path / "some-other-venv")}
