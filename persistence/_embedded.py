@@ -25,6 +25,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -118,6 +119,26 @@ def _pgserver_version() -> str:
     return version("pgserver")
 
 
+def _sweep_abandoned() -> None:
+    """Remove the stand-ins of temporary data directories that are gone.
+
+    Tests and benchmarks start servers in temporary directories and delete them; their
+    data in ROOT_HOME would stay behind. Only a link that lived in the temporary
+    directory is taken as gone for good: data asked for anywhere else is kept.
+    """
+    temp = Path(tempfile.gettempdir()).resolve()
+    for marker in ROOT_HOME.glob("pgdata-*.link"):
+        link = Path(marker.read_text().strip())
+        stand_in = marker.with_suffix("")
+        if (
+            link.is_relative_to(temp)
+            and not os.path.lexists(link)
+            and not (stand_in / "postmaster.pid").exists()
+        ):
+            shutil.rmtree(stand_in, ignore_errors=True)
+            marker.unlink(missing_ok=True)
+
+
 def _reachable_data_dir(data_dir: Path) -> Path:
     """As root, the data directory the pgserver user can reach, standing for *data_dir*.
 
@@ -129,9 +150,11 @@ def _reachable_data_dir(data_dir: Path) -> Path:
     if data_dir.exists() and not data_dir.is_symlink():
         _require_traversable(data_dir)
     _make_root_home()
+    _sweep_abandoned()
     digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
     stand_in = ROOT_HOME / f"pgdata-{digest}"
     if not data_dir.is_symlink():
+        stand_in.with_suffix(".link").write_text(f"{data_dir}\n")
         data_dir.symlink_to(stand_in, target_is_directory=True)
     # pgserver makes the directory itself (and owns it to its user).
     return data_dir.resolve()

@@ -88,3 +88,32 @@ async def test_as_root_existing_data_behind_a_closed_parent_is_refused(tmp_path:
         async with persistence.open_embedded_postgres(data_dir):
             pass
     assert stat.S_IMODE(closed.stat().st_mode) == 0o700
+
+
+def _present(path: Path) -> bool:
+    return os.path.lexists(path)
+
+
+def _closed_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700)
+    path.chmod(0o700)  # whatever the umask
+    return path
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="only root relocates")
+async def test_as_root_the_data_of_a_deleted_temporary_directory_is_removed(
+    tmp_path: Path,
+) -> None:
+    gone = _closed_dir(tmp_path / "gone")
+    async with persistence.open_embedded_postgres(gone / "pgdata"):
+        pass
+    stand_in = (gone / "pgdata").resolve()
+    assert stand_in.parent == ROOT_HOME and _present(stand_in)
+    shutil.rmtree(gone)  # as a test run's temporary directories are
+    kept = _closed_dir(tmp_path / "kept")
+    try:
+        async with persistence.open_embedded_postgres(kept / "pgdata"):
+            pass
+        assert not _present(stand_in)
+    finally:
+        shutil.rmtree((kept / "pgdata").resolve(), ignore_errors=True)
