@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,8 @@ __all__ = [
     "ChatsClient",
     "chat_supervisor_spec",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_QUEUED_MESSAGES = 16
 # The room bounds the posts (`queued_messages`); the mailbox only needs room for them,
@@ -219,16 +222,19 @@ class ChatsClient:
         """Subscribe a new socket to ``user_id``'s ``session_id`` and its live logs.
 
         On exit the socket is unsubscribed (even when cancelled); the last socket to
-        leave lets the chat actor passivate.
-
-        Raises:
-            ChatUnavailableError: No chat actor can be reached.
+        leave lets the chat actor passivate. A chat actor that cannot be reached now
+        does not refuse the socket: each `ChatSession.post` tries to reach it again
+        (and raises `ChatUnavailableError` while it cannot), so every message the
+        socket sends can still be answered.
         """
         outbox = SocketOutbox(self._outbox_capacity)
         chat = ChatSession(self, user_id, session_id, outbox)
         fanout = self._fanout
         try:
-            chat._ref, chat._room = await self._attach(user_id, session_id, outbox)
+            try:
+                chat._ref, chat._room = await self._attach(user_id, session_id, outbox)
+            except ChatUnavailableError as exc:
+                logger.warning("socket of session %s opened unattached: %s", session_id, exc)
             if fanout is not None:
                 await fanout.subscribe(user_id, session_id, outbox)
             yield chat

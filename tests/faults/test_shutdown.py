@@ -109,9 +109,16 @@ class TestGracefulStop:
                 assert refused.value.rcvd is not None
                 assert refused.value.rcvd.code == 1013
                 assert refused.value.rcvd.reason == "Server is shutting down"
-                # A message on an open socket during the stop is refused with a frame.
+                # A message on an open socket during the stop is refused with the one
+                # frame the web UI waits for.
                 await ws_fast.send(world.message("too late"))
-                assert (await receive(ws_fast)) == {"type": "error", "error": SHUTTING_DOWN}
+                late = await receive(ws_fast)
+                assert late["type"] == "agent_response"
+                assert late["response"]["response"] == {
+                    "response": SHUTTING_DOWN,
+                    "agents_trace": [],
+                    "is_success": False,
+                }
 
                 master.release(fast)
                 answered = await receive(ws_fast)

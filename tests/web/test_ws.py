@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
@@ -14,14 +15,15 @@ from quart.testing import QuartClient
 from quart.testing.connections import WebsocketDisconnectError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from actors.chat import ChatDeps, ChatsClient, chat_supervisor_spec
+from actors.chat import DEFAULT_QUEUED_MESSAGES, ChatDeps, ChatsClient, chat_supervisor_spec
 from actors.fanout import LogFanoutClient, log_fanout_spec
 from persistence import ChatRepository, ConfigRepository, LogEntry, ProviderRepository
 from runtime import open_actor_system
 from web import Settings, create_app
+from web.blueprints.ws import BUSY, CHAT_UNAVAILABLE
 from web.services import AppServices
 
-from ..actors.chat.conftest import CIPHER, FakeMaster
+from ..actors.chat.conftest import CIPHER, Answer, FakeMaster
 from .conftest import LoggedIn, Users
 
 
@@ -213,3 +215,84 @@ class TestMessages:
             with anyio.move_on_after(0.2):
                 await spy.receive()
                 raise AssertionError("bob received a frame")
+
+
+def refused(frame: dict[str, Any], text: str) -> bool:
+    return frame["type"] == "agent_response" and frame["response"]["response"] == {
+        "response": text,
+        "agents_trace": [],
+        "is_success": False,
+    }
+
+
+class TestEveryMessageIsAnswered:
+    """The original web UI shows only agent_response frames: a message it sends and that
+    cannot be taken must still get one, or the UI waits for ever."""
+
+    async def test_a_message_over_the_queue_is_refused_with_an_agent_response(
+        self,
+        client: QuartClient,
+        users: Users,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        master: FakeMaster,
+    ) -> None:
+        release = anyio.Event()
+
+        async def held(payload: Any) -> Any:
+            await release.wait()
+            return Answer({"response": "done", "agents_trace": [], "is_success": True}, 0.1)
+
+        master.script = held
+        user = await users.login()
+        await add_model(sessionmaker, user)
+        message = json.dumps({"message": "hi", "llm_name": "gpt", "provider": "openai"})
+        async with client.websocket(f"/frontend/ws?token={user.token}") as ws:
+            for _ in range(1 + DEFAULT_QUEUED_MESSAGES):  # one running, the rest waiting
+                await ws.send(message)
+            with anyio.fail_after(5):
+                while not master.calls:  # noqa: ASYNC110 - the fake has no call event
+                    await anyio.sleep(0.01)
+            await ws.send(message)
+            assert refused(await receive(ws), BUSY)
+            release.set()
+            answers = [await receive(ws) for _ in range(1 + DEFAULT_QUEUED_MESSAGES)]
+        assert all(a["response"]["response"]["response"] == "done" for a in answers)
+
+    async def test_a_chat_that_cannot_be_reached_answers_and_keeps_the_socket(
+        self,
+        settings: Settings,
+        users: Users,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        master: FakeMaster,
+    ) -> None:
+        deps = ChatDeps(sessionmaker, master, CIPHER, master_timeout=5.0)
+        # One live conversation at most: a second one cannot be reached meanwhile.
+        async with (
+            master.serving(),
+            open_actor_system(chat_supervisor_spec(deps, max_children=1)) as system,
+        ):
+            services = AppServices(settings, sessionmaker, chats=ChatsClient(system))
+            client = create_app(settings, sessionmaker, services=services).test_client()
+            user = await users.login()
+            await add_model(sessionmaker, user)
+            message = json.dumps({"message": "hi", "llm_name": "gpt", "provider": "openai"})
+            first_url = f"/frontend/ws?token={user.token}&session_id={uuid.uuid4()}"
+            second_url = f"/frontend/ws?token={user.token}&session_id={uuid.uuid4()}"
+            async with AsyncExitStack() as outlives_the_first:
+                async with client.websocket(first_url) as first:
+                    await first.send(message)
+                    assert (await receive(first))["response"]["response"]["is_success"]
+                    second = await outlives_the_first.enter_async_context(
+                        client.websocket(second_url)
+                    )
+                    await second.send(message)
+                    assert refused(await receive(second), CHAT_UNAVAILABLE)
+                # The first conversation has ended: the same socket is served now.
+                with anyio.fail_after(5):
+                    while True:
+                        await second.send(message)
+                        frame = await receive(second)
+                        if frame["response"]["response"]["is_success"]:
+                            break
+                        assert refused(frame, CHAT_UNAVAILABLE)
+                        await anyio.sleep(0.05)

@@ -4,12 +4,19 @@ Messages are validated by hand rather than with ``receive_as``: an invalid frame
 be answered with the Q3 error frame and the socket kept open, and the older
 ``{"llm": {"llm_name": …}}`` form must be read as well (Q2).
 
+Every message gets exactly one ``agent_response`` frame: its turn's answer, or, for a
+message that cannot be taken (the server is stopping, too many messages wait in the
+chat, no chat actor can be reached), a refusal in the same shape with ``is_success``
+false, a fresh ``request_id`` and nothing stored. The original web UI shows only
+``agent_response`` frames and waits for one after each message. ``{"type": "error"}``
+frames answer only what is not a message (a frame that does not parse or validate).
+
 While the server stops (``services().drain``): a new socket is accepted and closed
 at once with 1013 ("try again later": another instance, or this one restarted, will
 take it; a close before accepting would reach the browser as a bare HTTP 403); a message
-on an open socket is answered with an error frame; once every message accepted before
-the stop is answered (those queued behind a turn included), the open sockets send what
-is queued and close with 1001 ("going away").
+on an open socket is refused; once every message accepted before the stop is answered
+(those queued behind a turn included), the open sockets send what is queued and close
+with 1001 ("going away").
 
 A user holds at most ``MAX_SOCKETS_PER_USER`` open sockets, over all sessions. One more
 is accepted, sent the error frame ``{"type": "error", "error": "Too many open sockets"}``
@@ -34,6 +41,8 @@ from actors.chat import (
     ChatSession,
     ChatStoppingError,
     ChatUnavailableError,
+    agent_response_frame,
+    error_reply,
 )
 
 from ..auth import resolve_token
@@ -41,6 +50,8 @@ from ..errors import format_error
 from ..services import services
 
 __all__ = [
+    "BUSY",
+    "CHAT_UNAVAILABLE",
     "CLOSE_GOING_AWAY",
     "CLOSE_POLICY",
     "CLOSE_TOO_SLOW",
@@ -63,6 +74,7 @@ BAD_SESSION = "session_id is not a valid UUID"
 VALIDATION_FAILED = "Message validation failed"
 SERVER_STOPPING = "Server is shutting down"
 BUSY = "Too many messages are waiting in this chat. Try again later"
+CHAT_UNAVAILABLE = "Chat is not available. Try again later"
 TOO_MANY_SOCKETS = "Too many open sockets"
 
 
@@ -113,6 +125,13 @@ def _error_frame(text: str) -> str:
     return json.dumps({"type": "error", "error": text}, separators=(",", ":"))
 
 
+def _refusal(text: str, session_id: UUID) -> str:
+    """The ``agent_response`` frame of a message that was not taken (nothing stored)."""
+    return agent_response_frame(
+        error_reply(text), request_id=uuid4(), session_id=session_id, files=()
+    )
+
+
 @blueprint.websocket("/frontend/ws")
 async def frontend_ws() -> None:
     """Authenticate, subscribe to the conversation, then relay frames both ways."""
@@ -145,8 +164,6 @@ async def frontend_ws() -> None:
             if drain is not None:
                 tg.start_soon(_close_when_drained, chat, drain)
             await _read(chat)
-    except ChatUnavailableError:
-        await websocket.close(CLOSE_TRY_AGAIN, "Chat is not available. Try again later")
     finally:
         sockets.release(caller.user_id)
 
@@ -165,9 +182,12 @@ async def _read(chat: ChatSession) -> None:
         try:
             await chat.post(parsed)
         except ChatStoppingError:
-            chat.send_nowait(_error_frame(SHUTTING_DOWN))
+            chat.send_nowait(_refusal(SHUTTING_DOWN, chat.session_id))
         except ChatBusyError:
-            chat.send_nowait(_error_frame(BUSY))
+            chat.send_nowait(_refusal(BUSY, chat.session_id))
+        except ChatUnavailableError:
+            # The socket stays: the next message tries to reach the chat again.
+            chat.send_nowait(_refusal(CHAT_UNAVAILABLE, chat.session_id))
 
 
 async def _write(chat: ChatSession, scope: anyio.CancelScope) -> None:
