@@ -50,6 +50,7 @@ from ._naming import new_alias as new_alias
 from ._naming import normalise_name as normalise_name
 from ._settings import DatabaseSettings as DatabaseSettings
 from ._settings import to_async_url as to_async_url
+from .repositories import A2ARepository as A2ARepository
 from .repositories import AgentListing as AgentListing
 from .repositories import AgentRepository as AgentRepository
 from .repositories import ChatRepository as ChatRepository
@@ -59,26 +60,34 @@ from .repositories import FileRepository as FileRepository
 from .repositories import FlowRepository as FlowRepository
 from .repositories import LogEntry as LogEntry
 from .repositories import LogRepository as LogRepository
+from .repositories import MCPRepository as MCPRepository
 from .repositories import MessagePage as MessagePage
 from .repositories import ModelChoice as ModelChoice
 from .repositories import NewLog as NewLog
+from .repositories import NewTool as NewTool
 from .repositories import ProfileRepository as ProfileRepository
 from .repositories import ProviderRepository as ProviderRepository
+from .repositories import ToolSourceUrls as ToolSourceUrls
 from .repositories import TurnLookup as TurnLookup
 from .repositories import TurnStatements as TurnStatements
 from .repositories import UserRepository as UserRepository
+from .repositories import distinct_urls as distinct_urls
 from .repositories import flow_item_ids as flow_item_ids
 from .repositories import is_eligible as is_eligible
+from .repositories import reevaluate_tool_flows as reevaluate_tool_flows
+from .repositories import valid_item_keys as valid_item_keys
 from .repositories.agents import AgentListings as AgentListings
 from .repositories.flows import FlowListing as FlowListing
 from .repositories.flows import FlowListings as FlowListings
 from .repositories.flows import FlowVersions as FlowVersions
+from .repositories.flows import item_key as item_key
 from .repositories.flows import items_eligible as items_eligible
 
 __all__ = [
     "CATALOGUE_CHANNEL",
     "MAX_NAME_LENGTH",
     "A2ACard",
+    "A2ARepository",
     "Agent",
     "AgentFlow",
     "AgentListing",
@@ -106,6 +115,7 @@ __all__ = [
     "Log",
     "LogEntry",
     "LogRepository",
+    "MCPRepository",
     "MCPServer",
     "MCPTool",
     "MessagePage",
@@ -114,6 +124,7 @@ __all__ = [
     "ModelConfig",
     "ModelProvider",
     "NewLog",
+    "NewTool",
     "NotFoundError",
     "PersistenceError",
     "ProfileRepository",
@@ -121,6 +132,7 @@ __all__ = [
     "ProviderRepository",
     "SenderType",
     "Team",
+    "ToolSourceUrls",
     "TurnLookup",
     "TurnStatements",
     "User",
@@ -131,12 +143,14 @@ __all__ = [
     "create_engine",
     "create_sessionmaker",
     "current_revision",
+    "distinct_urls",
     "downgrade_to",
     "flow_item_ids",
     "head_revision",
     "is_database_unavailable",
     "is_eligible",
     "is_up_to_date",
+    "item_key",
     "items_eligible",
     "listen_for_catalogue_changes",
     "new_alias",
@@ -144,8 +158,10 @@ __all__ = [
     "open_driver_connection",
     "open_embedded_postgres",
     "parse_key_ring",
+    "reevaluate_tool_flows",
     "to_async_url",
     "upgrade_to",
     "upgrade_to_head",
     "utcnow",
+    "valid_item_keys",
 ]

@@ -33,6 +33,7 @@ from actors import (
 )
 from actors.chat import ChatDrain
 from actors.router import ApiKeys, GetStatistics, RouterConfig, router_children
+from actors.tools import ToolRefresherClient, tool_refresher_spec
 from persistence import (
     DatabaseSettings,
     bound_engine,
@@ -54,6 +55,7 @@ from runtime import (
 
 from ._http import GetAddresses, HttpServer, hypercorn_config
 from .app import create_app
+from .blueprints.integrations import outbound_policy
 from .services import AppServices
 
 if TYPE_CHECKING:
@@ -321,6 +323,18 @@ async def _start_tree(
         observe=master.observe,
     )
     await system.start(chat_supervisor_spec(deps))
+    await system.start(
+        tool_refresher_spec(
+            sessionmaker,
+            outbound_policy(settings),
+            interval=settings.MCP_A2A_REFRESH_SECONDS,
+            concurrency=settings.MCP_A2A_PROBE_CONCURRENCY,
+        )
+    )
+    refresher = ToolRefresherClient(system.ref_of("tools"))
+    services.metrics.add_probe(
+        "tool_probes", lambda: _refresher_stats(refresher), "MCP and A2A probes by outcome"
+    )
     services.chats = ChatsClient(system, fanout=fanout)
     services.router = session
     services.system = system
@@ -374,6 +388,17 @@ async def _registry_stats(registry: RegistryClient) -> dict[str, float]:
         "overflowed": stats.overflowed,
         "failed": stats.failed,
         "retries": stats.retries,
+    }
+
+
+async def _refresher_stats(refresher: ToolRefresherClient) -> dict[str, float]:
+    stats = await refresher.statistics()
+    return {
+        **stats.outcomes,
+        "rounds": stats.rounds,
+        "last_round_seconds": stats.last_round_seconds,
+        "urls": stats.urls,
+        "database_waits": stats.database_waits,
     }
 
 

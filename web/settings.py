@@ -88,6 +88,19 @@ class Settings(BaseSettings):
     # Seconds open requests and chat turns get to finish once a stop begins.
     SHUTDOWN_GRACE_SECONDS: float = Field(10.0, ge=0)
 
+    # MCP servers and A2A agents: every stored URL is probed again this often (seconds).
+    MCP_A2A_REFRESH_SECONDS: float = Field(60.0, gt=0)
+    # Probes of distinct URLs that run at once during a refresh.
+    MCP_A2A_PROBE_CONCURRENCY: int = Field(8, ge=1)
+    # Outbound requests to users' URLs: time-outs, the whole probe's deadline, the bytes read.
+    OUTBOUND_CONNECT_TIMEOUT: float = Field(5.0, gt=0)
+    OUTBOUND_READ_TIMEOUT: float = Field(10.0, gt=0)
+    OUTBOUND_DEADLINE: float = Field(20.0, gt=0)
+    OUTBOUND_MAX_BYTES: int = Field(4 * 1024 * 1024, ge=1024)
+    # Loopback, private and link-local addresses: allowed in development unless set false,
+    # refused elsewhere unless set true.
+    OUTBOUND_ALLOW_PRIVATE: bool | None = None
+
     ROUTER_WS_URL: str | None = None
     ROUTER_HOST: str = "0.0.0.0"
     ROUTER_PORT: int = 8080
@@ -119,6 +132,13 @@ class Settings(BaseSettings):
     def is_development(self) -> bool:
         """Tell whether the process runs in development mode."""
         return self.ENVIRONMENT.lower() in {"development", "dev", "local", "test"}
+
+    @property
+    def outbound_allows_private(self) -> bool:
+        """Whether users' URLs may name loopback, private or link-local addresses."""
+        if self.OUTBOUND_ALLOW_PRIVATE is None:
+            return self.is_development
+        return self.OUTBOUND_ALLOW_PRIVATE
 
     def insecure_secrets(self) -> list[str]:
         """Name the signing and encryption secrets that still hold a default or are empty.

@@ -15,6 +15,13 @@ from .logs import LogRepository as LogRepository
 from .logs import NewLog as NewLog
 from .providers import ConfigRepository as ConfigRepository
 from .providers import ProviderRepository as ProviderRepository
+from .tools import A2ARepository as A2ARepository
+from .tools import MCPRepository as MCPRepository
+from .tools import NewTool as NewTool
+from .tools import ToolSourceUrls as ToolSourceUrls
+from .tools import distinct_urls as distinct_urls
+from .tools import reevaluate_tool_flows as reevaluate_tool_flows
+from .tools import valid_item_keys as valid_item_keys
 from .turns import ChatTurnStore as ChatTurnStore
 from .turns import ModelChoice as ModelChoice
 from .turns import TurnLookup as TurnLookup
@@ -23,6 +30,7 @@ from .users import ProfileRepository as ProfileRepository
 from .users import UserRepository as UserRepository
 
 __all__ = [
+    "A2ARepository",
     "AgentListing",
     "AgentRepository",
     "ChatRepository",
@@ -32,14 +40,20 @@ __all__ = [
     "FlowRepository",
     "LogEntry",
     "LogRepository",
+    "MCPRepository",
     "MessagePage",
     "ModelChoice",
     "NewLog",
+    "NewTool",
     "ProfileRepository",
     "ProviderRepository",
+    "ToolSourceUrls",
     "TurnLookup",
     "TurnStatements",
     "UserRepository",
+    "distinct_urls",
     "flow_item_ids",
     "is_eligible",
+    "reevaluate_tool_flows",
+    "valid_item_keys",
 ]

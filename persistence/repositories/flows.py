@@ -24,6 +24,7 @@ __all__ = [
     "FlowVersions",
     "flow_item_ids",
     "is_eligible",
+    "item_key",
     "items_eligible",
 ]
 
@@ -45,18 +46,26 @@ def flow_item_ids(flow: Any) -> list[tuple[str, str]]:
     return items
 
 
-def is_eligible(flow: AgentFlow, active_agent_ids: AbstractSet[str]) -> bool:
-    """Whether every item of *flow* is one of *active_agent_ids* (the owner's active agents).
+def item_key(item_id: str, kind: str) -> str:
+    """Name a flow item in a set of valid items: an agent by its id, a tool or card typed
+    (``mcp:<tool id>``, ``a2a:<card id>``)."""
+    return item_id if kind == "genai" else f"{kind}:{item_id}"
+
+
+def is_eligible(flow: AgentFlow, valid_items: AbstractSet[str]) -> bool:
+    """Whether every item of *flow* is in *valid_items* (as :func:`item_key` names them):
+    the owner's active agents, tools of the owner's active MCP servers, the owner's
+    active A2A cards.
 
     The ids are text, as :func:`flow_item_ids` reads them (``str(uuid)``), so callers
-    convert the set once for all their flows. MCP and A2A items are never eligible yet.
+    convert the set once for all their flows.
     """
-    return items_eligible(flow_item_ids(flow.flow), active_agent_ids)
+    return items_eligible(flow_item_ids(flow.flow), valid_items)
 
 
-def items_eligible(items: Sequence[tuple[str, str]], active_agent_ids: AbstractSet[str]) -> bool:
+def items_eligible(items: Sequence[tuple[str, str]], valid_items: AbstractSet[str]) -> bool:
     """Apply :func:`is_eligible` to a flow's :func:`flow_item_ids`."""
-    return bool(items) and all(t == "genai" and i in active_agent_ids for i, t in items)
+    return bool(items) and all(item_key(i, t) in valid_items for i, t in items)
 
 
 class FlowListing(NamedTuple):
@@ -75,7 +84,8 @@ class FlowListing(NamedTuple):
 
 
 class FlowVersions(NamedTuple):
-    """The versions of a page of flows, and the owner's active agents at that instant."""
+    """The versions of a page of flows, and the owner's valid flow items at that instant
+    (:func:`item_key`)."""
 
     versions: list[str]
     active_agent_ids: list[str]
@@ -89,7 +99,13 @@ SELECT {ROW_VERSION}, id, name, description, flow::text, created_at, updated_at 
 """
 _VERSIONS_SQL = f"""
 SELECT ARRAY(SELECT {ROW_VERSION} {_PAGE}),
-       ARRAY(SELECT id::text FROM agents WHERE creator_id = $1 AND is_active)
+       ARRAY(SELECT id::text FROM agents WHERE creator_id = $1 AND is_active
+             UNION ALL
+             SELECT 'mcp:' || t.id::text FROM mcptools t
+               JOIN mcpservers s ON s.id = t.mcp_server_id
+              WHERE s.creator_id = $1 AND s.is_active
+             UNION ALL
+             SELECT 'a2a:' || id::text FROM a2acards WHERE creator_id = $1 AND is_active)
 """
 
 
@@ -115,8 +131,8 @@ class FlowListings:
     ) -> FlowVersions:
         """Return the ``version`` of each flow :meth:`rows` would list, in order.
 
-        Read in the same statement: the ids of the owner's active agents, as text, which
-        decide whether each flow is active.
+        Read in the same statement: the owner's valid flow items (:func:`item_key`),
+        which decide whether each flow is active.
         """
         versions, active = await self._driver.fetchrow(_VERSIONS_SQL, owner_id, offset, limit)
         return FlowVersions(versions, active)

@@ -1,4 +1,4 @@
-"""Agents, agent flows, the active list and the MCP/A2A placeholders."""
+"""Agents, agent flows and the active list (MCP and A2A: tests/web/test_mcp.py, test_a2a.py)."""
 
 from __future__ import annotations
 
@@ -418,19 +418,11 @@ class TestFlows:
         assert flow["is_active"] is False
 
 
-class TestPlaceholders:
-    async def test_mcp_and_a2a(self, client: QuartClient, users: Users) -> None:
+class TestToolSources:
+    async def test_none_yet(self, client: QuartClient, users: Users) -> None:
         user = await users.login()
         for path in ("/api/mcp/servers", "/api/a2a/agents"):
             assert await (await client.get(path, headers=user.headers)).get_json() == []
-        response = await client.post(
-            "/api/mcp/servers", json={"server_url": "http://x"}, headers=user.headers
-        )
-        assert await response.get_json() == {"detail": "MCP servers are not supported yet"}
-        response = await client.post(
-            "/api/a2a/agents", json={"server_url": "http://x"}, headers=user.headers
-        )
-        assert await response.get_json() == {"detail": "A2A agents are not supported yet"}
 
 
 class TestOpenAPI:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import partial
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, TypeAdapter, field_validator
@@ -13,6 +13,7 @@ from quart_schema import tag_blueprint
 
 from persistence import (
     MAX_NAME_LENGTH,
+    A2ARepository,
     Agent,
     AgentFlow,
     AgentListing,
@@ -20,10 +21,12 @@ from persistence import (
     AgentRepository,
     AlreadyExistsError,
     FlowRepository,
+    MCPRepository,
     NotFoundError,
     flow_item_ids,
     is_eligible,
     new_alias,
+    valid_item_keys,
 )
 from persistence import normalise_name as stored_name
 
@@ -51,6 +54,14 @@ from ..common import (
 from ..errors import APIError
 from ..services import services
 from ..validation import responds, validate_body, validate_path, validate_query
+from .integrations import a2a_flow_schema, card_item, mcp_schema, tool_item
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from persistence import A2ACard, MCPServer, MCPTool
 
 __all__ = ["AgentDTO", "agent_dto", "blueprint", "make_alias", "normalise_name"]
 
@@ -218,25 +229,15 @@ def _new_cache() -> RenderCache[bytes]:
 @validate_query(ActiveQuery)
 @responds(ActiveOut)
 async def active_agents(query: ActiveQuery, caller: Caller) -> Any:
-    """List what the caller's master agent may use: eligible flows, then active agents.
+    """List what the caller's master agent may use: eligible flows, then active agents,
+    tools of active MCP servers and active A2A agents (by ``agent_type``).
 
     The master asks on every chat turn; the answer is cached as the lists are.
     """
 
     async def build() -> bytes:
-        items: list[dict[str, Any]] = []
-        if query.agent_type in {"genai", "all"}:
-            async with read_session() as session:
-                flows = await FlowRepository(session).list_for_user(caller.user_id, limit=None)
-                agents = AgentRepository(session)
-                everything = await agents.list_active_for_user(caller.user_id, limit=None)
-                page = await agents.list_active_for_user(
-                    caller.user_id, offset=query.offset, limit=query.limit
-                )
-            active = {str(agent.id): agent for agent in everything}
-            eligible = [flow for flow in flows if is_eligible(flow, active.keys())]
-            items += [flow_item(flow, active) for flow in eligible]
-            items += [agent_item(agent) for agent in page]
+        async with read_session() as session:
+            items = await _active_items(session, caller.user_id, query)
         out = {"count_active_connections": len(items), "active_connections": items}
         return _DTO_JSON.dump_json(out)
 
@@ -257,17 +258,88 @@ def agent_item(agent: Agent) -> dict[str, Any]:
     }
 
 
-def flow_item(flow: AgentFlow, active: dict[str, Agent]) -> dict[str, Any]:
-    """Render an eligible flow as a unified item, its schema taken from its first agent."""
-    ids = [item_id for item_id, _ in flow_item_ids(flow.flow)]
-    schema = active[ids[0]].input_parameters
-    if isinstance(schema, dict) and isinstance(schema.get("function"), dict):
-        function = dict(schema["function"])
-        if function.get("name"):
-            function["name"] = flow.alias
-        if function.get("description"):
-            function["description"] = flow.description
-        schema = {**schema, "function": function}
+async def _active_items(
+    session: AsyncSession, user_id: UUID, query: ActiveQuery
+) -> list[dict[str, Any]]:
+    """List the unified items of ``query.agent_type`` (see §13.6 of the contract)."""
+    kind, offset, limit = query.agent_type, query.offset, query.limit
+    if kind == "mcp":
+        servers = await MCPRepository(session).list_for_user(
+            user_id, newest_first=True, offset=offset, limit=limit
+        )
+        tools = await MCPRepository(session).tools([server.id for server in servers])
+        return [tool_item(t, s, by_alias=False) for s in servers for t in tools[s.id]]
+    if kind == "a2a":
+        cards = await A2ARepository(session).list_for_user(
+            user_id, active_only=True, offset=offset, limit=limit
+        )
+        return [card_item(card, by_alias=False) for card in cards]
+    agents = AgentRepository(session)
+    everything = await agents.list_active_for_user(user_id, limit=None)
+    flows = await FlowRepository(session).list_for_user(user_id, limit=None)
+    valid = await valid_item_keys(session, user_id)
+    sources = _FlowSources({str(agent.id): agent for agent in everything})
+    if kind == "all" or any(_first_kind(flow) != "genai" for flow in flows):
+        await sources.load(session, user_id)
+    items = [flow_item(flow, sources) for flow in flows if is_eligible(flow, valid)]
+    if kind == "genai":
+        page = await agents.list_active_for_user(user_id, offset=offset, limit=limit)
+        return items + [agent_item(agent) for agent in page]
+    # One newest-first page over agents, tools (with their server's timestamps) and cards.
+    union: list[tuple[datetime, dict[str, Any]]] = [
+        (agent.created_at, agent_item(agent)) for agent in everything
+    ]
+    union += [
+        (server.created_at, tool_item(tool, server, by_alias=True))
+        for tool, server in sources.tools.values()
+    ]
+    union += [(card.created_at, card_item(card, by_alias=True)) for card in sources.cards.values()]
+    union.sort(key=lambda entry: entry[0], reverse=True)
+    return items + [item for _, item in union[offset : offset + limit]]
+
+
+def _first_kind(flow: AgentFlow) -> str:
+    items = flow_item_ids(flow.flow)
+    return items[0][1] if items else "genai"
+
+
+class _FlowSources:
+    """The caller's active agents, tools of active servers and active cards, by id."""
+
+    def __init__(self, agents: dict[str, Agent]) -> None:
+        self.agents = agents
+        self.tools: dict[str, tuple[MCPTool, MCPServer]] = {}
+        self.cards: dict[str, A2ACard] = {}
+
+    async def load(self, session: AsyncSession, user_id: UUID) -> None:
+        """Read the tools and cards (agents come with the constructor)."""
+        servers = await MCPRepository(session).list_for_user(user_id, newest_first=True, limit=None)
+        tools = await MCPRepository(session).tools([server.id for server in servers])
+        self.tools = {str(t.id): (t, s) for s in servers for t in tools[s.id]}
+        cards = await A2ARepository(session).list_for_user(user_id, active_only=True, limit=None)
+        self.cards = {str(card.id): card for card in cards}
+
+
+def flow_item(flow: AgentFlow, sources: _FlowSources) -> dict[str, Any]:
+    """Render an eligible flow as a unified item, its schema taken from its first item."""
+    items = flow_item_ids(flow.flow)
+    ids = [item_id for item_id, _ in items]
+    first_id, first_kind = items[0]
+    schema: Any
+    if first_kind == "mcp":
+        tool, _ = sources.tools[first_id]
+        schema = mcp_schema(tool, flow.alias, flow.description)
+    elif first_kind == "a2a":
+        schema = a2a_flow_schema(flow.alias, flow.description)
+    else:
+        schema = sources.agents[first_id].input_parameters
+        if isinstance(schema, dict) and isinstance(schema.get("function"), dict):
+            function = dict(schema["function"])
+            if function.get("name"):
+                function["name"] = flow.alias
+            if function.get("description"):
+                function["description"] = flow.description
+            schema = {**schema, "function": function}
     return {
         "id": str(flow.id),
         "name": flow.alias,

@@ -18,14 +18,15 @@ from quart_schema import hide, tag_blueprint
 
 from persistence import (
     AgentFlow,
-    AgentRepository,
     FlowListing,
     FlowListings,
     FlowRepository,
     NotFoundError,
     flow_item_ids,
     is_eligible,
+    item_key,
     items_eligible,
+    valid_item_keys,
 )
 
 from ..auth import Caller, requires_user
@@ -194,7 +195,7 @@ def _flow_dto(
 
 
 async def _active_ids(session: AsyncSession, caller: Caller) -> set[str]:
-    return {str(i) for i in await AgentRepository(session).active_ids(caller.user_id)}
+    return await valid_item_keys(session, caller.user_id)
 
 
 def _row(flow: AgentFlow) -> FlowRow:
@@ -214,15 +215,14 @@ def _row(flow: AgentFlow) -> FlowRow:
 async def _check_active(
     session: AsyncSession, caller: Caller, items: list[FlowItem]
 ) -> list[dict[str, str]]:
-    """Refuse items that are not the caller's active agents; return the items to store.
+    """Refuse items that are not valid for the caller (active agents, tools of active MCP
+    servers, active A2A agents); return the items to store.
 
     Raises:
         APIError: 400 naming the invalid ids.
     """
-    genai = {UUID(item.id) for item in items if item.type == "genai"}
-    valid = {str(i) for i in await AgentRepository(session).active_ids(caller.user_id, genai)}
-    # MCP and A2A items are never valid until they are supported.
-    invalid = sorted({item.id for item in items if item.id not in valid})
+    valid = await valid_item_keys(session, caller.user_id)
+    invalid = sorted({item.id for item in items if item_key(item.id, item.type) not in valid})
     if invalid:
         raise APIError(400, NOT_ACTIVE.format(ids=invalid))
     return [item.model_dump() for item in items]
