@@ -17,7 +17,16 @@ from quart.testing import QuartClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from persistence import Base, ChatRepository, LogRepository, NewLog, SenderType
+from persistence import (
+    A2ARepository,
+    Base,
+    ChatRepository,
+    LogRepository,
+    MCPRepository,
+    NewLog,
+    NewTool,
+    SenderType,
+)
 
 from ..web.conftest import Agents, LoggedIn, Users
 
@@ -43,6 +52,11 @@ class Owned:
     log_message: str
     first_name: str
     strings: list[str] = field(default_factory=list)
+    mcp_server_id: str = ""
+    mcp_server_url: str = ""
+    mcp_tool_id: str = ""
+    a2a_card_id: str = ""
+    a2a_card_name: str = ""
 
     @property
     def agent_token(self) -> str:
@@ -76,6 +90,11 @@ class Owned:
             self.message,
             self.log_message,
             self.first_name,
+            self.mcp_server_id,
+            self.mcp_server_url,
+            self.mcp_tool_id,
+            self.a2a_card_id,
+            self.a2a_card_name,
         }
         for agent in self.agents:
             found |= {agent["id"], agent["name"], agent["alias"], agent["jwt"]}
@@ -172,6 +191,24 @@ async def build_owned(
         )
     )
     message, log_message = f"{tag} says hello", f"{tag} log line"
+    # Tool sources written directly: adding them over the API would probe real servers.
+    mcp_server_url, a2a_card_name = f"http://{tag}.invalid/mcp", f"{tag}_card"
+    async with sessionmaker.begin() as session:
+        server = await MCPRepository(session).add(
+            mcp_server_url,
+            [NewTool(f"{tag}_tool", f"{tag}_tool_abcdef", f"{tag} tool", {}, None)],
+            owner_id=user.id,
+        )
+        [tool] = (await MCPRepository(session).tools([server.id]))[server.id]
+        card = await A2ARepository(session).add(
+            url=f"http://{tag}-card.invalid",
+            name=a2a_card_name,
+            alias=f"{a2a_card_name}_abcdef",
+            description=f"{tag} card description",
+            card_content={"skills": []},
+            owner_id=user.id,
+        )
+        mcp_server_id, mcp_tool_id, a2a_card_id = str(server.id), str(tool.id), str(card.id)
     async with sessionmaker.begin() as session:
         await ChatRepository(session).add_message(
             uuid.UUID(session_id),
@@ -208,6 +245,11 @@ async def build_owned(
         message=message,
         log_message=log_message,
         first_name=first_name,
+        mcp_server_id=mcp_server_id,
+        mcp_server_url=mcp_server_url,
+        mcp_tool_id=mcp_tool_id,
+        a2a_card_id=a2a_card_id,
+        a2a_card_name=a2a_card_name,
     )
 
 
@@ -250,6 +292,8 @@ def rows_of(snapshot: Dump, owner: Owned) -> dict[tuple[str, str], str]:
         owner.file_id,
         str(owner.flow["id"]),
         *(agent["id"] for agent in owner.agents),
+        owner.mcp_server_id,
+        owner.a2a_card_id,
     }
     picked: dict[tuple[str, str], str] = {}
     for table, rows in snapshot.items():
