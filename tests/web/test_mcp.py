@@ -423,3 +423,19 @@ async def _types(client: QuartClient, user: LoggedIn) -> list[str]:
 
 async def _is(value: Awaitable[Any], expected: Any) -> bool:
     return await value == expected
+
+
+class TestDocument:
+    async def test_each_operation_once_under_its_own_tag(self, client: QuartClient) -> None:
+        paths = (await (await client.get("/openapi.json")).get_json())["paths"]
+        expected = {
+            "/api/mcp/servers": ("mcp", {"get", "post"}),
+            "/api/mcp/servers/{server_id}": ("mcp", {"get", "delete"}),
+            "/api/a2a/agents": ("a2a", {"get", "post"}),
+            "/api/a2a/agents/{agent_id}": ("a2a", {"get", "delete"}),
+        }
+        for path, (tag, methods) in expected.items():
+            operations = {m: op for m, op in paths[path].items() if m in methods}
+            assert set(operations) == methods, path
+            for operation in operations.values():
+                assert operation["tags"] == [tag], (path, operation["tags"])
