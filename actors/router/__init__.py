@@ -49,6 +49,7 @@ from ._connection import SendFrame as SendFrame
 from ._envelope import AGENT_NOT_ACTIVE as AGENT_NOT_ACTIVE
 from ._envelope import AGENT_UNREGISTERED as AGENT_UNREGISTERED
 from ._envelope import ErrorType as ErrorType
+from ._envelope import Frame as Frame
 from ._envelope import MessageType as MessageType
 from ._exceptions import FrameTooLargeError as FrameTooLargeError
 from ._exceptions import InvalidFrameError as InvalidFrameError
@@ -92,6 +93,7 @@ __all__ = [
     "ConnectionActor",
     "Deliver",
     "ErrorType",
+    "Frame",
     "FrameTooLargeError",
     "GetStatistics",
     "HubMessage",

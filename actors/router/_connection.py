@@ -20,6 +20,7 @@ from websockets.protocol import State
 
 from runtime import Actor, ActorDeadError, MailboxFullError
 
+from ._envelope import dump_frame
 from ._identity import identify
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
     from runtime import ActorRef, DynamicSupervisor
 
+    from ._envelope import Frame
     from ._hub import HubMessage
     from ._identity import ApiKeys
 
@@ -52,9 +54,9 @@ DEFAULT_BACKEND_OUTBOX_CAPACITY = 200_000
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SendFrame:
-    """Write ``text`` to the socket."""
+    """Write ``frame`` to the socket (encoded here, off the hub, when it is an object)."""
 
-    text: str
+    frame: Frame | str
 
 
 class ConnectionActor(Actor[SendFrame]):
@@ -64,9 +66,11 @@ class ConnectionActor(Actor[SendFrame]):
         self.ws = ws
 
     async def handle(self, message: SendFrame) -> Any:
+        frame = message.frame
+        text = frame if isinstance(frame, str) else dump_frame(frame)
         # A closed socket is noticed by its reader, which removes the connection.
         with contextlib.suppress(ConnectionClosed):
-            await self.ws.send(message.text)
+            await self.ws.send(text)
 
     async def on_stop(self) -> None:
         if self.ws.state is State.OPEN:  # after a crash: do not leave the peer waiting
@@ -80,10 +84,10 @@ class ActorOutbox:
         self.ref = ref
         self.overflowed = anyio.Event()
 
-    def send_nowait(self, text: str) -> bool:
-        """Queue ``text``; return ``False`` if the outbox is full or its sender is gone."""
+    def send_nowait(self, frame: Frame | str) -> bool:
+        """Queue ``frame``; return ``False`` if the outbox is full or its sender is gone."""
         try:
-            self.ref.tell_nowait(SendFrame(text))
+            self.ref.tell_nowait(SendFrame(frame))
         except (MailboxFullError, ActorDeadError):
             # A sender that is gone has lost its socket: the reader removes the
             # connection; the hub must not crash on it meanwhile.

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from websockets.asyncio.server import Server, ServerConnection
     from websockets.http11 import Request, Response
 
+    from ._envelope import Frame
     from ._identity import ApiKeys, Identity
     from ._switchboard import Outbox
     from ._table import TableStatistics
@@ -104,10 +105,11 @@ class OpenConnection:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ReceiveFrame:
-    """Route one frame received on ``conn_id``."""
+    """Route one frame received on ``conn_id``: a socket's text, or the frame object of
+    a connection in our own process (which hands it over)."""
 
     conn_id: str
-    data: str | bytes
+    data: str | bytes | Frame
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from ._table import RoutingTable
 
 if TYPE_CHECKING:
+    from ._envelope import Frame
     from ._identity import Identity
     from ._table import Deliver, TableStatistics
 
@@ -25,8 +26,9 @@ logger = logging.getLogger(__name__)
 class Outbox(Protocol):
     """Where the switchboard puts the frames for one connection."""
 
-    def send_nowait(self, text: str) -> bool:
-        """Queue ``text`` for the socket; return ``False`` if the outbox is full."""
+    def send_nowait(self, frame: Frame | str) -> bool:
+        """Queue a frame (an object, or JSON text) for the connection; return ``False``
+        if the outbox is full. A socket's outbox encodes objects as it sends them."""
         ...
 
     def overflow(self) -> None:
@@ -53,7 +55,7 @@ class Switchboard:
         self._deliver(out)
         return conn_id
 
-    def receive(self, conn_id: str, data: str | bytes) -> None:
+    def receive(self, conn_id: str, data: str | bytes | Frame) -> None:
         """Route one frame received on ``conn_id``."""
         self._deliver(self.table.receive(conn_id, data))
 
@@ -80,7 +82,7 @@ class Switchboard:
             outbox = self._outboxes.get(item.conn_id)
             if outbox is None:
                 self.dropped_frames += 1
-            elif not outbox.send_nowait(item.text):
+            elif not outbox.send_nowait(item.frame):
                 self.dropped_frames += 1
                 logger.warning("closing %s: its outbox is full", item.conn_id)
                 outbox.overflow()

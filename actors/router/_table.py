@@ -43,10 +43,21 @@ DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Deliver:
-    """Send ``text`` to the connection ``conn_id``."""
+    """Send ``frame`` to the connection ``conn_id``.
+
+    The frame stays an object until a socket needs its text: a connection in our own
+    process (the router session's) takes it as it is, with no JSON encoded and parsed
+    again. Frames delivered are read-only to their receiver (one may go to several).
+    """
 
     conn_id: str
-    text: str
+    frame: Frame | str
+
+    @property
+    def text(self) -> str:
+        """The frame as the JSON text a socket sends."""
+        frame = self.frame
+        return frame if isinstance(frame, str) else dump_frame(frame)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -160,7 +171,7 @@ class RoutingTable:
             if self.replay_registrations:
                 for conn in self._connections.values():
                     if conn.registration is not None and self._is_current(conn):
-                        out.append(Deliver(conn_id, dump_frame(conn.registration)))
+                        out.append(Deliver(conn_id, conn.registration))
         return conn_id, out
 
     def close(self, conn_id: str) -> list[Deliver]:
@@ -186,7 +197,7 @@ class RoutingTable:
                         }
                     }
                 )
-        gone = dump_frame(agent_error(AGENT_UNREGISTERED, agent_uuid=identity.client_id))
+        gone = agent_error(AGENT_UNREGISTERED, agent_uuid=identity.client_id)
         for caller_id in conn.callers:
             caller = self._connections.get(caller_id)
             if caller is not None:
@@ -198,8 +209,13 @@ class RoutingTable:
                 del callee.callers[conn_id]
         return out
 
-    def receive(self, conn_id: str, data: str | bytes) -> list[Deliver]:
+    def receive(self, conn_id: str, data: str | bytes | Frame) -> list[Deliver]:
         """Process one frame received on connection ``conn_id``.
+
+        Args:
+            conn_id: The sender.
+            data: The frame as a socket received it, or, from a connection in our own
+                process, the frame object itself (it then belongs to the table).
 
         Returns:
             The frames to deliver. Bad frames (not JSON, too large, unknown type) are
@@ -208,6 +224,8 @@ class RoutingTable:
         sender = self._connections.get(conn_id)
         if sender is None:
             return []
+        if isinstance(data, dict):
+            return self._route(sender, data, data)
         try:
             frame = parse_frame(data, limit=self.max_frame_bytes)
         except FrameTooLargeError as exc:
@@ -219,6 +237,10 @@ class RoutingTable:
                     router_error("Invalid JSON format", ErrorType.INVALID_JSON_REQUEST_FORMAT),
                 )
             ]
+        return self._route(sender, frame, data)
+
+    def _route(self, sender: _Connection, frame: Frame, data: str | bytes | Frame) -> list[Deliver]:
+        conn_id = sender.conn_id
         message_type = frame.pop("message_type", None)
         target = frame.pop("agent_uuid", None)
         match message_type:
@@ -231,7 +253,10 @@ class RoutingTable:
             case MessageType.AGENT_LOG:
                 return self._log(sender, frame)
             case _:
-                raw = data.decode(errors="replace") if isinstance(data, bytes) else data
+                if isinstance(data, dict):
+                    raw = dump_frame({"message_type": message_type, **data})
+                else:
+                    raw = data.decode(errors="replace") if isinstance(data, bytes) else data
                 return [
                     self._reply(
                         conn_id,
@@ -285,11 +310,11 @@ class RoutingTable:
         ):
             # The back-end tells an agent to go away (a bad JWT at registration).
             error = {**payload, "message_type": str(MessageType.AGENT_ERROR)}
-            return [Deliver(target_conn_id, dump_frame({"error": error}))]
+            return [Deliver(target_conn_id, {"error": error})]
         frame["invoked_by"] = sender.conn_id
         callee.callers[sender.conn_id] += 1
         sender.callees[target_conn_id] += 1
-        return [Deliver(target_conn_id, dump_frame(frame))]
+        return [Deliver(target_conn_id, frame)]
 
     def _respond(self, sender: _Connection, message_type: str, frame: Frame) -> list[Deliver]:
         invoked_by = frame.pop("invoked_by", None)
@@ -298,7 +323,7 @@ class RoutingTable:
             return []
         self._settle(caller_id, sender)
         frame["message_type"] = message_type
-        return [Deliver(caller_id, dump_frame(frame))]
+        return [Deliver(caller_id, frame)]
 
     def _log(self, sender: _Connection, frame: Frame) -> list[Deliver]:
         return self._to_backend(
@@ -365,7 +390,7 @@ class RoutingTable:
     def _to_backend(self, frame: Frame, *, replayed: bool = False) -> list[Deliver]:
         backend = self._clients.get(MASTER_SERVER_BE)
         if backend is not None:
-            return [Deliver(backend, dump_frame(frame))]
+            return [Deliver(backend, frame)]
         if not replayed:
             text = dump_frame(frame)
             self._backlog.append(text)
@@ -377,7 +402,7 @@ class RoutingTable:
 
     @staticmethod
     def _reply(conn_id: str, frame: Frame) -> Deliver:
-        return Deliver(conn_id, dump_frame(frame))
+        return Deliver(conn_id, frame)
 
 
 def _not_active() -> Frame:

@@ -7,7 +7,9 @@ Errors of the ``websockets`` client are translated where they enter, into
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Protocol
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
@@ -17,24 +19,32 @@ from ._exceptions import RouterConnectionError
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
-__all__ = ["Connector", "RouterConnection", "WebSocketConnector"]
+__all__ = ["Connector", "RouterConnection", "WebSocketConnector", "parse_object"]
+
+logger = logging.getLogger(__name__)
 
 # Our own sockets trust the router; the agents' 1 MiB limit is the router's business.
 _MAX_FRAME = 64 * 2**20
 
 
 class RouterConnection(Protocol):
-    """One open WebSocket to the router, carrying JSON text frames."""
+    """One open connection to the router, carrying frames (JSON objects).
 
-    async def send(self, text: str) -> None:
-        """Send one text frame; waits for room in the socket's buffer.
+    A socket encodes and decodes them at this edge; a connection in our own process
+    hands the objects over as they are.
+    """
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        """Send one frame, which the connection then owns; waits for room to send it.
 
         Raises:
             RouterConnectionError: The socket is closed or broken.
         """
 
-    async def recv(self) -> str:
-        """Wait for the next text frame and return it.
+    async def recv(self) -> dict[str, Any]:
+        """Wait for the next frame (a JSON object) and return it; read-only to the caller.
+
+        Frames that are not JSON objects are skipped.
 
         Raises:
             RouterConnectionError: The socket closed (cleanly or not).
@@ -59,6 +69,15 @@ class Connector(Protocol):
         """
 
 
+def parse_object(data: str | bytes) -> dict[str, Any] | None:
+    """Return the JSON object in a frame's text, or None if it holds anything else."""
+    try:
+        frame = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return frame if isinstance(frame, dict) else None
+
+
 @contextlib.contextmanager
 def _mapped() -> Iterator[None]:
     try:
@@ -73,14 +92,18 @@ class _WebSocket:
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
 
-    async def send(self, text: str) -> None:
+    async def send(self, frame: dict[str, Any]) -> None:
         with _mapped():
-            await self._ws.send(text)
+            await self._ws.send(json.dumps(frame))
 
-    async def recv(self) -> str:
-        with _mapped():
-            data = await self._ws.recv()
-        return data if isinstance(data, str) else data.decode()
+    async def recv(self) -> dict[str, Any]:
+        while True:
+            with _mapped():
+                data = await self._ws.recv()
+            frame = parse_object(data)
+            if frame is not None:
+                return frame
+            logger.debug("ignored frame that is not a JSON object: %.200r", data)
 
     async def aclose(self) -> None:
         with contextlib.suppress(WebSocketException, OSError, TimeoutError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["AgentEvent", "AgentLogged", "AgentRegistered", "AgentUnregistered", "parse_forward"]
@@ -57,18 +58,11 @@ class AgentLogged:
 AgentEvent = AgentRegistered | AgentUnregistered | AgentLogged
 
 
-def parse_forward(data: str | bytes) -> AgentEvent | None:
+def parse_forward(frame: Mapping[str, Any]) -> AgentEvent | None:
     """Return the event in one frame from the router, or None if it carries none.
 
-    Frames that are not JSON objects, carry an ``error`` or an unknown
-    ``message_type`` give None.
+    Frames that carry an ``error`` or an unknown ``message_type`` give None.
     """
-    try:
-        frame = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(frame, dict):
-        return None
     payload = frame.get("request_payload")
     if not isinstance(payload, dict):
         return None

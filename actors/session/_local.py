@@ -3,9 +3,10 @@
 When the router runs in our own process, a WebSocket to it costs a TCP connect, an HTTP
 upgrade and a frame encode and decode on both ends, all on the one event loop, for every
 master invocation. `LocalConnector` opens the same connections straight on the router's
-hub: it identifies them from the same headers, routes the same JSON text frames through
-the same routing table, and gets its frames through the same bounded-outbox contract
-(a full outbox closes the connection). So the session behaves exactly as it does over
+hub: it identifies them from the same headers, routes the same frames through the same
+routing table, as objects (no JSON is encoded and parsed again between two objects of
+one process), and gets its frames through the same bounded-outbox contract (a full
+outbox closes the connection). So the session behaves exactly as it does over
 sockets, and an upstream router still gets real sockets (`WebSocketConnector`).
 """
 
@@ -21,12 +22,14 @@ from actors.router import (
     ApiKeys,
     ClientKind,
     CloseConnection,
+    Frame,
     OpenConnection,
     ReceiveFrame,
     identify,
 )
 from runtime import ActorDeadError, MailboxFullError
 
+from ._connection import parse_object
 from ._exceptions import RouterConnectionError
 
 if TYPE_CHECKING:
@@ -43,19 +46,23 @@ _OPEN_TIMEOUT = 5.0
 
 
 class _Inbox:
-    """The outbox the hub fills for one local connection (`actors.router.Outbox`)."""
+    """The outbox the hub fills for one local connection (`actors.router.Outbox`).
+
+    It takes the hub's frame objects as they are; only frames that are text already
+    (kept while no back-end was connected) are parsed.
+    """
 
     __slots__ = ("_receive", "_send", "overflowed")
 
     def __init__(self, capacity: int) -> None:
-        self._send: MemoryObjectSendStream[str]
-        self._receive: MemoryObjectReceiveStream[str]
-        self._send, self._receive = anyio.create_memory_object_stream[str](capacity)
+        self._send: MemoryObjectSendStream[Frame | str]
+        self._receive: MemoryObjectReceiveStream[Frame | str]
+        self._send, self._receive = anyio.create_memory_object_stream[Frame | str](capacity)
         self.overflowed = False
 
-    def send_nowait(self, text: str) -> bool:
+    def send_nowait(self, frame: Frame | str) -> bool:
         try:
-            self._send.send_nowait(text)
+            self._send.send_nowait(frame)
         except anyio.WouldBlock:
             return False
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -66,13 +73,19 @@ class _Inbox:
         self.overflowed = True
         self._send.close()
 
-    async def receive(self) -> str:
-        try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError) as exc:
-            self._receive.close()
-            reason = "its outbox overflowed" if self.overflowed else "it is closed"
-            raise RouterConnectionError(f"local router connection lost: {reason}") from exc
+    async def receive(self) -> Frame:
+        while True:
+            try:
+                frame = await self._receive.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError) as exc:
+                self._receive.close()
+                reason = "its outbox overflowed" if self.overflowed else "it is closed"
+                raise RouterConnectionError(f"local router connection lost: {reason}") from exc
+            if not isinstance(frame, str):
+                return frame
+            parsed = parse_object(frame)
+            if parsed is not None:
+                return parsed
 
     def close(self) -> None:
         self._send.close()
@@ -90,15 +103,15 @@ class _LocalConnection:
         self._inbox = inbox
         self._closed = False
 
-    async def send(self, text: str) -> None:
+    async def send(self, frame: Frame) -> None:
         if self._closed or self._inbox.overflowed:
             raise RouterConnectionError("local router connection is closed")
         try:
-            await self._hub.tell(ReceiveFrame(self._conn_id, text))
+            await self._hub.tell(ReceiveFrame(self._conn_id, frame))
         except ActorDeadError as exc:
             raise RouterConnectionError("the router is not running") from exc
 
-    async def recv(self) -> str:
+    async def recv(self) -> Frame:
         return await self._inbox.receive()
 
     async def aclose(self) -> None:

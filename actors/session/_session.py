@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -341,10 +340,10 @@ class RouterSession(Actor[SessionMessage]):
 
     async def _read(self, conn: RouterConnection) -> None:
         while True:
-            data = await conn.recv()
-            event = parse_forward(data)
+            frame = await conn.recv()
+            event = parse_forward(frame)
             if event is None:
-                logger.debug("ignored frame from the router: %.200s", data)
+                logger.debug("ignored frame from the router: %.200r", frame)
                 continue
             if self._events is not None:
                 await self._events.tell(event)
@@ -387,10 +386,9 @@ class RouterSession(Actor[SessionMessage]):
                 "session_id": request.session_id,
             },
         }
-        text = json.dumps(frame)
         conn = await self.connector.connect({"x-custom-invoke-key": self._invoke_key()})
         try:
-            await conn.send(text)
+            await conn.send(frame)
             while True:
                 reply = _master_reply(await conn.recv())
                 if reply is not None:
@@ -411,7 +409,7 @@ class RouterSession(Actor[SessionMessage]):
                 {"x-custom-invoke-key": self._invoke_key(agent_uuid)}
             )
             try:
-                await conn.send(json.dumps(frame))
+                await conn.send(frame)
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_GRACE):
                     await conn.aclose()
@@ -440,14 +438,8 @@ def _reply_nowait(request: InvokeMaster, outcome: MasterAgentError) -> None:
         logger.warning("the reply to %s was refused: its mailbox is full", request.request_id)
 
 
-def _master_reply(data: str) -> MasterReply | None:
+def _master_reply(frame: Mapping[str, Any]) -> MasterReply | None:
     """Read one frame on an invoke socket: the reply, an error (raised), or None (skip)."""
-    try:
-        frame = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(frame, dict):
-        return None
     kind = frame.get("message_type")
     if kind == "agent_response":
         return MasterReply(frame.get("response"), _seconds(frame.get("execution_time")))

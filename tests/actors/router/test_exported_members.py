@@ -28,6 +28,7 @@ EXPECTED = [
     "ConnectionActor",
     "Deliver",
     "ErrorType",
+    "Frame",
     "FrameTooLargeError",
     "GetStatistics",
     "HubMessage",

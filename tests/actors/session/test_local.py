@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +24,7 @@ def connector(router: RunningRouter, **limits: int) -> LocalConnector:
 
 async def next_frame(conn: RouterConnection, within: float = 5.0) -> dict[str, Any]:
     with anyio.fail_after(within):
-        frame: dict[str, Any] = json.loads(await conn.recv())
+        frame: dict[str, Any] = await conn.recv()
     return frame
 
 
@@ -66,7 +65,7 @@ class TestLocalConnector:
                     "agent_uuid": target,
                     "request_payload": {"q": 1},
                 }
-                await conn.send(json.dumps(invoke))
+                await conn.send(invoke)
                 received = await peer.next()
                 assert received["request_payload"] == {"q": 1}
                 answer = {
@@ -89,7 +88,7 @@ class TestLocalConnector:
             target = str(uuid.uuid4())
             conn = await connector(router).connect({"x-custom-invoke-key": f"me:{target}"})
             invoke = {"message_type": "agent_invoke", "agent_uuid": target, "request_payload": {}}
-            await conn.send(json.dumps(invoke))
+            await conn.send(invoke)
             reply = await next_frame(conn)
             assert reply["error"]["error_message"] == "Agent is NOT active"
             await conn.aclose()
@@ -109,7 +108,7 @@ class TestLocalConnector:
                 while router.hub.switchboard.table.conn_id_of(MASTER_SERVER_BE):  # noqa: ASYNC110
                     await anyio.sleep(0.005)
             with pytest.raises(RouterConnectionError):
-                await conn.send("{}")
+                await conn.send({})
             with pytest.raises(RouterConnectionError):
                 await conn.recv()
 
@@ -128,7 +127,7 @@ class TestLocalConnector:
             with pytest.raises(RouterConnectionError, match="overflowed"):
                 await backend.recv()
             with pytest.raises(RouterConnectionError):
-                await backend.send("{}")
+                await backend.send({})
             await backend.aclose()
 
     async def test_a_router_that_is_gone_cannot_be_reached(self) -> None:
