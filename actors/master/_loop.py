@@ -1,0 +1,390 @@
+"""One master turn: the tool-calling loop between the user's model and their agents.
+
+The model is shown the conversation and the user's tools (flows and agents, by alias);
+each step either answers in text, which ends the turn, or calls tools: an agent is
+invoked through the router under the turn's ids, a flow runs its members in order (the
+first with the model's arguments, each next one with arguments the model is made to
+give for it, having seen what came before), and every result goes back to the model.
+Each model call and each agent call is a step with its own deadline; past
+``max_steps`` model calls the turn stops.
+
+Every step is recorded in ``agents_trace`` in the shape the web UI's trace page reads
+(PROTOCOL.md §3.5): ``MasterAgent`` steps with the model's message, agent calls with
+``id``, ``name``, ``type``, ``input``, ``output``, ``is_success`` and
+``execution_time``, flows with their members' traces under ``flow``. Any failure ends
+the turn with ``is_success`` false and a text saying what to do, after the steps so far.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from persistence import is_database_unavailable
+
+from ..session import RouterConnectionError
+from ._agents import AgentReply, call_agent
+from ._exceptions import AgentCallError, StepLimitError, ToolCallError, TurnError
+from ._history import last_messages, model_messages, read_history
+from ._providers import model_settings
+from ._tools import FLOW
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessage
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from ..session import Connector
+    from ._providers import ModelSettings, ProviderPool
+    from ._tools import Tool, ToolCatalogue
+
+__all__ = ["DATABASE_UNAVAILABLE", "LoopSettings", "TurnRequest", "TurnRunner"]
+
+logger = logging.getLogger(__name__)
+
+MASTER = "MasterAgent"
+DATABASE_UNAVAILABLE = "Database unavailable. Try again later"
+_NOT_ACTIVE = "Agent is NOT active"
+_UNREGISTERED = "Agent has been unregistered"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """What the master was invoked with (PROTOCOL.md §3.2) and the turn's ids."""
+
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    request_id: str
+    configs: Mapping[str, Any]
+    files: list[Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoopSettings:
+    """The loop's limits.
+
+    Attributes:
+        default_prompt: The system prompt of a config that has none (API.md App. A).
+        model_timeout: Seconds one model call may take.
+        agent_timeout: Seconds one agent call may take.
+        max_steps: Model calls per turn (a flow's forced calls included).
+    """
+
+    default_prompt: str
+    model_timeout: float = 60.0
+    agent_timeout: float = 120.0
+    max_steps: int = 10
+
+
+class TurnRunner:
+    """Run turns; shared by every turn of the master (it keeps no turn state).
+
+    Args:
+        sessionmaker: Reads the history.
+        tools: The users' tools.
+        providers: Pooled provider clients.
+        connector: Opens router connections for agent calls.
+        master_key: ``MASTER_AGENT_API_KEY``, the prefix of the calls' invoke keys.
+        settings: Limits and the default prompt.
+    """
+
+    def __init__(
+        self,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        tools: ToolCatalogue,
+        providers: ProviderPool,
+        connector: Connector,
+        master_key: str,
+        settings: LoopSettings,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._tools = tools
+        self._providers = providers
+        self._connector = connector
+        self._master_key = master_key
+        self.settings = settings
+
+    async def run(self, request: TurnRequest) -> dict[str, Any]:
+        """Run one turn; return ``{agents_trace, response, is_success}``.
+
+        Never raises for what the user or the outside did wrong (a bad key, a provider
+        or an agent down, a late step, a database outage): those answer
+        ``is_success: false``; only a bug raises.
+        """
+        trace: list[dict[str, Any]] = []
+        try:
+            text = await _Turn(self, request, trace).run()
+        except TurnError as exc:
+            logger.info("master turn failed: %s", exc)
+            return _failure(trace, str(exc))
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            logger.warning("database unavailable during a master turn: %r", exc)
+            return _failure(trace, DATABASE_UNAVAILABLE)
+        return {"agents_trace": trace, "response": text, "is_success": True}
+
+
+def _failure(trace: list[dict[str, Any]], text: str) -> dict[str, Any]:
+    trace.append({"name": MASTER, "output": text, "is_success": False})
+    return {"agents_trace": trace, "response": text, "is_success": False}
+
+
+class _Turn:
+    """The state of one turn: its model, messages, tools, trace and steps."""
+
+    def __init__(
+        self, runner: TurnRunner, request: TurnRequest, trace: list[dict[str, Any]]
+    ) -> None:
+        self.runner = runner
+        self.request = request
+        self.trace = trace
+        self.steps = 0
+
+    async def run(self) -> str:
+        runner, request = self.runner, self.request
+        model = model_settings(request.configs)
+        history = await read_history(
+            runner._sessionmaker,
+            request.session_id,
+            request.user_id,
+            last_messages(request.configs),
+        )
+        tools = await runner._tools.tools_for(request.user_id)
+        prompt = model.system_prompt or runner.settings.default_prompt
+        if model.user_prompt:
+            prompt = f"{prompt}\n\n{model.user_prompt}"
+        messages = model_messages(history, system_prompt=prompt, files=request.files)
+        by_name = {tool.function_name: tool for tool in tools}
+        definitions = [tool.function for tool in tools]
+        while True:
+            message = await self.think(model, messages, definitions, self.trace)
+            calls = message.tool_calls or []
+            if not calls:
+                return message.content or ""
+            before = list(messages)
+            messages.append(_assistant(message))
+            for call in calls:
+                tool, arguments = _read_call(call, by_name, model)
+                output = await self.use(model, tool, arguments, before)
+                messages.append(
+                    {"role": "tool", "tool_call_id": call.id, "content": _as_text(output)}
+                )
+
+    async def think(
+        self,
+        model: ModelSettings,
+        messages: list[dict[str, Any]],
+        definitions: list[dict[str, Any]],
+        trace: list[dict[str, Any]],
+        *,
+        tool_choice: Any = None,
+    ) -> ChatCompletionMessage:
+        """Make one model call, recorded as a ``MasterAgent`` step."""
+        limit = self.runner.settings.max_steps
+        if self.steps >= limit:
+            raise StepLimitError(
+                f"No final answer after {limit} steps of the model {model.model}: ask "
+                "again with a narrower request."
+            )
+        self.steps += 1
+        started = time.perf_counter()
+        completion = await self.runner._providers.complete(
+            model,
+            messages,
+            definitions,
+            timeout=self.runner.settings.model_timeout,
+            tool_choice=tool_choice,
+        )
+        message = completion.choices[0].message
+        output = message.model_dump(exclude_none=True)
+        if completion.usage is not None:
+            output["usage_metadata"] = completion.usage.model_dump(exclude_none=True)
+        trace.append(
+            {
+                "name": MASTER,
+                "input": messages[-1],
+                "output": output,
+                "is_success": True,
+                "execution_time": time.perf_counter() - started,
+            }
+        )
+        return message
+
+    async def use(
+        self,
+        model: ModelSettings,
+        tool: Tool,
+        arguments: dict[str, Any],
+        before: list[dict[str, Any]],
+    ) -> Any:
+        """Call an agent or run a flow; return what goes back to the model."""
+        if tool.kind != FLOW:
+            return await self.call(tool, arguments, self.trace)
+        started = time.perf_counter()
+        members: list[dict[str, Any]] = []
+        entry: dict[str, Any] = {
+            "id": tool.id,
+            "name": tool.display_name,
+            "type": FLOW,
+            "input": arguments,
+            "flow": members,
+            "is_success": False,
+            "execution_time": 0.0,
+        }
+        self.trace.append(entry)
+        nested = list(before)
+        output: Any = None
+        try:
+            for index, member in enumerate(tool.members):
+                if index:
+                    message = await self.think(
+                        model,
+                        nested,
+                        [member.function],
+                        members,
+                        tool_choice={
+                            "type": "function",
+                            "function": {"name": member.function_name},
+                        },
+                    )
+                    arguments = _forced_arguments(message, member, model)
+                output = await self.call(member, arguments, members)
+                call_id = f"call_{uuid.uuid4().hex[:24]}"
+                nested += [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "id": call_id,
+                                "type": "function",
+                                "function": {
+                                    "name": member.function_name,
+                                    "arguments": json.dumps(arguments),
+                                },
+                            }
+                        ],
+                    },
+                    {"role": "tool", "tool_call_id": call_id, "content": _as_text(output)},
+                ]
+            entry["is_success"] = True
+            entry["output"] = output
+            return output
+        finally:
+            entry["execution_time"] = time.perf_counter() - started
+
+    async def call(self, tool: Tool, arguments: dict[str, Any], trace: list[dict[str, Any]]) -> Any:
+        """Invoke one agent under the turn's ids, recorded in ``trace``."""
+        timeout = self.runner.settings.agent_timeout
+        started = time.perf_counter()
+        reply: AgentReply | None = None
+        failure: str | None = None
+        try:
+            with anyio.move_on_after(timeout):
+                reply = await call_agent(
+                    self.runner._connector,
+                    self.runner._master_key,
+                    tool.id,
+                    arguments,
+                    request_id=self.request.request_id,
+                    session_id=str(self.request.session_id),
+                )
+        except RouterConnectionError as exc:
+            logger.warning("agent call to %s failed: %r", tool.id, exc)
+            failure = (
+                f"The agent router cannot be reached, so the agent {tool.display_name} was "
+                "not called: try again in a moment."
+            )
+        if reply is None and failure is None:
+            failure = (
+                f"The agent {tool.display_name} did not answer within {timeout:g} s: check "
+                "that it is running, then ask again."
+            )
+        elif reply is not None and not reply.is_success:
+            failure = _agent_failure(tool, str(reply.output))
+        trace.append(
+            {
+                "id": tool.id,
+                "name": tool.display_name,
+                "type": tool.kind,
+                "input": arguments,
+                "output": reply.output if reply is not None else failure,
+                "execution_time": (
+                    reply.execution_time if reply is not None else time.perf_counter() - started
+                ),
+                "is_success": failure is None,
+            }
+        )
+        if failure is not None:
+            raise AgentCallError(failure)
+        assert reply is not None
+        return reply.output
+
+
+def _agent_failure(tool: Tool, error: str) -> str:
+    name = tool.display_name
+    if error == _NOT_ACTIVE:
+        return f"The agent {name} is not connected: start it, then ask again."
+    if error == _UNREGISTERED:
+        return f"The agent {name} disconnected during the call: restart it, then ask again."
+    return f"The agent {name} failed: {error}"
+
+
+def _read_call(
+    call: Any, by_name: dict[str, Tool], model: ModelSettings
+) -> tuple[Tool, dict[str, Any]]:
+    """Find the tool a call names and read its arguments."""
+    function = getattr(call, "function", None)
+    name = getattr(function, "name", None)
+    tool = by_name.get(name) if isinstance(name, str) else None
+    if tool is None:
+        raise ToolCallError(
+            f"The model {model.model} called a tool that does not exist ({name!r}): ask "
+            "again, or check that the agent you mean is connected."
+        )
+    return tool, _arguments(getattr(function, "arguments", None), tool, model)
+
+
+def _forced_arguments(
+    message: ChatCompletionMessage, member: Tool, model: ModelSettings
+) -> dict[str, Any]:
+    for call in message.tool_calls or []:
+        function = getattr(call, "function", None)
+        if function is not None and function.name == member.function_name:
+            return _arguments(function.arguments, member, model)
+    raise ToolCallError(
+        f"The model {model.model} did not give arguments for {member.display_name}, the "
+        "next agent of the flow: ask again, or use a model that supports tool calling."
+    )
+
+
+def _arguments(text: Any, tool: Tool, model: ModelSettings) -> dict[str, Any]:
+    try:
+        arguments = json.loads(text) if text else {}
+    except (TypeError, ValueError):
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise ToolCallError(
+            f"The model {model.model} called {tool.display_name} with arguments that are "
+            f"not a JSON object ({str(text)[:200]!r}): ask again, or use a model that "
+            "supports tool calling."
+        )
+    return arguments
+
+
+def _assistant(message: ChatCompletionMessage) -> dict[str, Any]:
+    """The model's tool-calling message as it goes back into the conversation."""
+    out: dict[str, Any] = {"role": "assistant", "content": message.content}
+    out["tool_calls"] = [call.model_dump(exclude_none=True) for call in message.tool_calls or []]
+    return out
+
+
+def _as_text(output: Any) -> str:
+    return json.dumps(output, ensure_ascii=False, default=str)

@@ -1,0 +1,159 @@
+"""The tools a user's turn may call: eligible flows, then active genai agents.
+
+The same list as ``GET /api/agents/active?agent_type=all`` (API.md §13.6) answers the
+upstream master, read straight from the repositories, and kept per user for as long
+as the user's catalogue version (`persistence.CatalogueVersions`, moved on by the
+database's notifications) stays the same: a turn after an unchanged catalogue reads
+nothing. Each tool is named by its alias, which the model sees as the function name.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import re
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from persistence import AgentRepository, FlowRepository, flow_item_ids, is_eligible
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from persistence import Agent, AgentFlow, CatalogueVersions
+
+__all__ = ["GENAI", "Tool", "ToolCatalogue", "agent_tool", "flow_tool", "function_name"]
+
+GENAI = "genai"
+FLOW = "flow"
+# The upstream master's page of active agents (the route's default limit).
+_AGENT_LIMIT = 100
+_NAME_RE = re.compile(r"[^a-zA-Z0-9_-]")
+_EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tool:
+    """One tool of a turn.
+
+    Attributes:
+        id: The agent's id (its router id) or the flow's.
+        name: The alias: the tool list's ``name``.
+        kind: ``genai`` or ``flow``.
+        function: The OpenAI tool definition bound for the model.
+        members: A flow's members, in order (agents as tools).
+    """
+
+    id: str
+    name: str
+    kind: str
+    function: dict[str, Any]
+    members: tuple[Tool, ...] = ()
+
+    @property
+    def function_name(self) -> str:
+        """The name the model calls it by."""
+        name: str = self.function["function"]["name"]
+        return name
+
+    @property
+    def display_name(self) -> str:
+        """The trace's name: the alias without its ``_xxxxxx`` suffix (PROTOCOL.md §3.5)."""
+        return self.name.rsplit("_", 1)[0] if "_" in self.name else self.name
+
+
+def function_name(alias: str) -> str:
+    """Return ``alias`` as the API accepts a function name (``[a-zA-Z0-9_-]``, ≤ 64)."""
+    return _NAME_RE.sub("_", alias)[:64] or "tool"
+
+
+def _function(schema: Any, name: str, description: str | None = None) -> dict[str, Any]:
+    """Build a function tool from an agent's stored schema, named ``name``."""
+    function = schema.get("function") if isinstance(schema, dict) else None
+    function = function if isinstance(function, dict) else {}
+    parameters = function.get("parameters")
+    if not isinstance(parameters, dict) or parameters.get("type") != "object":
+        parameters = _EMPTY_PARAMETERS
+    text = description if description else function.get("description")
+    return {
+        "type": "function",
+        "function": {
+            "name": function_name(name),
+            "description": str(text or ""),
+            "parameters": parameters,
+        },
+    }
+
+
+def agent_tool(agent: Agent) -> Tool:
+    """Render an active agent as a tool named by its alias."""
+    return Tool(str(agent.id), agent.alias, GENAI, _function(agent.input_parameters, agent.alias))
+
+
+def flow_tool(flow: AgentFlow, active: dict[str, Agent]) -> Tool:
+    """Render an eligible flow: the schema of its first member, its own name and text."""
+    members = tuple(agent_tool(active[item_id]) for item_id, _ in flow_item_ids(flow.flow))
+    first = active[members[0].id].input_parameters
+    return Tool(
+        str(flow.id),
+        flow.alias,
+        FLOW,
+        _function(first, flow.alias, flow.description or None),
+        members,
+    )
+
+
+class ToolCatalogue:
+    """Users' tools, read from the database and kept while their catalogue is unchanged.
+
+    Args:
+        sessionmaker: Opens a read session.
+        versions: The users' catalogue versions; while changes are not heard, every
+            turn reads its tools.
+        max_users: Users whose tools are kept; the least recently used go first.
+    """
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        versions: CatalogueVersions | None,
+        *,
+        max_users: int = 4096,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._versions = versions
+        self._kept: collections.OrderedDict[uuid.UUID, tuple[Any, list[Tool]]] = (
+            collections.OrderedDict()
+        )
+        self._max_users = max_users
+
+    async def tools_for(self, user_id: uuid.UUID) -> list[Tool]:
+        """Return the user's tools: eligible flows first, then active agents, newest first.
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError, OSError: The database cannot be read.
+        """
+        # Read before the database: a change during the read moves it on.
+        version = self._versions.current(user_id) if self._versions is not None else None
+        if version is not None:
+            kept = self._kept.get(user_id)
+            if kept is not None and kept[0] == version:
+                self._kept.move_to_end(user_id)
+                return kept[1]
+        tools = await self._read(user_id)
+        if version is not None:
+            self._kept[user_id] = (version, tools)
+            self._kept.move_to_end(user_id)
+            if len(self._kept) > self._max_users:
+                self._kept.popitem(last=False)
+        return tools
+
+    async def _read(self, user_id: uuid.UUID) -> list[Tool]:
+        async with self._sessionmaker() as session:
+            flows = await FlowRepository(session).list_for_user(user_id, limit=None)
+            agents = AgentRepository(session)
+            everything = await agents.list_active_for_user(user_id, limit=None)
+        active = {str(agent.id): agent for agent in everything}
+        tools = [flow_tool(flow, active) for flow in flows if is_eligible(flow, active.keys())]
+        tools += [agent_tool(agent) for agent in everything[:_AGENT_LIMIT]]
+        return tools
