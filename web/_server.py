@@ -32,7 +32,9 @@ from actors import (
     router_session_spec,
 )
 from actors.chat import ChatDrain
+from actors.master import LoopSettings, MasterConfig, master_agent_spec
 from actors.router import ApiKeys, GetStatistics, RouterConfig, router_children
+from actors.session import WebSocketConnector
 from actors.tools import ToolRefresherClient, tool_refresher_spec
 from persistence import (
     DatabaseSettings,
@@ -56,6 +58,7 @@ from runtime import (
 from ._http import GetAddresses, HttpServer, hypercorn_config
 from .app import create_app
 from .blueprints.integrations import outbound_policy
+from .blueprints.llm import DEFAULT_SYSTEM_PROMPT
 from .services import AppServices
 
 if TYPE_CHECKING:
@@ -303,6 +306,25 @@ async def _start_tree(
             SessionConfig(router_url, settings.MASTER_BE_API_KEY), connector=connector
         )
     )
+    if settings.builtin_master:
+        # Our own master agent: a router client as master_server_ml, in-process on the
+        # embedded router as the session is, so the chat path is the external master's.
+        loop = LoopSettings(
+            DEFAULT_SYSTEM_PROMPT,
+            model_timeout=settings.MASTER_MODEL_TIMEOUT,
+            agent_timeout=settings.MASTER_TOOL_TIMEOUT,
+            max_steps=settings.MASTER_MAX_STEPS,
+        )
+        router_specs.append(
+            master_agent_spec(
+                MasterConfig(
+                    settings.MASTER_AGENT_API_KEY, loop, turn_timeout=settings.MASTER_AGENT_TIMEOUT
+                ),
+                sessionmaker=sessionmaker,
+                connector=connector or WebSocketConnector(router_url),
+                catalogue=services.catalogue,
+            )
+        )
     await system.start(
         ChildSpec(
             "router",

@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     # The key the master agent connects to the router with (its id is master_server_ml).
     MASTER_AGENT_API_KEY: str = DEFAULT_MASTER_AGENT_API_KEY
     MASTER_AGENT_TIMEOUT: float = 300.0
+    # Who answers chat turns as master_server_ml: "builtin", our own master agent (the
+    # default with the embedded router), or "external", the original master agent run
+    # apart (the default with ROUTER_WS_URL).
+    MASTER_AGENT: Literal["builtin", "external"] | None = None
+    # The built-in master: seconds one model call and one agent call may take, and the
+    # model calls a turn may make.
+    MASTER_MODEL_TIMEOUT: float = Field(60.0, gt=0)
+    MASTER_TOOL_TIMEOUT: float = Field(120.0, gt=0)
+    MASTER_MAX_STEPS: int = Field(10, ge=1)
 
     BACKEND_CORS_ORIGINS: Annotated[list[str], NoDecode] = ["*"]
 
@@ -127,6 +136,13 @@ class Settings(BaseSettings):
             return [str(item).strip() for item in parsed if str(item).strip()]
         text = text.removeprefix("[").removesuffix("]")
         return [part.strip().strip('"') for part in text.split(",") if part.strip().strip('"')]
+
+    @property
+    def builtin_master(self) -> bool:
+        """Whether the built-in master agent answers chat turns (``MASTER_AGENT``)."""
+        if self.MASTER_AGENT is None:
+            return self.ROUTER_WS_URL is None
+        return self.MASTER_AGENT == "builtin"
 
     @property
     def is_development(self) -> bool:

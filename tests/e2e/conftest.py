@@ -70,6 +70,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "BCRYPT_ROUNDS": 4,
         "SHUTDOWN_GRACE_SECONDS": 0.5,
         "MASTER_AGENT_TIMEOUT": 10.0,
+        # These tests connect their own master (master_script.py) or expect none.
+        "MASTER_AGENT": "external",
     }
     return Settings(**{**values, **overrides})
 
