@@ -4,6 +4,9 @@ clients for the front-end and the agents.
 
 Helpers:
     server_settings: settings on free ports with short grace and restart backoff.
+    proxied_server: the whole server on the run's database reached through a
+        `TcpProxy` (``tests/faults/proxy.py``) that the test cuts and restores, with a
+        user made through its API (`ProxiedServer`).
     ScriptedMaster: answers the master invocations it is allowed to (per session).
     World: a user with a token and a model config, made through the server's own API.
 """
@@ -23,6 +26,7 @@ import anyio
 import httpx
 import jwt
 import pytest
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -30,11 +34,15 @@ from websockets.exceptions import ConnectionClosed
 from persistence import (
     AgentRepository,
     ConfigRepository,
+    DatabaseSettings,
     ProviderRepository,
     create_engine,
     create_sessionmaker,
 )
 from web import Settings
+from web._server import RunningServer, open_server
+
+from .proxy import TcpProxy, open_proxy
 
 PASSWORD = "Secret#123"
 
@@ -242,3 +250,47 @@ async def open_master(router_url: str, api_key: str) -> AsyncIterator[ScriptedMa
         tg.start_soon(master.run)
         yield master
         tg.cancel_scope.cancel()
+
+
+@dataclass
+class ProxiedServer:
+    """The whole server, whose every database connection goes through ``proxy``.
+
+    Attributes:
+        server: The running server (its tree, router URL, addresses).
+        proxy: Cut it to make the database unreachable for the server only.
+        settings: The server's settings (JWT key, master agent key, ...).
+        base_url: Its HTTP face.
+        sessionmaker: Straight to the database (not through the proxy), for the test's
+            own reads and set-up.
+        world: A user made through the server's API, with a model config to chat with
+            (`World.ws_url`, and `open_master` on ``server.router_url``, give a chat
+            client and a master in the same scenario).
+    """
+
+    server: RunningServer
+    proxy: TcpProxy
+    settings: Settings
+    base_url: str
+    sessionmaker: async_sessionmaker[AsyncSession]
+    world: World
+
+
+@pytest.fixture(name="proxied_server")
+async def _proxied_server(
+    server_settings: Settings, database_url: str
+) -> AsyncIterator[ProxiedServer]:
+    target = make_url(database_url)
+    if target.host is None:
+        pytest.skip("the test database is reached over a Unix socket; the proxy needs TCP")
+    async with open_proxy(target.host, target.port or 5432) as proxy:
+        url = target.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
+        async with (
+            open_server(server_settings, DatabaseSettings(DATABASE_URL=url)) as server,
+            open_sessionmaker(database_url) as sessionmaker,
+        ):
+            host, port = server.http_addresses[0]
+            base_url = f"http://{host}:{port}"
+            await wait_ready(base_url)
+            world = await make_world(base_url, server_settings, sessionmaker)
+            yield ProxiedServer(server, proxy, server_settings, base_url, sessionmaker, world)
