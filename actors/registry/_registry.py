@@ -191,6 +191,25 @@ class _Unregister:
 _AgentJob = _ResetAgents | _Register | _Unregister
 
 
+class Accepted:
+    """What the registry has accepted and not yet written, in order.
+
+    It belongs to the spec, not to one instance, as a chat actor's `Room` does: a
+    registry restarted after a crash goes on with the same agent events and logs
+    (only the one the crash happened on is dropped), and the start-up reset of every
+    agent runs once per process, not again over agents that are still connected.
+    """
+
+    __slots__ = ("batch", "buffer", "jobs", "reset")
+
+    def __init__(self) -> None:
+        self.jobs: collections.deque[_AgentJob] = collections.deque()
+        self.buffer: collections.deque[NewLog] = collections.deque()
+        # The first logs of the buffer with their ids, fixed at the first attempt.
+        self.batch: tuple[list[NewLog], list[int]] | None = None
+        self.reset = False
+
+
 class RegistryActor(Actor[RegistryMessage]):
     """Keep the agents table and the logs in step with the router's events.
 
@@ -200,6 +219,8 @@ class RegistryActor(Actor[RegistryMessage]):
         session: The router session's client (for error frames to agents), or its
             registry path, resolved when first needed. None: no error frames.
         sink: Receives the stored logs after each batch; None: no push.
+        accepted: The work accepted and not yet written, shared with the instances
+            restarted after a crash (`registry_spec` shares one); a new one if None.
     """
 
     def __init__(
@@ -209,6 +230,7 @@ class RegistryActor(Actor[RegistryMessage]):
         *,
         session: RouterSessionClient | str | None = "router.session",
         sink: LogSink | None = None,
+        accepted: Accepted | None = None,
     ) -> None:
         self.config = config
         self.sessionmaker = sessionmaker
@@ -217,8 +239,9 @@ class RegistryActor(Actor[RegistryMessage]):
             session if isinstance(session, RouterSessionClient) else None
         )
         self.sink = sink
-        self._jobs: collections.deque[_AgentJob] = collections.deque()
-        self._buffer: collections.deque[NewLog] = collections.deque()
+        self._accepted = accepted if accepted is not None else Accepted()
+        self._jobs = self._accepted.jobs
+        self._buffer = self._accepted.buffer
         self._stats = RegistryStatistics()
         # The worker's side: it sleeps on `_wake` while `_idle`; `_stopping` ends its
         # retry pauses; `_worker_done` tells `on_stop` the batch in flight is settled.
@@ -231,8 +254,11 @@ class RegistryActor(Actor[RegistryMessage]):
 
     async def on_start(self) -> None:
         # Queued rather than done here, so that the registry starts (and the tree with
-        # it) while the database is down; registrations queue behind it.
-        self._jobs.append(_ResetAgents())
+        # it) while the database is down; registrations queue behind it. Once per
+        # process: after a restart the agents marked active are still connected.
+        if not self._accepted.reset:
+            self._accepted.reset = True
+            self._jobs.appendleft(_ResetAgents())
         self._worker_done = anyio.Event()
         self.start_soon(self._work, name=f"{self.name} writer")
 
@@ -361,7 +387,11 @@ class RegistryActor(Actor[RegistryMessage]):
                         continue
                     logger.warning("the database refused a write (attempt %d): %r", refusals, exc)
                 else:
-                    raise  # a bug of ours: the supervisor decides
+                    # A bug of ours: the supervisor decides. The work it happened on is
+                    # dropped (as a crashed actor's message is), the rest goes on after
+                    # the restart.
+                    self._drop_next(exc)
+                    raise
                 self._count(retries=1)
                 self._stats = dataclasses.replace(self._stats, last_error=repr(exc)[:500])
                 with anyio.move_on_after(self.config.retry.delay(outages + refusals - 1)):
@@ -399,7 +429,7 @@ class RegistryActor(Actor[RegistryMessage]):
             await self._apply(self._jobs[0])
             self._jobs.popleft()
         else:
-            await self._store(self._peek())
+            await self._store()
 
     def _drop_next(self, exc: Exception) -> None:
         if self._jobs:
@@ -407,25 +437,26 @@ class RegistryActor(Actor[RegistryMessage]):
             logger.error("dropping %r the database keeps refusing: %r", job, exc)
             self._count(events_failed=1)
         else:
-            count = min(len(self._buffer), self.config.batch_size)
+            batch = self._accepted.batch
+            count = len(batch[0]) if batch is not None else self._batch_size()
             logger.error("dropping a batch of %d logs the database keeps refusing: %r", count, exc)
             self._take(count)
             self._count(failed=count)
 
     async def _flush_once(self) -> None:
+        # Kept, not cleared, when the database fails now: after a crash the restarted
+        # registry goes on with it; at the end of the process it is reported lost.
         while self._jobs or self._buffer:
             try:
                 await self._apply_next()
             except Exception as exc:
                 logger.error(
-                    "dropping %d agent events and %d logs at stop: %r",
+                    "stopping with %d agent events and %d logs not written: %r",
                     len(self._jobs),
                     len(self._buffer),
                     exc,
                 )
-                self._count(events_failed=len(self._jobs), failed=len(self._buffer))
-                self._jobs.clear()
-                self._buffer.clear()
+                return
 
     async def _apply(self, job: _AgentJob) -> None:
         match job:
@@ -454,18 +485,30 @@ class RegistryActor(Actor[RegistryMessage]):
                 if known:
                     self._count(unregistered=1)
 
-    def _peek(self) -> list[NewLog]:
-        return list(itertools.islice(self._buffer, self.config.batch_size))
+    def _batch_size(self) -> int:
+        return min(len(self._buffer), self.config.batch_size)
 
     def _take(self, count: int) -> None:
         popleft = self._buffer.popleft
         for _ in range(count):
             popleft()
+        self._accepted.batch = None
 
-    async def _store(self, batch: list[NewLog]) -> None:
-        """Write one batch, drop it from the buffer and hand it to the sink."""
+    async def _store(self) -> None:
+        """Write the first batch, drop it from the buffer and hand it to the sink.
+
+        The batch and its ids are fixed before the first attempt and kept until it is
+        stored: an attempt that fails around its commit (the connection lost before the
+        answer) may have stored it, and the repeat then stores nothing twice.
+        """
+        if self._accepted.batch is None:
+            batch = list(itertools.islice(self._buffer, self.config.batch_size))
+            async with self.sessionmaker.begin() as db:
+                ids = await LogRepository(db).allocate_ids(len(batch))
+            self._accepted.batch = (batch, ids)
+        batch, ids = self._accepted.batch
         async with self.sessionmaker.begin() as db:
-            entries = await LogRepository(db).add_many(batch)
+            entries = await LogRepository(db).add_many(batch, ids=ids)
         self._take(len(batch))
         self._count(written=len(entries), batches=1)
         if self.sink is not None:
@@ -524,7 +567,9 @@ def registry_spec(
         capacity: Mailbox bound; a full mailbox makes the router session wait.
     """
 
+    accepted = Accepted()
+
     def factory() -> RegistryActor:
-        return RegistryActor(config, sessionmaker, session=session, sink=sink)
+        return RegistryActor(config, sessionmaker, session=session, sink=sink, accepted=accepted)
 
     return ChildSpec(name, factory, capacity=capacity, shutdown=10.0)

@@ -25,7 +25,14 @@ from typing import Any
 
 import jwt
 
-from persistence import MAX_NAME_LENGTH, NewLog, alias_matches, new_alias, normalise_name
+from persistence import (
+    MAX_NAME_LENGTH,
+    NewLog,
+    alias_matches,
+    new_alias,
+    normalise_name,
+    utcnow,
+)
 
 from ._redact import redact
 
@@ -111,4 +118,6 @@ def validate_log(
     level = str(log_level)
     if "\x00" in level:
         level = level.replace("\x00", "\ufffd")
-    return NewLog(sid, rid, agent_id, text, level)
+    # Stamped when accepted: a log held through an outage keeps the time it was sent,
+    # and every attempt to write it carries the same stamp.
+    return NewLog(sid, rid, agent_id, text, level, created_at=utcnow())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, String, case, cast, func, select, text
@@ -20,30 +20,44 @@ __all__ = ["LogEntry", "LogRepository", "NewLog"]
 # bound-parameter limit. Rows are inserted in the arrays' order, so their serial ids
 # ascend in that order. The owner is the reads' rule (see `LogRepository`), evaluated
 # in the same round trip.
+_ALLOCATE_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('logs', 'id')) FROM generate_series(1, :count)"
+)
+
 _INSERT_MANY = text(
     """
     WITH stored AS (
-        INSERT INTO logs (session_id, request_id, agent_id, creator_id, message, log_level,
-                          created_at, updated_at)
-        SELECT r.session_id, r.request_id, r.agent_id, r.creator_id, r.message, r.log_level,
+        INSERT INTO logs (id, session_id, request_id, agent_id, creator_id, message,
+                          log_level, created_at, updated_at)
+        SELECT coalesce(r.id, nextval(pg_get_serial_sequence('logs', 'id'))),
+               r.session_id, r.request_id, r.agent_id, r.creator_id, r.message, r.log_level,
                r.created_at, r.created_at
         FROM unnest(
+            CAST(:ids AS bigint[]),
             CAST(:session_ids AS uuid[]), CAST(:request_ids AS uuid[]),
             CAST(:agent_ids AS text[]), CAST(:creator_ids AS uuid[]),
             CAST(:messages AS text[]), CAST(:log_levels AS text[]),
             CAST(:created_ats AS timestamp[])
-        ) WITH ORDINALITY AS r(session_id, request_id, agent_id, creator_id, message,
+        ) WITH ORDINALITY AS r(id, session_id, request_id, agent_id, creator_id, message,
                                log_level, created_at, n)
         ORDER BY r.n
+        ON CONFLICT (id) DO NOTHING
         RETURNING id, session_id, agent_id, creator_id
+    ), found AS (
+        -- Rows of these ids stored by an earlier attempt (the statement's snapshot does
+        -- not see the rows it inserts itself, so none is counted twice).
+        SELECT id, session_id, agent_id, creator_id FROM stored
+        UNION ALL
+        SELECT id, session_id, agent_id, creator_id FROM logs
+        WHERE id = ANY(CAST(:ids AS bigint[]))
     )
-    SELECT array_agg(s.id ORDER BY s.id),
-           array_agg(
+    SELECT coalesce(array_agg(s.id ORDER BY s.id), '{}'),
+           coalesce(array_agg(
                CASE WHEN c.session_id IS NOT NULL THEN c.creator_id
                     ELSE coalesce(a.creator_id, s.creator_id) END
                ORDER BY s.id
-           )
-    FROM stored s
+           ), '{}')
+    FROM found s
     LEFT JOIN chatconversations c ON c.session_id = s.session_id
     LEFT JOIN agents a ON CAST(a.id AS text) = s.agent_id
     """
@@ -86,20 +100,43 @@ class LogRepository(Repository):
     ``creator_id``).
     """
 
-    async def add_many(self, logs: Iterable[NewLog]) -> list[LogEntry]:
+    async def allocate_ids(self, count: int) -> list[int]:
+        """Draw ``count`` ids for logs from the table's sequence (one round trip).
+
+        A writer that draws its batch's ids before the first attempt can repeat the
+        insert after an error whose outcome it cannot know (the connection lost around
+        the commit) without storing any log twice: see `add_many`.
+        """
+        if count <= 0:
+            return []
+        result = await self.session.execute(_ALLOCATE_IDS, {"count": count})
+        return [int(row[0]) for row in result]
+
+    async def add_many(
+        self, logs: Iterable[NewLog], *, ids: Sequence[int] | None = None
+    ) -> list[LogEntry]:
         """Insert the logs in one statement and return them as stored, in order.
 
         Each entry carries its id and its owner (``creator_id``), found by the rule
         the reads use. The rows themselves keep the ``creator_id`` they were given.
+
+        Args:
+            logs: The logs.
+            ids: Their ids, drawn with `allocate_ids`; a log whose id is stored already
+                (by an attempt whose answer was lost) is not written again, and is
+                returned like the others (the insert is idempotent). None: new ids.
         """
         batch = logs if isinstance(logs, list) else list(logs)
         if not batch:
             return []
+        if ids is not None and len(ids) != len(batch):
+            raise ValueError(f"{len(batch)} logs but {len(ids)} ids")
         now = utcnow()
         stamps = [log.created_at or now for log in batch]
         result = await self.session.execute(
             _INSERT_MANY,
             {
+                "ids": list(ids) if ids is not None else [None] * len(batch),
                 "session_ids": [log.session_id for log in batch],
                 "request_ids": [log.request_id for log in batch],
                 "agent_ids": [log.agent_id for log in batch],
@@ -109,7 +146,12 @@ class LogRepository(Repository):
                 "created_ats": stamps,
             },
         )
-        ids, owners = result.one()
+        stored_ids, owners = result.one()
+        if ids is None:
+            given: Sequence[int] = stored_ids  # new ids come in the batch's order
+        else:
+            given = ids
+        owner_of = dict(zip(stored_ids, owners, strict=True))
         return [
             LogEntry(
                 id=log_id,
@@ -118,11 +160,12 @@ class LogRepository(Repository):
                 agent_id=log.agent_id,
                 log_level=log.log_level,
                 message=log.message,
-                creator_id=owner,
+                creator_id=owner_of[log_id],
                 created_at=stamp,
                 updated_at=stamp,
             )
-            for log_id, owner, log, stamp in zip(ids, owners, batch, stamps, strict=True)
+            for log_id, log, stamp in zip(given, batch, stamps, strict=True)
+            if log_id in owner_of
         ]
 
     async def list_for_request(
