@@ -366,6 +366,11 @@ async def _start_tree(
     services.metrics.add_probe(
         "log_rows", lambda: _registry_stats(registry), "Agent log rows by state"
     )
+    services.metrics.add_probe(
+        "registry",
+        lambda: _registry_events(registry),
+        "Agent events by state, and seconds the registry has waited for the database",
+    )
     if embedded_router:
         hub = system.ref_of("router.hub")
         services.metrics.add_probe(
@@ -410,6 +415,20 @@ async def _registry_stats(registry: RegistryClient) -> dict[str, float]:
         "overflowed": stats.overflowed,
         "failed": stats.failed,
         "retries": stats.retries,
+    }
+
+
+async def _registry_events(registry: RegistryClient) -> dict[str, float]:
+    stats = await registry.statistics()
+    since = stats.waiting_since
+    return {
+        "pending": stats.pending_events,
+        "registered": stats.registered,
+        "rejected": stats.rejected,
+        "unregistered": stats.unregistered,
+        "overflowed": stats.events_overflowed,
+        "failed": stats.events_failed,
+        "waiting_seconds": 0.0 if since is None else max(0.0, time.time() - since),
     }
 
 

@@ -19,12 +19,13 @@ import jwt
 from sqlalchemy import func, select
 from websockets.asyncio.client import ClientConnection, connect
 
+from actors.chat import DATABASE_UNAVAILABLE
 from actors.registry import RegistryClient, RegistryStatistics
 from persistence import Log
 from tests.actors.agents import is_active, start_agent, stop_processes, wait_active
 from tests.actors.registry.test_registry import invoke, log_frame
 
-from .conftest import ProxiedServer, wait_ready
+from .conftest import ProxiedServer, open_master, receive, wait_ready
 
 if TYPE_CHECKING:
     from anyio.abc import Process
@@ -121,7 +122,24 @@ class TestDatabaseCut:
             reply = await invoke(router, ids[name], text, str(sid), str(uuid.uuid4()))
             assert reply["message_type"] == "agent_response", reply
 
+        chats = [uuid.uuid4(), uuid.uuid4()]
+        answers: dict[uuid.UUID, list[dict[str, Any]]] = {sid: [] for sid in chats}
+
+        async def chat(ws: ClientConnection, sid: uuid.UUID, text: str) -> dict[str, Any]:
+            await ws.send(world.message(text))
+            frame = await receive(ws, within=20)
+            assert frame["type"] == "agent_response", frame
+            answers[sid].append(frame)
+            inner: dict[str, Any] = frame["response"]["response"]
+            return inner
+
+        master_context = open_master(router, proxied.settings.MASTER_AGENT_API_KEY)
+        master = await master_context.__aenter__()
+        master.release("*")
+        sockets = [await connect(world.ws_url(sid)) for sid in chats]
         try:
+            for ws, sid in zip(sockets, chats, strict=True):
+                assert (await chat(ws, sid, "before the cut"))["is_success"] is True
             await start("steady")
             leaver = await start("leaver")
             for name in ("steady", "leaver"):
@@ -150,12 +168,29 @@ class TestDatabaseCut:
                 await say("steady", f"cut {n}", cut_sid)
                 await say("newcomer", f"cut {n}", cut_sid)
             await send_logs(flooder, ids["flooder"], FLOOD, "during", flood_sid)
-            # A chat client (World.ws_url, with open_master on the router) would send
-            # its turns here, while the database is cut.
+            # Users chat meanwhile: every message gets exactly one answer, an error
+            # they can act on, and nothing crashes.
+            for n in range(3):
+                for ws, sid in zip(sockets, chats, strict=True):
+                    inner = await chat(ws, sid, f"during the cut {n}")
+                    assert inner == {
+                        "response": DATABASE_UNAVAILABLE,
+                        "agents_trace": [],
+                        "is_success": False,
+                    }
             await anyio.sleep(max(0.0, CUT_SECONDS - (anyio.current_time() - cut_at)))
             stats = await registry_stats(proxied)
             assert stats.waiting_since is not None, stats
             assert stats.pending_events == 5, stats
+            async with httpx.AsyncClient(base_url=proxied.base_url) as http:
+                metrics = (await http.get("/metrics")).text
+            assert 'genai_registry{stat="pending"} 5.0' in metrics
+            waited = next(
+                line
+                for line in metrics.splitlines()
+                if line.startswith('genai_registry{stat="waiting_seconds"}')
+            )
+            assert float(waited.split()[-1]) > 0, waited
             assert stranger.returncode is None  # its answer waits for the row check
 
             proxied.proxy.restore()
@@ -169,13 +204,22 @@ class TestDatabaseCut:
                 while (await registry_stats(proxied)).pending_events:  # noqa: ASYNC110 - polls
                     await anyio.sleep(0.05)
             await flooder.close()
+            # Read while the agents are still connected: once they are stopped, their
+            # unregistrations make every one of them inactive.
+            assert await is_active(sessionmaker, ids["steady"])
+            assert await is_active(sessionmaker, ids["newcomer"])
+            assert not await is_active(sessionmaker, ids["leaver"])
+            assert not await is_active(sessionmaker, ids["visitor"])  # came and went
+            # The next turns work, on the same sockets.
+            for ws, sid in zip(sockets, chats, strict=True):
+                assert (await chat(ws, sid, "after the cut"))["is_success"] is True
+                assert len(answers[sid]) == 5  # one answer per message, no more
         finally:
             await stop_processes(processes)
+            for ws in sockets:
+                await ws.close()
+            await master_context.__aexit__(None, None, None)
 
-        assert await is_active(sessionmaker, ids["steady"])
-        assert await is_active(sessionmaker, ids["newcomer"])
-        assert not await is_active(sessionmaker, ids["leaver"])
-        assert not await is_active(sessionmaker, ids["visitor"])  # came and went
         # Every log sent with valid ids is stored: the raw ones exactly, and each
         # agent's log of each invocation (the library may log more lines of its own).
         assert await count_logs(sessionmaker, [flood_sid]) == FLOOD
