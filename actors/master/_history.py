@@ -15,12 +15,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from persistence import ChatRepository, SenderType
+from persistence import SenderType
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-    from persistence import ChatMessage
+    from persistence import ChatTurnStore
 
 __all__ = ["DEFAULT_LAST_MESSAGES", "model_messages", "read_history"]
 
@@ -37,38 +35,31 @@ def last_messages(configs: Mapping[str, Any]) -> int:
 
 
 async def read_history(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    session_id: uuid.UUID,
-    user_id: uuid.UUID,
-    count: int,
-) -> list[ChatMessage]:
+    store: ChatTurnStore, session_id: uuid.UUID, user_id: uuid.UUID, count: int
+) -> list[tuple[SenderType, str]]:
     """Return the conversation's last ``count`` messages, oldest first (0: the current one).
 
     Raises:
-        sqlalchemy.exc.SQLAlchemyError, OSError: The database cannot be read.
+        asyncpg.PostgresError, OSError: The database cannot be read.
     """
-    async with sessionmaker() as session:
-        chats = ChatRepository(session)
-        if count == 0:
-            page = await chats.current_message(session_id, owner_id=user_id)
-        else:
-            page = await chats.page_messages(session_id, owner_id=user_id, per_page=count)
-    return list(reversed(page.items))
+    async with store.connect() as db:
+        newest = await db.last_messages(session_id, owner_id=user_id, limit=count)
+    return list(reversed(newest))
 
 
 def model_messages(
-    history: Sequence[ChatMessage],
+    history: Sequence[tuple[SenderType, str]],
     *,
     system_prompt: str,
     files: Sequence[Any],
 ) -> list[dict[str, Any]]:
     """Build the chat-completion messages: the system prompt, then the history."""
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
-    for message in history:
-        if message.sender_type == SenderType.USER:
-            messages.append({"role": "user", "content": message.content})
+    for sender, content in history:
+        if sender == SenderType.USER:
+            messages.append({"role": "user", "content": content})
         else:
-            messages.append({"role": "assistant", "content": _answer_text(message.content)})
+            messages.append({"role": "assistant", "content": _answer_text(content)})
     if files and messages[-1]["role"] == "user":
         listed = json.dumps(list(files), ensure_ascii=False, default=str)
         messages[-1] = {"role": "user", "content": f"{messages[-1]['content']}\n\nFILES:\n{listed}"}

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from persistence import is_database_unavailable
+from persistence import ChatTurnStore, is_database_unavailable
 
 from ..session import RouterConnectionError
 from ._agents import AgentReply, call_agent
@@ -37,7 +37,6 @@ from ._providers import model_settings
 from ._tools import FLOW
 
 if TYPE_CHECKING:
-    from openai.types.chat import ChatCompletionMessage
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from ..session import Connector
@@ -104,7 +103,7 @@ class TurnRunner:
         master_key: str,
         settings: LoopSettings,
     ) -> None:
-        self._sessionmaker = sessionmaker
+        self._store = ChatTurnStore(sessionmaker)
         self._tools = tools
         self._providers = providers
         self._connector = connector
@@ -152,7 +151,7 @@ class _Turn:
         runner, request = self.runner, self.request
         model = model_settings(request.configs)
         history = await read_history(
-            runner._sessionmaker,
+            runner._store,
             request.session_id,
             request.user_id,
             last_messages(request.configs),
@@ -166,16 +165,17 @@ class _Turn:
         definitions = [tool.function for tool in tools]
         while True:
             message = await self.think(model, messages, definitions, self.trace)
-            calls = message.tool_calls or []
+            calls = _tool_calls(message)
             if not calls:
-                return message.content or ""
+                content = message.get("content")
+                return content if isinstance(content, str) else ""
             before = list(messages)
-            messages.append(_assistant(message))
+            messages.append({"role": "assistant", "content": None, "tool_calls": calls})
             for call in calls:
                 tool, arguments = _read_call(call, by_name, model)
                 output = await self.use(model, tool, arguments, before)
                 messages.append(
-                    {"role": "tool", "tool_call_id": call.id, "content": _as_text(output)}
+                    {"role": "tool", "tool_call_id": call.get("id"), "content": _as_text(output)}
                 )
 
     async def think(
@@ -186,7 +186,7 @@ class _Turn:
         trace: list[dict[str, Any]],
         *,
         tool_choice: Any = None,
-    ) -> ChatCompletionMessage:
+    ) -> dict[str, Any]:
         """Make one model call, recorded as a ``MasterAgent`` step."""
         limit = self.runner.settings.max_steps
         if self.steps >= limit:
@@ -203,10 +203,10 @@ class _Turn:
             timeout=self.runner.settings.model_timeout,
             tool_choice=tool_choice,
         )
-        message = completion.choices[0].message
-        output = message.model_dump(exclude_none=True)
+        message = completion.message
+        output = {k: v for k, v in message.items() if v is not None}
         if completion.usage is not None:
-            output["usage_metadata"] = completion.usage.model_dump(exclude_none=True)
+            output["usage_metadata"] = completion.usage
         trace.append(
             {
                 "name": MASTER,
@@ -337,28 +337,41 @@ def _agent_failure(tool: Tool, error: str) -> str:
     return f"The agent {name} failed: {error}"
 
 
+def _tool_calls(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tool calls of the model's message (any that is not an object is left out)."""
+    calls = message.get("tool_calls")
+    if not isinstance(calls, list):
+        return []
+    return [call for call in calls if isinstance(call, dict)]
+
+
+def _function_of(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function")
+    return function if isinstance(function, dict) else {}
+
+
 def _read_call(
-    call: Any, by_name: dict[str, Tool], model: ModelSettings
+    call: dict[str, Any], by_name: dict[str, Tool], model: ModelSettings
 ) -> tuple[Tool, dict[str, Any]]:
     """Find the tool a call names and read its arguments."""
-    function = getattr(call, "function", None)
-    name = getattr(function, "name", None)
+    function = _function_of(call)
+    name = function.get("name")
     tool = by_name.get(name) if isinstance(name, str) else None
     if tool is None:
         raise ToolCallError(
             f"The model {model.model} called a tool that does not exist ({name!r}): ask "
             "again, or check that the agent you mean is connected."
         )
-    return tool, _arguments(getattr(function, "arguments", None), tool, model)
+    return tool, _arguments(function.get("arguments"), tool, model)
 
 
 def _forced_arguments(
-    message: ChatCompletionMessage, member: Tool, model: ModelSettings
+    message: dict[str, Any], member: Tool, model: ModelSettings
 ) -> dict[str, Any]:
-    for call in message.tool_calls or []:
-        function = getattr(call, "function", None)
-        if function is not None and function.name == member.function_name:
-            return _arguments(function.arguments, member, model)
+    for call in _tool_calls(message):
+        function = _function_of(call)
+        if function.get("name") == member.function_name:
+            return _arguments(function.get("arguments"), member, model)
     raise ToolCallError(
         f"The model {model.model} did not give arguments for {member.display_name}, the "
         "next agent of the flow: ask again, or use a model that supports tool calling."
@@ -367,7 +380,8 @@ def _forced_arguments(
 
 def _arguments(text: Any, tool: Tool, model: ModelSettings) -> dict[str, Any]:
     try:
-        arguments = json.loads(text) if text else {}
+        # Some compatible servers send the arguments as an object rather than its text.
+        arguments = text if isinstance(text, dict) else json.loads(text) if text else {}
     except (TypeError, ValueError):
         arguments = None
     if not isinstance(arguments, dict):
@@ -377,13 +391,6 @@ def _arguments(text: Any, tool: Tool, model: ModelSettings) -> dict[str, Any]:
             "supports tool calling."
         )
     return arguments
-
-
-def _assistant(message: ChatCompletionMessage) -> dict[str, Any]:
-    """The model's tool-calling message as it goes back into the conversation."""
-    out: dict[str, Any] = {"role": "assistant", "content": message.content}
-    out["tool_calls"] = [call.model_dump(exclude_none=True) for call in message.tool_calls or []]
-    return out
 
 
 def _as_text(output: Any) -> str:

@@ -17,19 +17,17 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import anyio
+import httpx2
 import openai
 
 from ._exceptions import ProviderError
 
-if TYPE_CHECKING:
-    import httpx2
-    from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
-
-__all__ = ["ModelSettings", "ProviderPool", "model_settings"]
+__all__ = ["Completion", "ModelSettings", "ProviderPool", "model_settings"]
 
 OPENAI = "openai"
 AZURE = "azure openai"
@@ -188,7 +186,7 @@ class ProviderPool:
         *,
         timeout: float,  # noqa: ASYNC109 - each call is a step with its own deadline
         tool_choice: Any = None,
-    ) -> ChatCompletion:
+    ) -> Completion:
         """Make one chat-completion call; its deadline is ``timeout`` seconds.
 
         Raises:
@@ -196,20 +194,23 @@ class ProviderPool:
                 could not be reached, answered nothing usable, or passed the deadline.
         """
         client = self.client(settings)
-        options: dict[str, Any] = {}
+        body: dict[str, Any] = {"model": settings.model, "messages": messages}
         if settings.temperature is not None:
-            options["temperature"] = settings.temperature
+            body["temperature"] = settings.temperature
         if tools:
-            options["tools"] = tools
+            body["tools"] = tools
             if tool_choice is not None:
-                options["tool_choice"] = tool_choice
+                body["tool_choice"] = tool_choice
         try:
             with anyio.fail_after(timeout):
-                completion: ChatCompletion = await client.chat.completions.create(
-                    model=settings.model,
-                    messages=cast("list[ChatCompletionMessageParam]", messages),
-                    **options,
+                # The client's plain post, its answer read as JSON: `create` walks every
+                # message and schema against its typed parameters, and builds models of
+                # the answer, which together cost more server CPU than the rest of a
+                # turn; our body is plain JSON already and we read three keys.
+                response = await client.post(
+                    "/chat/completions", cast_to=httpx2.Response, body=body
                 )
+                answer = await response.aread()
         except TimeoutError:
             raise ProviderError(
                 f"The model {settings.model} at {settings.where} did not answer within "
@@ -217,12 +218,12 @@ class ProviderPool:
             ) from None
         except openai.APIError as exc:
             raise _provider_error(settings, exc) from exc
-        if not completion.choices:
+        except httpx2.HTTPError as exc:  # reading the body, after the client's own checks
             raise ProviderError(
-                f"The model {settings.model} at {settings.where} answered no choice: "
-                "try again, or choose another model."
-            )
-        return completion
+                f"The provider '{settings.provider}' ({settings.where}) broke off its "
+                "answer: try again, or check that it is running."
+            ) from exc
+        return _completion(settings, answer)
 
     async def aclose(self) -> None:
         """Close every pooled HTTP client (bounded; waits for their connections)."""
@@ -232,6 +233,41 @@ class ProviderPool:
             for http in clients:
                 with contextlib.suppress(Exception):
                     await http.aclose()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Completion:
+    """What a model call answered: its message (as JSON) and its token usage, if given."""
+
+    message: dict[str, Any]
+    usage: dict[str, Any] | None
+
+
+def _completion(settings: ModelSettings, answer: bytes) -> Completion:
+    """Read a chat completion's first message.
+
+    Raises:
+        ProviderError: The answer is not a chat completion, or has no message.
+    """
+    try:
+        body = json.loads(answer)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ProviderError(
+            f"The provider '{settings.provider}' ({settings.where}) answered something that "
+            "is not a chat completion: check that its base URL serves the OpenAI API."
+        )
+    choices = body.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    message = first.get("message") if isinstance(first, dict) else None
+    if not isinstance(message, dict):
+        raise ProviderError(
+            f"The model {settings.model} at {settings.where} answered no choice: "
+            "try again, or choose another model."
+        )
+    usage = body.get("usage")
+    return Completion(message, usage if isinstance(usage, dict) else None)
 
 
 def _provider_error(settings: ModelSettings, exc: openai.APIError) -> ProviderError:

@@ -284,10 +284,31 @@ class TurnStatements:
             raise NotFoundError(f"conversation {session_id} not found") from exc
         return [File(**dict(row)) for row in rows]
 
+    async def last_messages(
+        self, session_id: uuid.UUID, *, owner_id: uuid.UUID, limit: int
+    ) -> list[tuple[SenderType, str]]:
+        """Return the sender and content of the owner's conversation's last ``limit``
+        messages, newest first (the master's history); ``limit`` 0 gives the current
+        message alone, its newest user message. Those of `ChatRepository`'s pages, without
+        their count; an unknown or foreign conversation has none."""
+        rows = await self._driver.fetch(
+            _LAST_MESSAGES, session_id, owner_id, max(limit, 1), limit == 0
+        )
+        return [(SenderType(row["sender_type"]), row["content"]) for row in rows]
+
     async def files_of_request(self, request_id: uuid.UUID, *, owner_id: uuid.UUID) -> list[File]:
         """Return the owner's files of one request (for a turn that stored no message)."""
         rows = await self._driver.fetch(_FILES_OF_REQUEST, request_id, owner_id)
         return [File(**dict(row)) for row in rows]
+
+
+_LAST_MESSAGES = """
+SELECT m.sender_type::text AS sender_type, m.content
+FROM chatmessages m JOIN chatconversations c ON c.session_id = m.conversation_id
+WHERE m.conversation_id = $1 AND c.creator_id = $2 AND (NOT $4 OR m.sender_type = 'user')
+ORDER BY m.created_at DESC, m.id DESC
+LIMIT $3
+"""
 
 
 def _lookup(row: Any) -> TurnLookup:

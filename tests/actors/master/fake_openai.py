@@ -86,6 +86,7 @@ class FakeOpenAI:
         self.script = script
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []
 
     @property
     def base_url(self) -> str:
@@ -115,6 +116,7 @@ class FakeOpenAI:
                 request = json.loads(body) if body else {}
                 self.requests.append(request)
                 self.headers.append(headers)
+                self.paths.append(lines[0].split(" ")[1])
                 reply = self.script(request)
                 if reply.hang:
                     # Answer nothing; end when the client gives up and closes.

@@ -83,14 +83,34 @@ class TestCalls:
                 second = await pool.complete(settings, MESSAGES, tools, timeout=5)
             finally:
                 await pool.aclose()
-        assert first.choices[0].message.content == "hello"
-        calls = second.choices[0].message.tool_calls or []
-        assert [call.function.name for call in calls] == ["echo_agent_abcdef"]  # type: ignore[union-attr]
+        assert first.message["content"] == "hello"
+        assert first.usage == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+        calls = second.message["tool_calls"]
+        assert [call["function"]["name"] for call in calls] == ["echo_agent_abcdef"]
         assert fake.requests[0]["model"] == "gpt-test"
         assert fake.requests[0]["temperature"] == 0.3
         assert "tools" not in fake.requests[0]
         assert fake.requests[1]["tools"] == tools
         assert fake.headers[0]["authorization"] == "Bearer sk-one"
+
+    async def test_azure_calls_the_deployment_with_its_key_header(self) -> None:
+        async with open_fake_openai(lambda _request: text("hello")) as fake:
+            pool = ProviderPool()
+            try:
+                settings = model_settings(
+                    configs(
+                        provider="Azure OpenAI",
+                        endpoint=f"http://127.0.0.1:{fake.port}",
+                        api_version="2024-06-01",
+                        deployment_name="dep",
+                    )
+                )
+                completion = await pool.complete(settings, MESSAGES, [], timeout=5)
+            finally:
+                await pool.aclose()
+        assert completion.message["content"] == "hello"
+        assert fake.paths == ["/openai/deployments/dep/chat/completions?api-version=2024-06-01"]
+        assert fake.headers[0]["api-key"] == "sk-one"
 
     async def test_clients_share_one_pool_per_base_url_whatever_the_key(self) -> None:
         async with open_fake_openai(lambda _request: text("ok")) as fake:
@@ -114,6 +134,7 @@ class TestCalls:
             (error(404, "The model does not exist"), "does not know the model gpt-test"),
             (error(500, "boom", "server_error"), "answered 500: boom"),
             (Reply(200, {"unexpected": True}), "answered no choice"),
+            (Reply(200, ["not", "an", "object"]), "not a chat completion"),
         ],
     )
     async def test_errors_say_what_to_do(self, reply: Reply, expected: str) -> None:
