@@ -23,13 +23,24 @@ next message (exponential, mean ``THINK``), as people do, so that latency shows 
 the path adds rather than how long the queue is. ``paced_p50_overhead_ms`` and
 ``paced_p99_overhead_ms`` are its chat percentiles minus the floor's, paced alike.
 
-The master, the echo agent and the clients run in a child process (``python -m
+``builtin_1`` and ``builtin_20``, before the others: the same chat turns answered by the
+built-in master agent (``MASTER_AGENT=builtin``) instead, its model a fake
+OpenAI-compatible provider that answers at once (a call of the echo agent, then a text
+once the agent's output is in), so a turn is the path above plus the built-in master's
+history and tool reads, two model calls over HTTP and one agent call through the router.
+``builtin_server_cpu_ms_per_turn_*`` is its server CPU per turn; next to it,
+``builtin_cpu_budget_ms_*`` is the external master's turn plus the agent call itself
+(``server_cpu_ms_per_turn`` + ``floor_server_cpu_ms`` at as many sessions): the target
+is to stay under it. The external scripted master connects after those phases and takes
+``master_server_ml`` over (the router routes it to its newest connection).
+
+The master, the echo agent, the fake provider and the clients run in a child process (``python -m
 bench.chat --drive``), so that their CPU is not the server's. ``server_cpu_ms_per_turn``
 is the server process's CPU time over a chat phase per turn (``floor_server_cpu_ms``:
 the same over a floor phase): the cost of the path, steadier than a rate on a busy
 machine. With one event loop, a closed loop of N sessions waits about N times that per
 turn. ``BENCH_PROFILE=<file>`` writes a cProfile of the server over the 20-session chat
-phase.
+phase (``BENCH_PROFILE_PHASE=builtin_20``: the built-in master's).
 """
 
 from __future__ import annotations
@@ -59,6 +70,7 @@ from web._server import open_server
 from .logs import _admin, _free_port, _server_url
 
 PROFILE = os.environ.get("BENCH_PROFILE")
+PROFILE_PHASE = os.environ.get("BENCH_PROFILE_PHASE", "chat_20")
 THINK = 0.2
 """Mean pause (seconds) of a paced session between a reply and its next message."""
 
@@ -77,6 +89,74 @@ async def _answer(ws: ClientConnection, response: Any) -> None:
             "invoked_by": frame["invoked_by"],
         }
         await ws.send(json.dumps(reply))
+
+
+def _completion(message: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+    }
+
+
+def _model_reply(request: dict[str, Any]) -> dict[str, Any]:
+    """The fake provider: call the first tool, then answer with what it returned."""
+    last = request["messages"][-1]
+    if last["role"] == "tool" or not request.get("tools"):
+        return _completion({"role": "assistant", "content": f"done: {last['content']}"})
+    call = {
+        "id": "call_bench",
+        "type": "function",
+        "function": {"name": request["tools"][0]["function"]["name"], "arguments": "{}"},
+    }
+    return _completion({"role": "assistant", "content": None, "tool_calls": [call]})
+
+
+async def _provider(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One keep-alive HTTP/1.1 connection of the fake OpenAI-compatible provider."""
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            body = json.dumps(_model_reply(json.loads(await reader.readexactly(length))))
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(body)}\r\n\r\n".encode()
+                + body.encode()
+            )
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+        writer.close()
+
+
+ECHO_SCHEMA = {
+    "type": "function",
+    "function": {
+        "name": "echo",
+        "description": "Echoes",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
+
+
+async def _wait_active(base: str, token: str, agent_id: str) -> None:
+    """Wait until the back-end lists the agent as active (its registration is applied)."""
+    async with httpx.AsyncClient(base_url=base) as http:
+        for _ in range(500):
+            listed = await http.get(
+                "/api/agents/active",
+                params={"agent_type": "all"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            if agent_id in {i["id"] for i in listed.json()["active_connections"]}:
+                return
+            await asyncio.sleep(0.02)
+    raise TimeoutError("the echo agent was never listed as active")
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
@@ -149,36 +229,67 @@ async def _drive() -> None:
     plan = json.loads(sys.stdin.readline())
     router_url, base, token = plan["router_url"], plan["base"], plan["token"]
     agent_id, turns = plan["agent_id"], plan["turns"]
+    provider = await asyncio.start_server(_provider, "127.0.0.1", plan["provider_port"])
+    phases: dict[str, Any] = {}
     async with (
-        connect(router_url, additional_headers={"API-KEY": plan["master_key"]}) as master,
-        connect(router_url, additional_headers={"X-Custom-Authorization": agent_id}) as agent,
+        provider,
+        connect(
+            router_url, additional_headers={"X-Custom-Authorization": plan["agent_jwt"]}
+        ) as agent,
     ):
-        tasks = [
-            asyncio.create_task(_answer(master, INSTANT)),
-            asyncio.create_task(_answer(agent, "echo")),
-        ]
-        await asyncio.sleep(0.2)
-        await _chat(base, token, 4, 20)  # warm-up
-        await _floor(router_url, agent_id, 4, 20)
-        phases: dict[str, Any] = {}
-        for name, sessions, think in (("1", 1, 0.0), ("20", 20, 0.0), ("paced", 20, THINK)):
+        register = {
+            "agent_name": "echo",
+            "agent_description": "Echoes",
+            "agent_input_schema": ECHO_SCHEMA,
+        }
+        await agent.send(
+            json.dumps({"message_type": "agent_register", "request_payload": register})
+        )
+        agent_task = asyncio.create_task(_answer(agent, "echo"))
+        await _wait_active(base, token, agent_id)
+        # The built-in master answers first: it holds master_server_ml since the start.
+        await _chat(base, token, 4, 10)  # warm-up
+        for name, sessions in (("1", 1), ("20", 20)):
             count = turns if sessions == 1 else max(20, turns // 4)
-            phase: dict[str, Any] = {}
-            for kind in ("chat", "floor"):
-                # The server measures its CPU time from our signal to the next one.
-                print(f"ready {kind} {name}", flush=True)
-                await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-                started = time.perf_counter()
-                if kind == "chat":
-                    phase[kind] = await _chat(base, token, sessions, count, think)
-                else:
-                    phase[kind] = await _floor(router_url, agent_id, sessions, count, think)
-                phase[f"{kind}_seconds"] = time.perf_counter() - started
-            phases[name] = phase
-        print("ready end 0", flush=True)
-        for task in tasks:
-            task.cancel()
+            print(f"ready builtin {name}", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            started = time.perf_counter()
+            phases[f"builtin_{name}"] = {"chat": await _chat(base, token, sessions, count)}
+            phases[f"builtin_{name}"]["chat_seconds"] = time.perf_counter() - started
+        async with connect(
+            router_url, additional_headers={"API-KEY": plan["master_key"]}
+        ) as master:
+            await _external_phases(master, plan, phases)
+        agent_task.cancel()
     print(json.dumps(phases), flush=True)
+
+
+async def _external_phases(
+    master: ClientConnection, plan: dict[str, Any], phases: dict[str, Any]
+) -> None:
+    """The phases through the external scripted master, which has taken the turns over."""
+    router_url, base, token = plan["router_url"], plan["base"], plan["token"]
+    agent_id, turns = plan["agent_id"], plan["turns"]
+    answering = asyncio.create_task(_answer(master, INSTANT))
+    await asyncio.sleep(0.2)
+    await _chat(base, token, 4, 20)  # warm-up
+    await _floor(router_url, agent_id, 4, 20)
+    for name, sessions, think in (("1", 1, 0.0), ("20", 20, 0.0), ("paced", 20, THINK)):
+        count = turns if sessions == 1 else max(20, turns // 4)
+        phase: dict[str, Any] = {}
+        for kind in ("chat", "floor"):
+            # The server measures its CPU time from our signal to the next one.
+            print(f"ready {kind} {name}", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            started = time.perf_counter()
+            if kind == "chat":
+                phase[kind] = await _chat(base, token, sessions, count, think)
+            else:
+                phase[kind] = await _floor(router_url, agent_id, sessions, count, think)
+            phase[f"{kind}_seconds"] = time.perf_counter() - started
+        phases[name] = phase
+    print("ready end 0", flush=True)
+    answering.cancel()
 
 
 async def run(database_url: str, turns: int) -> dict[str, float]:
@@ -190,7 +301,9 @@ async def run(database_url: str, turns: int) -> dict[str, float]:
         FILES_DIR=Path(tempfile.mkdtemp()) / "files",
         BCRYPT_ROUNDS=4,
         SHUTDOWN_GRACE_SECONDS=0.5,
+        MASTER_AGENT="builtin",
     )
+    provider_port = _free_port()
     results: dict[str, float] = {}
     async with open_server(settings, DatabaseSettings(DATABASE_URL=database_url)) as server:
         host, port = server.http_addresses[0]
@@ -202,12 +315,17 @@ async def run(database_url: str, turns: int) -> dict[str, float]:
             login = await http.post("/api/login/access-token", data=body)
             token = login.raise_for_status().json()["access_token"]
             auth = {"Authorization": f"Bearer {token}"}
-            provider = {"name": "openai", "api_key": "sk"}
+            # The external master ignores the provider; the built-in one calls the fake.
+            metadata = {"base_url": f"http://127.0.0.1:{provider_port}/v1"}
+            provider = {"name": "openai", "api_key": "sk", "metadata": metadata}
             (
                 await http.post("/api/llm/model/provider", json=provider, headers=auth)
             ).raise_for_status()
             config = {"name": "gpt", "model": "m", "provider": "openai"}
             (await http.post("/api/llm/model/config", json=config, headers=auth)).raise_for_status()
+            echo = {"name": "echo", "description": "Echoes", "input_parameters": {}}
+            registered = await http.post("/api/agents/register", json=echo, headers=auth)
+            agent = registered.raise_for_status().json()
         driver = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -223,7 +341,9 @@ async def run(database_url: str, turns: int) -> dict[str, float]:
             "base": base,
             "token": token,
             "master_key": settings.MASTER_AGENT_API_KEY,
-            "agent_id": str(uuid.uuid4()),
+            "agent_id": agent["id"],
+            "agent_jwt": agent["jwt"],
+            "provider_port": provider_port,
             "turns": turns,
         }
         driver.stdin.write(json.dumps(plan).encode() + b"\n")
@@ -236,19 +356,31 @@ async def run(database_url: str, turns: int) -> dict[str, float]:
             now = time.process_time()
             if running:
                 cpu[running] = now - started
-            if running == "chat_20" and profile is not None and PROFILE:
+            if running == PROFILE_PHASE and profile is not None and PROFILE:
                 profile.disable()
                 profile.dump_stats(PROFILE)
             if kind == "end":
                 break
             running, started = f"{kind}_{sessions}", time.process_time()
-            if running == "chat_20" and profile is not None:
+            if running == PROFILE_PHASE and profile is not None:
                 profile.enable()
             driver.stdin.write(b"go\n")
             await driver.stdin.drain()
         phases = json.loads(await driver.stdout.readline())
         assert await driver.wait() == 0
     for sessions, phase in phases.items():
+        if sessions.startswith("builtin_"):
+            chat = phase["chat"]
+            c50, c99 = _percentiles(chat)
+            results |= {
+                f"chat_turns_per_s_{sessions}": len(chat) / phase["chat_seconds"],
+                f"chat_p50_ms_{sessions}": c50,
+                f"chat_p99_ms_{sessions}": c99,
+                f"{sessions.replace('_', '_server_cpu_ms_per_turn_')}": (
+                    cpu[sessions] * 1000 / len(chat)
+                ),
+            }
+            continue
         chat, floor = phase["chat"], phase["floor"]
         (c50, c99), (f50, f99) = _percentiles(chat), _percentiles(floor)
         results |= {
@@ -261,6 +393,11 @@ async def run(database_url: str, turns: int) -> dict[str, float]:
             f"server_cpu_ms_per_turn_{sessions}": cpu[f"chat_{sessions}"] * 1000 / len(chat),
             f"floor_server_cpu_ms_{sessions}": cpu[f"floor_{sessions}"] * 1000 / len(floor),
         }
+    for sessions in ("1", "20"):
+        results[f"builtin_cpu_budget_ms_{sessions}"] = (
+            results[f"server_cpu_ms_per_turn_{sessions}"]
+            + results[f"floor_server_cpu_ms_{sessions}"]
+        )
     results["p50_overhead_ms"] = results["chat_p50_ms_20"] - results["floor_p50_ms_20"]
     results["p99_overhead_ms"] = results["chat_p99_ms_20"] - results["floor_p99_ms_20"]
     results["paced_p50_overhead_ms"] = results["chat_p50_ms_paced"] - results["floor_p50_ms_paced"]
