@@ -44,6 +44,8 @@ def create_app(
     app.url_map.strict_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_UPLOAD_BYTES
     app.config["GENAI_MAX_JSON_BYTES"] = settings.MAX_JSON_BYTES
+    app.config["GENAI_MAX_JSON_DEPTH"] = settings.MAX_JSON_DEPTH
+    app.config["MAX_FORM_PARTS"] = settings.MAX_FORM_FIELDS
     services = services or AppServices(settings, sessionmaker)
     app.extensions[EXTENSION_KEY] = services
 

@@ -139,7 +139,10 @@ def validation_errors(exc: ValidationError, location: Location) -> list[dict[str
 
 def json_error(status_code: int, detail: Any, headers: Mapping[str, str] | None = None) -> Response:
     """Build a JSON error response ``{"detail": detail}``."""
-    body = json.dumps({"detail": detail}, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps({"detail": detail}, ensure_ascii=False, separators=(",", ":"))
+    # A detail that echoes a client's lone surrogate has no UTF-8 form: replace it
+    # rather than fail while answering.
+    body = text.encode("utf-8", "replace")
     response = Response(body, status=status_code, content_type="application/json")
     if headers:
         response.headers.update(headers)

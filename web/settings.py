@@ -89,6 +89,21 @@ class Settings(BaseSettings):
     MAX_WS_FRAME_BYTES: int = Field(1024 * 1024, ge=1024)
     # Open /frontend/ws sockets per user, over all sessions; one more is closed with 1013.
     MAX_SOCKETS_PER_USER: int = Field(20, ge=1)
+    # Hostile input (see the README's Security section).
+    # Levels of arrays and objects a JSON value may nest (the serialisers stop at 255).
+    MAX_JSON_DEPTH: int = Field(64, ge=2, le=200)
+    # Fields of a url-encoded or multipart form (login, upload); more is a 413.
+    MAX_FORM_FIELDS: int = Field(32, ge=3)
+    # Failed logins allowed per username and per client address within the window; the
+    # next attempt is answered 429 with Retry-After until the oldest failure expires.
+    LOGIN_FAILURES_PER_USER: int = Field(5, ge=1)
+    LOGIN_FAILURES_PER_ADDRESS: int = Field(20, ge=1)
+    LOGIN_FAILURE_WINDOW_SECONDS: float = Field(300.0, gt=0)
+    # Seconds a download waits for the client to take its next chunk before closing.
+    DOWNLOAD_SEND_TIMEOUT_SECONDS: float = Field(30.0, gt=0)
+    # /frontend/ws handshakes in flight (not yet authenticated), over all clients; one
+    # more is closed with 1013 before its token is looked at.
+    MAX_PENDING_HANDSHAKES: int = Field(64, ge=1)
 
     HTTP_HOST: str = "0.0.0.0"
     HTTP_PORT: int = 8000

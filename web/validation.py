@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from functools import wraps
 from typing import Any, TypeVar
@@ -28,10 +29,12 @@ from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 from .errors import Location, RequestValidationError, validation_errors
 
 __all__ = [
+    "DEFAULT_MAX_JSON_DEPTH",
     "EMPTY_RESPONSE_ATTRIBUTE",
     "NUL_MESSAGE",
     "PATH_TYPES_ATTRIBUTE",
     "documents_multipart",
+    "hostile_errors",
     "parse_json_body",
     "responds",
     "validate_body",
@@ -46,38 +49,111 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 PATH_TYPES_ATTRIBUTE = "_genai_path_types"
 EMPTY_RESPONSE_ATTRIBUTE = "_genai_empty_response"
 NUL_MESSAGE = "Value error, Input must not contain NUL characters"
+DEFAULT_MAX_JSON_DEPTH = 64
 
 _JSON_SUBTYPES = ("json",)
 
 
-def _nul_errors(value: Any, loc: list[str | int]) -> list[dict[str, Any]]:
-    # PostgreSQL text cannot hold U+0000: refuse it here rather than fail in the driver.
-    if isinstance(value, str):
-        if "\x00" in value:
-            return [
-                {
-                    "type": "value_error",
-                    "loc": loc,
-                    "msg": NUL_MESSAGE,
-                    "input": value,
-                    "ctx": {"error": {}},
-                }
-            ]
-        return []
+SURROGATE_MESSAGE = "Input should be a valid string, unable to parse raw data as a unicode string"
+NON_FINITE_MESSAGE = "Input should be a finite number"
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _string_errors(text: str, loc: list[str | int]) -> list[dict[str, Any]]:
+    # PostgreSQL text cannot hold U+0000, and a lone surrogate has no UTF-8 form (the
+    # driver and the response encoder would both fail): refuse them here, as a client
+    # error, before they reach either.
+    if "\x00" in text:
+        return [
+            {
+                "type": "value_error",
+                "loc": loc,
+                "msg": NUL_MESSAGE,
+                "input": text.encode("utf-8", "replace").decode("utf-8"),
+                "ctx": {"error": {}},
+            }
+        ]
+    if _has_surrogate(text):
+        return [
+            {
+                "type": "string_unicode",
+                "loc": loc,
+                "msg": SURROGATE_MESSAGE,
+                "input": text.encode("utf-8", "replace").decode("utf-8"),
+            }
+        ]
+    return []
+
+
+def hostile_errors(value: Any, loc: list[str | int], *, max_depth: int) -> list[dict[str, Any]]:
+    """Return the errors of what no part of the server can hold, anywhere in ``value``.
+
+    NUL characters and lone surrogates in strings and keys, non-finite numbers (``NaN``,
+    ``Infinity``, ``1e999``) and nesting deeper than ``max_depth`` are refused wherever
+    they appear, whatever the model says of the field: the database, the JSON encoder or
+    the serialiser of a later answer would fail on them. The walk is iterative, so a
+    deep value costs no recursion.
+
+    Args:
+        value: parsed JSON (or form and query values).
+        loc: where ``value`` sits, e.g. ``["body"]``.
+        max_depth: the most levels of arrays and objects allowed.
+
+    Returns:
+        The contract's error objects (empty when ``value`` is acceptable).
+    """
     errors: list[dict[str, Any]] = []
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            errors += _nul_errors(key, [*loc, str(key)])
-            errors += _nul_errors(item, [*loc, str(key)])
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            errors += _nul_errors(item, [*loc, index])
+    stack: list[tuple[Any, list[str | int], int]] = [(value, loc, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, str):
+            errors += _string_errors(item, where)
+        elif isinstance(item, float) and not math.isfinite(item):
+            errors.append(
+                {
+                    "type": "finite_number",
+                    "loc": where,
+                    "msg": NON_FINITE_MESSAGE,
+                    "input": str(item),
+                }
+            )
+        elif isinstance(item, Mapping | list):
+            if depth >= max_depth:
+                errors.append(_too_deep(where, max_depth))
+                continue
+            pairs = item.items() if isinstance(item, Mapping) else enumerate(item)
+            for key, child in pairs:
+                if isinstance(key, str):
+                    errors += _string_errors(key, [*where, key])
+                stack.append((child, [*where, key], depth + 1))
     return errors
 
 
+def _too_deep(loc: list[str | int], max_depth: int) -> dict[str, Any]:
+    return {
+        "type": "json_invalid",
+        "loc": loc,
+        "msg": "JSON decode error",
+        "input": {},
+        "ctx": {"error": f"nested deeper than {max_depth} levels"},
+    }
+
+
+def _max_depth() -> int:
+    depth: int = current_app.config.get("GENAI_MAX_JSON_DEPTH", DEFAULT_MAX_JSON_DEPTH)
+    return depth
+
+
 def _load(model: type[ModelT], data: Any, location: Location) -> ModelT:
-    if nul := _nul_errors(data, [location]):
-        raise RequestValidationError(nul)
+    if hostile := hostile_errors(data, [location], max_depth=_max_depth()):
+        raise RequestValidationError(hostile)
     try:
         return model.model_validate(data, from_attributes=location == "body")
     except ValidationError as exc:
@@ -183,7 +259,11 @@ def validate_form(model: type[BaseModel]) -> Callable[[F], F]:
 
         @wraps(func)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            await _read_bounded()
+            raw = await _read_bounded()
+            # Count before parsing: a form of 100,000 empty fields costs nearly a second
+            # of the event loop to parse (multipart forms are bounded by MAX_FORM_PARTS).
+            if raw.count(b"&") >= current_app.config["MAX_FORM_PARTS"]:
+                raise RequestEntityTooLarge()
             form = await request.form
             data = {key: form.getlist(key)[-1] for key in form}
             try:

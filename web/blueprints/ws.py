@@ -10,6 +10,9 @@ chat, no chat actor can be reached), a refusal in the same shape with ``is_succe
 false, a fresh ``request_id`` and nothing stored. The original web UI shows only
 ``agent_response`` frames and waits for one after each message. ``{"type": "error"}``
 frames answer only what is not a message (a frame that does not parse or validate).
+A message whose text, ``llm_name`` or ``provider`` holds a NUL character or a lone
+surrogate (which PostgreSQL cannot store) is refused with that frame too, rather than
+altered: a chat shows what the user sent or nothing.
 
 While the server stops (``services().drain``): a new socket is accepted and closed
 at once with 1013 ("try again later": another instance, or this one restarted, will
@@ -48,6 +51,7 @@ from actors.chat import (
 from ..auth import resolve_token
 from ..errors import format_error
 from ..services import services
+from ..validation import hostile_errors
 
 __all__ = [
     "BUSY",
@@ -57,6 +61,7 @@ __all__ = [
     "CLOSE_TOO_SLOW",
     "SERVER_STOPPING",
     "TOO_MANY_SOCKETS",
+    "UNSTORABLE",
     "IncomingMessage",
     "blueprint",
     "parse_message",
@@ -76,6 +81,7 @@ SERVER_STOPPING = "Server is shutting down"
 BUSY = "Too many messages are waiting in this chat. Try again later"
 CHAT_UNAVAILABLE = "Chat is not available. Try again later"
 TOO_MANY_SOCKETS = "Too many open sockets"
+UNSTORABLE = "Message must not contain NUL characters or invalid Unicode"
 
 
 class _OlderLlm(BaseModel):
@@ -119,6 +125,12 @@ def parse_message(data: str | bytes) -> ChatInput | dict[str, Any]:
         missing = {"type": "missing", "loc": ["llm_name"], "msg": "Field required", "input": raw}
         return {"type": "error", "error": VALIDATION_FAILED, "details": [missing]}
     return found
+
+
+def _unstorable(found: ChatInput) -> bool:
+    # Refused here, not in the chat actor: a failed write there would crash it.
+    texts = [found.message, found.llm_name, found.provider or ""]
+    return bool(hostile_errors(texts, [], max_depth=2))
 
 
 def _error_frame(text: str) -> str:
@@ -177,7 +189,11 @@ async def _read(chat: ChatSession) -> None:
     while True:
         parsed = parse_message(await websocket.receive())
         if isinstance(parsed, dict):
-            chat.send_nowait(json.dumps(parsed, ensure_ascii=False, default=str))
+            # ASCII escapes: an echoed lone surrogate has no UTF-8 form to send.
+            chat.send_nowait(json.dumps(parsed, default=str))
+            continue
+        if _unstorable(parsed):
+            chat.send_nowait(_refusal(UNSTORABLE, chat.session_id))
             continue
         try:
             await chat.post(parsed)

@@ -1,0 +1,264 @@
+"""Hostile clients on the HTTP face: nothing one client sends takes the service down.
+
+Values PostgreSQL or the response encoder cannot hold (NUL, a lone surrogate, NaN and
+infinities, JSON nested past 254 levels) are fired at every route of the endpoint
+table, in JSON bodies, query strings, paths and forms, as the owner of the objects:
+no answer is a 5xx and the database is unchanged. On ``/frontend/ws`` such a message
+is refused with its one ``agent_response`` frame and never reaches the chat actor, so a
+crowd of sockets sending it costs the supervision tree no restart.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from quart.testing import QuartClient
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from websockets.asyncio.client import ClientConnection
+
+from persistence import ChatMessage
+from web.blueprints.ws import UNSTORABLE
+
+from .endpoints import PROBED, Endpoint, Probe
+from .live import Live, open_live
+from .world import World, dump
+
+DEEP = 300
+# JSON fragments: each is a value the server must refuse wherever it appears.
+FRAGMENTS: dict[str, str] = {
+    "nul": '"a\\u0000b"',
+    "surrogate": '"a\\ud800b"',
+    "nan": "NaN",
+    "infinity": "1e999",
+    "deep-array": "[" * DEEP + "]" * DEEP,
+    "deep-object": '{"a":' * DEEP + "1" + "}" * DEEP,
+    "nul-key": '{"a\\u0000b": 1}',
+}
+# Percent-encoded text for query strings, paths and forms.
+ENCODED: dict[str, str] = {"nul": "a%00b", "surrogate": "a%ED%A0%80b", "latin1": "a%FFb"}
+
+
+def _json_variants(body: Any) -> list[tuple[str, str]]:
+    """Return ``(name, raw JSON)`` pairs: ``body`` with one hostile value each."""
+    if not isinstance(body, dict):
+        return [(name, fragment) for name, fragment in FRAGMENTS.items()]
+    marker = "\x01hostile\x01"
+    variants: list[tuple[str, str]] = []
+    for key in body:
+        for shape in ("{0}", '{{"k": {0}}}', "[{0}]"):
+            for name, fragment in FRAGMENTS.items():
+                raw = json.dumps({**body, key: marker}).replace(
+                    json.dumps(marker), shape.format(fragment)
+                )
+                variants.append((f"{key}={shape.format(name)}", raw))
+    return variants
+
+
+def _query_string(query: dict[str, str], key: str, encoded: str) -> bytes:
+    parts = [f"{k}={encoded if k == key else v}" for k, v in query.items()]
+    return "&".join(parts).encode()
+
+
+def _path_variants(path: str) -> list[tuple[str, str]]:
+    """The path with each of its last segments replaced by hostile text."""
+    segments = path.split("/")
+    variants: list[tuple[str, str]] = []
+    for index in range(2, len(segments)):
+        if segments[index] in {"api", ""}:
+            continue
+        for name, encoded in ENCODED.items():
+            changed = [*segments[:index], encoded, *segments[index + 1 :]]
+            variants.append((f"path[{index}]={name}", "/".join(changed)))
+    return variants
+
+
+async def _fire(
+    client: QuartClient, endpoint: Endpoint, probe: Probe, headers: dict[str, str]
+) -> list[tuple[str, int, str]]:
+    """Send every hostile variant of ``probe``; return ``(variant, status, body)``."""
+    method = endpoint.method
+    answers: list[tuple[str, int, str]] = []
+
+    async def send(name: str, path: str, query_string: bytes = b"", **kwargs: Any) -> None:
+        kwargs["headers"] = {**headers, **kwargs.get("headers", {})}
+        if query_string:
+            # Raw, so that percent-encoded bytes arrive as the client wrote them.
+            path = f"{path}?{query_string.decode()}"
+        response = await client.open(path, method=method, **kwargs)
+        text = (await response.get_data()).decode("utf-8", "replace")
+        answers.append((name, response.status_code, text[:300]))
+
+    query = b"&".join(f"{k}={v}".encode() for k, v in (probe.query or {}).items())
+    json_headers = {"Content-Type": "application/json"}
+    if probe.json is not None:
+        for name, raw in _json_variants(probe.json):
+            await send(
+                f"json {name}", probe.path, data=raw, headers=json_headers, query_string=query
+            )
+    for key in probe.query or {}:
+        for name, encoded in ENCODED.items():
+            qs = _query_string(probe.query or {}, key, encoded)
+            extra: dict[str, Any] = {}
+            if probe.json is not None:
+                extra = {"data": json.dumps(probe.json), "headers": json_headers}
+            await send(f"query {key}={name}", probe.path, query_string=qs, **extra)
+    if probe.form is not None:
+        for key in probe.form:
+            for name, encoded in ENCODED.items():
+                raw_form = "&".join(
+                    f"{k}={encoded if k == key else v}" for k, v in probe.form.items()
+                )
+                await send(
+                    f"form {key}={name}",
+                    probe.path,
+                    data=raw_form,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                )
+    for name, path in _path_variants(probe.path):
+        extra = {}
+        if probe.json is not None:
+            extra = {"data": json.dumps(probe.json), "headers": json_headers}
+        await send(name, path, query_string=query, **extra)
+    return answers
+
+
+class TestHostileValues:
+    async def test_no_route_answers_5xx_or_stores_a_hostile_value(
+        self,
+        client: QuartClient,
+        world: World,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        subtests: pytest.Subtests,
+    ) -> None:
+        alice = world.alice
+        before = await dump(sessionmaker)
+        total = 0
+        for endpoint in PROBED:
+            assert endpoint.probe is not None
+            # As the owner, on her own objects: the request reaches the database.
+            probe = endpoint.own(alice) if endpoint.own else endpoint.probe(alice, alice)
+            headers = alice.user.headers
+            with subtests.test(msg=endpoint.id):
+                answers = await _fire(client, endpoint, probe, headers)
+                total += len(answers)
+                failed = [answer for answer in answers if answer[1] >= 500]
+                assert failed == []
+                if probe.json is not None:
+                    accepted = [a for a in answers if a[0].startswith("json") and a[1] < 400]
+                    assert accepted == []
+        after = await dump(sessionmaker)
+        changed = {
+            table: {
+                key
+                for key in set(before[table]) | set(after[table])
+                if before[table].get(key) != after[table].get(key)
+            }
+            for table in before
+        }
+        assert {t: keys for t, keys in changed.items() if keys} == {}
+        print(f"hostile variants sent: {total}")
+        # Her lists still answer.
+        for path in ("/api/agents/", "/api/agentflows/", "/api/llm/model/configs", "/api/chats"):
+            response = await client.get(path, headers=alice.user.headers)
+            assert response.status_code == 200, path
+
+
+@pytest.fixture(name="live")
+async def _live(
+    tmp_path: Path, database_url: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[Live]:
+    # ``sessionmaker`` empties the tables once the test is over.
+    async with open_live(tmp_path, database_url) as live:
+        yield live
+
+
+async def _recv_json(ws: ClientConnection) -> Any:
+    with anyio.fail_after(10):
+        return json.loads(await ws.recv())
+
+
+def _tree(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node.get("children", []) for n in _tree(child))]
+
+
+async def _stored_messages(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    async with sessionmaker() as session:
+        count = await session.scalar(select(func.count()).select_from(ChatMessage))
+    return int(count or 0)
+
+
+UNSTORABLE_MESSAGES = {
+    "nul in message": '{"message": "a\\u0000b", "llm_name": "c"}',
+    "nul in llm_name": '{"message": "hi", "llm_name": "c\\u0000"}',
+    "nul in provider": '{"message": "hi", "llm_name": "c", "provider": "p\\u0000"}',
+    "nul in the older llm": '{"message": "hi", "llm": {"llm_name": "c\\u0000"}}',
+}
+NOT_MESSAGES = {
+    "raw nul in message": '{"message": "a\u0000b", "llm_name": "c"}',
+    "surrogate": '{"message": "a\\ud800b", "llm_name": "c"}',
+    "nan": '{"message": NaN, "llm_name": "c"}',
+    "infinity": '{"message": 1e999, "llm_name": "c"}',
+    "deep": '{"message": "hi", "llm_name": "c", "llm": ' + "[" * DEEP + "]" * DEEP + "}",
+}
+
+
+class TestFrontendSocket:
+    async def test_an_unstorable_message_gets_one_refusal_and_is_not_stored(
+        self, live: Live, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        _, token = await live.login()
+        async with live.chat(token) as ws:
+            for name, frame in UNSTORABLE_MESSAGES.items():
+                await ws.send(frame)
+                reply = await _recv_json(ws)
+                assert reply["type"] == "agent_response", (name, reply)
+                assert reply["response"]["response"] == {
+                    "response": UNSTORABLE,
+                    "agents_trace": [],
+                    "is_success": False,
+                }, name
+            for name, frame in NOT_MESSAGES.items():
+                await ws.send(frame)
+                reply = await _recv_json(ws)
+                assert reply["type"] in {"agent_response", "error"}, (name, reply)
+                if reply["type"] == "agent_response":
+                    assert reply["response"]["response"]["is_success"] is False, (name, reply)
+            # Exactly one frame each: the next frame answers the next message.
+            await ws.send('{"probe": true}')
+            assert (await _recv_json(ws))["details"][0]["input"] == {"probe": True}
+        assert await _stored_messages(sessionmaker) == 0
+
+    async def test_twenty_sockets_sending_nul_cost_no_restart(self, live: Live) -> None:
+        sockets, messages = 20, 5
+        _, token = await live.login()
+        tokens = [token, *[(await live.login())[1] for _ in range(sockets - 1)]]
+        refused = 0
+
+        async def hammer(user_token: str) -> None:
+            nonlocal refused
+            async with live.chat(user_token, str(uuid.uuid4())) as ws:
+                for _ in range(messages):
+                    await ws.send(UNSTORABLE_MESSAGES["nul in message"])
+                for _ in range(messages):
+                    reply = await _recv_json(ws)
+                    assert reply["response"]["response"]["response"] == UNSTORABLE
+                    refused += 1
+
+        async with anyio.create_task_group() as tg:
+            for user_token in tokens:
+                tg.start_soon(hammer, user_token)
+        assert refused == sockets * messages
+        async with live.http() as http:
+            ready = await http.get("/health/ready")
+            assert ready.status_code == 200, ready.text
+            body = (await http.get("/health")).json()
+        nodes = _tree(body["tree"])
+        assert {n["path"]: n["restarts"] for n in nodes if n["restarts"]} == {}
+        assert [n["path"] for n in nodes if n["state"] == "failed"] == []
