@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from persistence import CatalogueVersions
 
     from ..session import Connector, RouterConnection
+    from ..tools import OutboundPolicy
 
 __all__ = [
     "GetMasterStatus",
@@ -112,6 +113,7 @@ class MasterAgent(Actor[MasterMessage]):
         sessionmaker: Reads history and tools.
         connector: Opens router connections (in-process on the embedded router).
         catalogue: Users' catalogue versions, which keep their tool lists current.
+        outbound: The policy of requests to users' MCP servers.
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class MasterAgent(Actor[MasterMessage]):
         sessionmaker: async_sessionmaker[AsyncSession],
         connector: Connector,
         catalogue: CatalogueVersions | None = None,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.config = config
         self.connector = connector
@@ -132,6 +135,7 @@ class MasterAgent(Actor[MasterMessage]):
             connector=connector,
             master_key=config.api_key,
             settings=config.loop,
+            outbound=outbound,
         )
         self._main: RouterConnection | None = None
         self._closing = False
@@ -321,6 +325,7 @@ def master_agent_spec(
     sessionmaker: async_sessionmaker[AsyncSession],
     connector: Connector,
     catalogue: CatalogueVersions | None = None,
+    outbound: OutboundPolicy | None = None,
     name: str = "master",
 ) -> ChildSpec:
     """Return the child spec of a `MasterAgent`: permanent, restarted with backoff.
@@ -330,7 +335,11 @@ def master_agent_spec(
 
     def factory() -> MasterAgent:
         return MasterAgent(
-            config, sessionmaker=sessionmaker, connector=connector, catalogue=catalogue
+            config,
+            sessionmaker=sessionmaker,
+            connector=connector,
+            catalogue=catalogue,
+            outbound=outbound,
         )
 
     return ChildSpec(

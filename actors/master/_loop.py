@@ -30,11 +30,13 @@ import anyio
 from persistence import ChatTurnStore, is_database_unavailable
 
 from ..session import RouterConnectionError
-from ._agents import AgentReply, call_agent
+from ..tools import OutboundPolicy
+from ._agents import call_agent
 from ._exceptions import AgentCallError, StepLimitError, ToolCallError, TurnError
 from ._history import last_messages, model_messages, read_history
+from ._mcp import McpCallError, call_mcp_tool
 from ._providers import model_settings
-from ._tools import FLOW
+from ._tools import FLOW, MCP
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -91,6 +93,8 @@ class TurnRunner:
         connector: Opens router connections for agent calls.
         master_key: ``MASTER_AGENT_API_KEY``, the prefix of the calls' invoke keys.
         settings: Limits and the default prompt.
+        outbound: The policy of requests to users' URLs (MCP servers); default: the
+            policy's own defaults.
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class TurnRunner:
         connector: Connector,
         master_key: str,
         settings: LoopSettings,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self._store = ChatTurnStore(sessionmaker)
         self._tools = tools
@@ -109,6 +114,7 @@ class TurnRunner:
         self._connector = connector
         self._master_key = master_key
         self.settings = settings
+        self.outbound = outbound or OutboundPolicy()
 
     async def run(self, request: TurnRequest) -> dict[str, Any]:
         """Run one turn; return ``{agents_trace, response, is_success}``.
@@ -281,51 +287,80 @@ class _Turn:
             entry["execution_time"] = time.perf_counter() - started
 
     async def call(self, tool: Tool, arguments: dict[str, Any], trace: list[dict[str, Any]]) -> Any:
-        """Invoke one agent under the turn's ids, recorded in ``trace``."""
+        """Call one agent (under the turn's ids) or MCP tool, recorded in ``trace``."""
         timeout = self.runner.settings.agent_timeout
         started = time.perf_counter()
-        reply: AgentReply | None = None
-        failure: str | None = None
+        outcome: tuple[Any, float | None, str | None] | None = None
+        with anyio.move_on_after(timeout):
+            if tool.kind == MCP:
+                outcome = await self._mcp(tool, arguments)
+            else:
+                outcome = await self._agent(tool, arguments)
+        if outcome is None:
+            what = "tool" if tool.kind == MCP else "agent"
+            failure: str | None = (
+                f"The {what} {tool.display_name} did not answer within {timeout:g} s: check "
+                "that it is running, then ask again."
+            )
+            outcome = (failure, None, failure)
+        output, seconds, failure = outcome
+        entry: dict[str, Any] = {
+            "id": tool.id,
+            "name": tool.display_name,
+            "type": tool.kind,
+            "input": arguments,
+            "output": output,
+            "execution_time": seconds if seconds else time.perf_counter() - started,
+            "is_success": failure is None,
+        }
+        if tool.url is not None:
+            entry["url"] = tool.url
+        trace.append(entry)
+        if failure is not None:
+            raise AgentCallError(failure)
+        return output
+
+    async def _agent(
+        self, tool: Tool, arguments: dict[str, Any]
+    ) -> tuple[Any, float | None, str | None]:
+        """Invoke a genai agent through the router: its output, time, and failure text."""
         try:
-            with anyio.move_on_after(timeout):
-                reply = await call_agent(
-                    self.runner._connector,
-                    self.runner._master_key,
-                    tool.id,
-                    arguments,
-                    request_id=self.request.request_id,
-                    session_id=str(self.request.session_id),
-                )
+            reply = await call_agent(
+                self.runner._connector,
+                self.runner._master_key,
+                tool.id,
+                arguments,
+                request_id=self.request.request_id,
+                session_id=str(self.request.session_id),
+            )
         except RouterConnectionError as exc:
             logger.warning("agent call to %s failed: %r", tool.id, exc)
             failure = (
                 f"The agent router cannot be reached, so the agent {tool.display_name} was "
                 "not called: try again in a moment."
             )
-        if reply is None and failure is None:
+            return failure, None, failure
+        if not reply.is_success:
+            return reply.output, reply.execution_time, _agent_failure(tool, str(reply.output))
+        return reply.output, reply.execution_time, None
+
+    async def _mcp(
+        self, tool: Tool, arguments: dict[str, Any]
+    ) -> tuple[Any, float | None, str | None]:
+        """Call a tool of an MCP server: its output, and its failure text."""
+        assert tool.url is not None and tool.remote_name is not None
+        try:
+            reply = await call_mcp_tool(tool.url, tool.remote_name, arguments, self.runner.outbound)
+        except McpCallError as exc:
+            logger.warning("MCP tool call failed: %s", exc)
             failure = (
-                f"The agent {tool.display_name} did not answer within {timeout:g} s: check "
-                "that it is running, then ask again."
+                f"The MCP server of {tool.display_name} ({tool.url}) cannot be reached or "
+                "did not answer as MCP: check that it is running, then ask again."
             )
-        elif reply is not None and not reply.is_success:
-            failure = _agent_failure(tool, str(reply.output))
-        trace.append(
-            {
-                "id": tool.id,
-                "name": tool.display_name,
-                "type": tool.kind,
-                "input": arguments,
-                "output": reply.output if reply is not None else failure,
-                "execution_time": (
-                    reply.execution_time if reply is not None else time.perf_counter() - started
-                ),
-                "is_success": failure is None,
-            }
-        )
-        if failure is not None:
-            raise AgentCallError(failure)
-        assert reply is not None
-        return reply.output
+            return failure, None, failure
+        if not reply.is_success:
+            return reply.output, None, f"The tool {tool.display_name} failed: {reply.output}"
+        return reply.output, None, None
 
 
 def _agent_failure(tool: Tool, error: str) -> str:

@@ -1,10 +1,12 @@
-"""The tools a user's turn may call: eligible flows, then active genai agents.
+"""The tools a user's turn may call: eligible flows, then active genai agents and the
+tools of active MCP servers.
 
-The same list as ``GET /api/agents/active?agent_type=all`` (API.md §13.6) answers the
-upstream master, read straight from the repositories, and kept per user for as long
-as the user's catalogue version (`persistence.CatalogueVersions`, moved on by the
-database's notifications) stays the same: a turn after an unchanged catalogue reads
-nothing. Each tool is named by its alias, which the model sees as the function name.
+The list ``GET /api/agents/active?agent_type=all`` (API.md §13.6) answers the upstream
+master, read straight from the repositories, and kept per user for as long as the
+user's catalogue version (`persistence.CatalogueVersions`, moved on by the database's
+notifications, MCP servers' included) stays the same: a turn after an unchanged
+catalogue reads nothing. Each tool is named by its alias, which the model sees as the
+function name. A2A agents are not offered yet, nor the flows that hold one.
 """
 
 from __future__ import annotations
@@ -15,17 +17,34 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from persistence import AgentRepository, FlowRepository, flow_item_ids, is_eligible
+from persistence import (
+    AgentRepository,
+    FlowRepository,
+    MCPRepository,
+    flow_item_ids,
+    is_eligible,
+    item_key,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from persistence import Agent, AgentFlow, CatalogueVersions
+    from persistence import Agent, AgentFlow, CatalogueVersions, MCPServer, MCPTool
 
-__all__ = ["GENAI", "Tool", "ToolCatalogue", "agent_tool", "flow_tool", "function_name"]
+__all__ = [
+    "GENAI",
+    "MCP",
+    "Tool",
+    "ToolCatalogue",
+    "agent_tool",
+    "flow_tool",
+    "function_name",
+    "mcp_tool",
+]
 
 GENAI = "genai"
 FLOW = "flow"
+MCP = "mcp"
 # The upstream master's page of active agents (the route's default limit).
 _AGENT_LIMIT = 100
 _NAME_RE = re.compile(r"[^a-zA-Z0-9_-]")
@@ -37,11 +56,13 @@ class Tool:
     """One tool of a turn.
 
     Attributes:
-        id: The agent's id (its router id) or the flow's.
+        id: The agent's id (its router id), the MCP tool's or the flow's.
         name: The alias: the tool list's ``name``.
-        kind: ``genai`` or ``flow``.
+        kind: ``genai``, ``mcp`` or ``flow``.
         function: The OpenAI tool definition bound for the model.
-        members: A flow's members, in order (agents as tools).
+        members: A flow's members, in order (as tools).
+        url: An MCP tool's server URL.
+        remote_name: An MCP tool's own name on its server.
     """
 
     id: str
@@ -49,6 +70,8 @@ class Tool:
     kind: str
     function: dict[str, Any]
     members: tuple[Tool, ...] = ()
+    url: str | None = None
+    remote_name: str | None = None
 
     @property
     def function_name(self) -> str:
@@ -90,17 +113,29 @@ def agent_tool(agent: Agent) -> Tool:
     return Tool(str(agent.id), agent.alias, GENAI, _function(agent.input_parameters, agent.alias))
 
 
-def flow_tool(flow: AgentFlow, active: dict[str, Agent]) -> Tool:
-    """Render an eligible flow: the schema of its first member, its own name and text."""
-    members = tuple(agent_tool(active[item_id]) for item_id, _ in flow_item_ids(flow.flow))
-    first = active[members[0].id].input_parameters
+def mcp_tool(tool: MCPTool, server: MCPServer) -> Tool:
+    """Render a tool of an active MCP server, named by its alias, its schema as given."""
+    alias = tool.alias or tool.name
+    schema = dict(tool.input_schema) if isinstance(tool.input_schema, dict) else {}
+    schema.pop("title", None)
+    if schema.get("type") != "object" or not isinstance(schema.get("properties"), dict):
+        schema = _EMPTY_PARAMETERS
+    function = {"function": {"description": tool.description or "", "parameters": schema}}
     return Tool(
-        str(flow.id),
-        flow.alias,
-        FLOW,
-        _function(first, flow.alias, flow.description or None),
-        members,
+        str(tool.id),
+        alias,
+        MCP,
+        _function(function, alias),
+        url=server.server_url,
+        remote_name=tool.name,
     )
+
+
+def flow_tool(flow: AgentFlow, members: tuple[Tool, ...]) -> Tool:
+    """Render an eligible flow: the schema of its first member, its own name and text."""
+    first = members[0].function["function"]
+    schema = {"function": {**first, "description": flow.description or first["description"]}}
+    return Tool(str(flow.id), flow.alias, FLOW, _function(schema, flow.alias), members)
 
 
 class ToolCatalogue:
@@ -151,9 +186,21 @@ class ToolCatalogue:
     async def _read(self, user_id: uuid.UUID) -> list[Tool]:
         async with self._sessionmaker() as session:
             flows = await FlowRepository(session).list_for_user(user_id, limit=None)
-            agents = AgentRepository(session)
-            everything = await agents.list_active_for_user(user_id, limit=None)
-        active = {str(agent.id): agent for agent in everything}
-        tools = [flow_tool(flow, active) for flow in flows if is_eligible(flow, active.keys())]
-        tools += [agent_tool(agent) for agent in everything[:_AGENT_LIMIT]]
-        return tools
+            everything = await AgentRepository(session).list_active_for_user(user_id, limit=None)
+            servers = await MCPRepository(session).list_for_user(
+                user_id, newest_first=True, limit=None
+            )
+            listed = await MCPRepository(session).tools([server.id for server in servers])
+        # Every tool the user may call, by its flow item key (an agent's id, mcp:<id>).
+        by_key = {str(agent.id): agent_tool(agent) for agent in everything}
+        mcp = [mcp_tool(tool, server) for server in servers for tool in listed[server.id]]
+        by_key |= {item_key(tool.id, MCP): tool for tool in mcp}
+        tools = [
+            flow_tool(
+                flow, tuple(by_key[item_key(i, kind)] for i, kind in flow_item_ids(flow.flow))
+            )
+            for flow in flows
+            if flow_item_ids(flow.flow) and is_eligible(flow, by_key.keys())
+        ]
+        tools += [by_key[str(agent.id)] for agent in everything[:_AGENT_LIMIT]]
+        return tools + mcp

@@ -19,6 +19,7 @@ import pytest
 from actors.router import MASTER_SERVER_ML
 
 from ..actors.master.fake_openai import HANG, Reply, error, open_fake_openai, text, tool_call
+from ..actors.tools.servers import ThreadServer, mcp_app
 from .conftest import make_settings, open_backend
 from .test_chat import assert_response_shape
 
@@ -232,6 +233,39 @@ class TestTurns:
         assert [t["function"]["name"] for t in forced[0]["tools"]] == [
             forced[0]["tool_choice"]["function"]["name"]
         ]
+
+
+class TestMcpTools:
+    async def test_a_turn_calls_a_tool_of_an_mcp_server(
+        self, builtin: Backend, fake: FakeOpenAI, model: Model
+    ) -> None:
+        owner = await builtin.user()
+        await add_model(builtin, owner, fake.base_url)
+        server = ThreadServer(mcp_app).start()
+        try:
+            url = f"{server.url}/mcp"
+            response = await builtin.http.post(
+                "/api/mcp/servers", json={"server_url": url}, headers=owner.headers
+            )
+            assert response.status_code == 200, response.text
+            model.respond = call_then_answer("echo", {"text": "from mcp"})
+            session_id = str(uuid.uuid4())
+            async with builtin.frontend(owner, session_id) as ui:
+                await ui.say("use the tool")
+                inner = assert_response_shape(await ui.response(within=20), session_id)
+        finally:
+            server.stop()
+        assert inner["is_success"] is True, inner
+        assert "from mcp" in inner["response"]
+        call = inner["agents_trace"][1]
+        assert (call["type"], call["url"], call["name"]) == ("mcp", url, "echo")
+        assert call["input"] == {"text": "from mcp"}
+        assert call["is_success"] is True
+        # The model saw both tools of the server, by their aliases, with their schemas.
+        tools = {t["function"]["name"]: t["function"] for t in fake.requests[0]["tools"]}
+        echo = next(f for name, f in tools.items() if name.startswith("echo"))
+        assert echo["parameters"]["properties"]["text"]["type"] == "string"
+        assert any(name.startswith("add") for name in tools)
 
 
 class TestErrors:
