@@ -543,7 +543,8 @@ def router_session_spec(
         events: The registry's ref or path (default ``"registry"``).
         connector: Opens sockets (default: the ``websockets`` client).
         name: The child's name.
-        backoff: Restart backoff (default 0.2 s doubling to 30 s, with jitter).
+        backoff: Restart backoff (default 0.2 s doubling to 5 s, with jitter): only
+            crashes restart the session, a router that is down is waited for inside.
     """
 
     def factory() -> RouterSession:
@@ -552,7 +553,7 @@ def router_session_spec(
     return ChildSpec(
         name,
         factory,
-        backoff=backoff or Backoff(initial=0.2, maximum=30.0),
+        backoff=backoff or Backoff(initial=0.2, maximum=5.0),
         capacity=10_000,
         shutdown=3.0,
     )
