@@ -33,25 +33,15 @@ from actors import (
 )
 from actors.chat import ChatDrain
 from actors.master import LoopSettings, MasterConfig, master_agent_spec
-from actors.registry import decode_agent_jwt
-from actors.router import (
-    AgentVerifier,
-    ApiKeys,
-    GetStatistics,
-    RouterConfig,
-    VerifiedAgent,
-    router_children,
-)
+from actors.router import ApiKeys, GetStatistics, RouterConfig, router_children
 from actors.session import WebSocketConnector
 from actors.tools import ToolRefresherClient, tool_refresher_spec
 from persistence import (
-    AgentRepository,
     DatabaseSettings,
     bound_engine,
     create_engine,
     create_sessionmaker,
     head_revision,
-    is_database_unavailable,
     is_up_to_date,
     open_embedded_postgres,
     upgrade_to_head,
@@ -258,9 +248,8 @@ async def open_server(
             await engine.dispose()
 
 
-# For crashes (bugs) of the router's children, whose restarts back off (the session's up
-# to 5 s each, so that chat turns come back within seconds of a crash). A router that
-# is down spends none of it: the session waits for it inside.
+# For crashes (bugs) of the router's children, whose restarts back off (up to 30 s
+# each). A router that is down spends none of it: the session waits for it inside.
 _ROUTER_INTENSITY = RestartIntensity(max_restarts=20, period=300.0)
 
 
@@ -299,10 +288,7 @@ async def _start_tree(
             master_be=settings.MASTER_BE_API_KEY, master_agent=settings.MASTER_AGENT_API_KEY
         )
         router_config = RouterConfig(
-            host=settings.ROUTER_HOST,
-            port=settings.ROUTER_PORT,
-            keys=keys,
-            verify_agent=_agent_verifier(settings, sessionmaker),
+            host=settings.ROUTER_HOST, port=settings.ROUTER_PORT, keys=keys
         )
         router_specs += router_children(router_config)
     connector = None
@@ -465,47 +451,7 @@ async def _hub_stats(hub: Any) -> dict[str, float]:
         "agents_connected": stats.registered_agents,
         "pending_invocations": stats.pending_invocations,
         "refused_frames": stats.refused_frames,
-        "refused_connections": stats.refused_connections,
-        "refused_invocations": stats.refused_invocations,
-        "stray_replies": stats.stray_replies,
-        "logs_forwarded": stats.logs_forwarded,
-        "logs_unauthenticated": stats.logs_unauthenticated,
-        "logs_over_budget": stats.logs_over_budget,
-        "standby_backends": stats.standby_backends,
-        "swept_connections": stats.swept_connections,
     }
-
-
-_VERIFY_DATABASE_SECONDS = 2.0
-
-
-def _agent_verifier(settings: Settings, sessionmaker: Any) -> AgentVerifier:
-    """Check agent tokens for the embedded router: the signature, then the agent's row."""
-
-    async def verify(token: str) -> VerifiedAgent | None:
-        claims = decode_agent_jwt(token, settings.JWT_SECRET_KEY, settings.HASH_ALGORITHM)
-        if claims is None:
-            return None
-        agent = VerifiedAgent(str(claims.agent_id), str(claims.user_id))
-        with anyio.move_on_after(_VERIFY_DATABASE_SECONDS):
-            try:
-                async with sessionmaker() as session:
-                    repository = AgentRepository(session)
-                    exists = await repository.exists(claims.agent_id, owner_id=claims.user_id)
-            except (OSError, TimeoutError) as exc:
-                logger.warning("agent %s: row not checked (%r)", claims.agent_id, exc)
-                return agent
-            except Exception as exc:
-                if not is_database_unavailable(exc):
-                    raise
-                logger.warning("agent %s: row not checked (%r)", claims.agent_id, exc)
-                return agent
-            return agent if exists else None
-        # The database is down or slow: a token we signed is enough to connect, and the
-        # registry still refuses the agent at registration once its row can be read.
-        return agent
-
-    return verify
 
 
 class _MeasuredMaster:
