@@ -11,6 +11,7 @@ from quart import current_app
 from persistence import CatalogueVersions
 
 from ._sockets import SocketCounts
+from ._throttle import LoginThrottle, ThrottleLimits
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ class AppServices:
     cipher: ApiKeyCipher | None = None
     catalogue: CatalogueVersions = field(default_factory=CatalogueVersions)
     """Users' catalogue versions; the list routes cache their answers only while live."""
+    throttle: LoginThrottle | None = None
+    """Failed logins per username and address; made from the settings on first use."""
 
     def api_key_cipher(self) -> ApiKeyCipher:
         """Return the provider API-key cipher, built from the settings on first use.
@@ -63,6 +66,19 @@ class AppServices:
         if self.cipher is None:
             self.cipher = self.settings.api_key_cipher()
         return self.cipher
+
+    def login_throttle(self) -> LoginThrottle:
+        """Return the login throttle, built from the settings on first use."""
+        if self.throttle is None:
+            settings = self.settings
+            self.throttle = LoginThrottle(
+                ThrottleLimits(
+                    per_user=settings.LOGIN_FAILURES_PER_USER,
+                    per_address=settings.LOGIN_FAILURES_PER_ADDRESS,
+                    window=settings.LOGIN_FAILURE_WINDOW_SECONDS,
+                )
+            )
+        return self.throttle
 
 
 def services() -> AppServices:

@@ -5,7 +5,8 @@ infinities, JSON nested past 254 levels) are fired at every route of the endpoin
 table, in JSON bodies, query strings, paths and forms, as the owner of the objects:
 no answer is a 5xx and the database is unchanged. On ``/frontend/ws`` such a message
 is refused with its one ``agent_response`` frame and never reaches the chat actor, so a
-crowd of sockets sending it costs the supervision tree no restart.
+crowd of sockets sending it costs the supervision tree no restart. Logins are throttled
+per username and per address, and a form of many fields is refused before it is parsed.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from websockets.asyncio.client import ClientConnection
 
 from persistence import ChatMessage
+from web import Settings, create_app
+from web._throttle import LoginThrottle, ThrottleLimits
 from web.blueprints.ws import UNSTORABLE
 
+from ..web.conftest import PASSWORD, Users
 from .endpoints import PROBED, Endpoint, Probe
 from .live import Live, open_live
 from .world import World, dump
@@ -262,3 +266,100 @@ class TestFrontendSocket:
         nodes = _tree(body["tree"])
         assert {n["path"]: n["restarts"] for n in nodes if n["restarts"]} == {}
         assert [n["path"] for n in nodes if n["state"] == "failed"] == []
+
+
+LOGIN = "/api/login/access-token"
+PER_USER, PER_ADDRESS = 3, 6
+
+
+@pytest.fixture(name="throttled")
+def _throttled(tmp_path: Path, sessionmaker: async_sessionmaker[AsyncSession]) -> QuartClient:
+    settings = Settings(
+        BCRYPT_ROUNDS=4,
+        FILES_DIR=tmp_path / "files",
+        LOGIN_FAILURES_PER_USER=PER_USER,
+        LOGIN_FAILURES_PER_ADDRESS=PER_ADDRESS,
+        MAX_FORM_FIELDS=16,
+    )
+    return create_app(settings, sessionmaker).test_client()
+
+
+async def _login(client: QuartClient, username: str, password: str) -> Any:
+    return await client.post(LOGIN, form={"username": username, "password": password})
+
+
+class TestLogin:
+    async def test_repeated_failures_for_a_user_are_429_with_retry_after(
+        self, throttled: QuartClient
+    ) -> None:
+        users = Users(throttled)
+        victim, bystander = await users.register(), await users.register()
+        for _ in range(PER_USER):
+            failed = await _login(throttled, victim["username"], "Wrong#1234")
+            assert failed.status_code == 400
+        # Even the right password is not checked now.
+        refused = await _login(throttled, victim["username"], PASSWORD)
+        assert refused.status_code == 429
+        assert await refused.get_json() == {
+            "detail": "Too many failed login attempts. Try again later"
+        }
+        assert 0 < int(refused.headers["Retry-After"]) <= 300
+        # Another user from the same address still logs in (and clears nothing of hers).
+        assert (await _login(throttled, bystander["username"], PASSWORD)).status_code == 200
+        assert (await _login(throttled, victim["username"], PASSWORD)).status_code == 429
+
+    async def test_repeated_failures_from_an_address_are_429(self, throttled: QuartClient) -> None:
+        user = await Users(throttled).register()
+        for n in range(PER_ADDRESS):
+            failed = await _login(throttled, f"nobody{n}", "Wrong#1234")
+            assert failed.status_code == 400
+        refused = await _login(throttled, user["username"], PASSWORD)
+        assert refused.status_code == 429
+        assert int(refused.headers["Retry-After"]) > 0
+
+    def test_failures_expire_with_the_window_and_a_success_forgets_them(self) -> None:
+        now = [0.0]
+        throttle = LoginThrottle(ThrottleLimits(2, 10, 60.0), clock=lambda: now[0])
+        throttle.failed("ann", "a")
+        now[0] = 10.0
+        throttle.failed("ann", "a")
+        assert throttle.retry_after("ann", "b") == 50
+        now[0] = 59.5
+        assert throttle.retry_after("ann", "b") == 1
+        now[0] = 60.0
+        assert throttle.retry_after("ann", "b") == 0  # the first failure left the window
+        throttle.failed("ann", "a")
+        assert throttle.retry_after("ann", "b") > 0
+        throttle.succeeded("ann")
+        assert throttle.retry_after("ann", "b") == 0
+
+    def test_the_table_is_bounded(self) -> None:
+        throttle = LoginThrottle(ThrottleLimits(1, 1, 60.0), max_keys=100)
+        for n in range(1000):
+            throttle.failed(f"user{n}" * 1000, f"10.0.{n // 256}.{n % 256}")
+        assert throttle.statistics() == (100, 100)
+
+    async def test_a_form_of_100k_fields_is_refused_fast(self, throttled: QuartClient) -> None:
+        body = "username=a&password=b&" + "&".join(f"f{n}=" for n in range(100_000))
+        started = anyio.current_time()
+        response = await throttled.post(
+            LOGIN, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        elapsed = anyio.current_time() - started
+        assert response.status_code == 413
+        print(f"100k-field form refused in {elapsed * 1000:.1f} ms")
+        assert elapsed < 0.5  # parsing it took ~0.7 s of the event loop
+
+    async def test_a_multipart_form_of_many_parts_is_413(self, throttled: QuartClient) -> None:
+        user = await Users(throttled).login()
+        boundary = "b0undary"
+        parts = "".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="f{n}"\r\n\r\nx\r\n'
+            for n in range(1000)
+        )
+        response = await throttled.post(
+            "/files",
+            data=parts + f"--{boundary}--\r\n",
+            headers={**user.headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        assert response.status_code == 413

@@ -6,7 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, Field, field_validator
-from quart import Blueprint
+from quart import Blueprint, request
 from quart_schema import tag_blueprint
 
 from persistence import AlreadyExistsError, UserRepository
@@ -26,6 +26,8 @@ from ..validation import responds, validate_body, validate_form
 __all__ = ["blueprint"]
 
 blueprint = Blueprint("users", __name__)
+
+TOO_MANY_ATTEMPTS = "Too many failed login attempts. Try again later"
 tag_blueprint(blueprint, ["users"])
 
 
@@ -104,14 +106,25 @@ async def register(data: RegisterBody) -> Any:
 @validate_form(LoginForm)
 @responds(TokenOut)
 async def login(data: LoginForm) -> Any:
-    """Exchange a username and password (OAuth2 password form) for a user token."""
+    """Exchange a username and password (OAuth2 password form) for a user token.
+
+    Past ``LOGIN_FAILURES_PER_USER`` failures for the username, or
+    ``LOGIN_FAILURES_PER_ADDRESS`` from the client's address, within
+    ``LOGIN_FAILURE_WINDOW_SECONDS``, the answer is 429 with ``Retry-After`` and the
+    password is not checked.
+    """
     found = services()
+    throttle, address = found.login_throttle(), request.remote_addr or ""
+    if wait := throttle.retry_after(data.username, address):
+        raise APIError(429, TOO_MANY_ATTEMPTS, headers={"Retry-After": str(wait)})
     async with read_session() as session:
         user = await UserRepository(session).get_by_username(data.username)
     # Verify against a dummy hash when the user is missing: same cost either way.
     hashed = user.password if user is not None else await dummy_hash(found.settings.BCRYPT_ROUNDS)
     if not await verify_password(data.password, hashed) or user is None:
+        throttle.failed(data.username, address)
         raise APIError(400, "Incorrect username or password")
+    throttle.succeeded(data.username)
     return json_response(TokenOut(access_token=issue_user_token(user.id, found.settings)))
 
 
