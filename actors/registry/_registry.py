@@ -13,17 +13,22 @@ It handles the events the router session tells it (PROTOCOL.md §4, API.md §9.4
   entries go to the `LogSink`.
 
 ``handle`` never touches the database: it checks what it can (the JWT's signature, a
-log's ids) and queues the rest for one worker task the actor owns, which applies the
-queued agent events in the order they came, then the logs in the order they came.
-An outage of the database is not a crash: the worker keeps what was accepted, tries
+log's ids) and queues the rest for two worker tasks the actor owns, one per queue, so
+that a registration never waits behind a big batch of logs: one applies the agent
+events in the order they came, the other writes the logs in the order they came.
+An outage of the database is not a crash: each worker keeps what was accepted, tries
 again after a pause that doubles up to a cap, and carries on once the database answers,
 spending no restart; meanwhile `RegistryStatistics.waiting_since` says since when it
 waits. Only work the database itself refuses (a poison row) is dropped, and counted.
 Both queues are bounded; what does not fit is counted as overflow.
 
-Batches adapt to the load, with no timer: the worker takes what is buffered once the
-logs stop arriving (the mailbox has drained), and whatever piled up while a batch was
-being written goes in the next one, up to ``batch_size``.
+Batches adapt to the load, with no timer: the log worker takes what is buffered once
+the logs stop arriving (the mailbox has drained), and whatever piled up while a batch
+was being written goes in the next one, up to ``batch_size``. Agent events are batched
+the same way, up to ``event_batch_size``, each agent at most once per batch (see
+`next_batch`): a few statements store a whole batch, where one transaction per agent
+made 1,000 reconnecting agents wait seconds to be active. A batch the database refuses
+(an alias taken, a row it cannot store) is applied again one event at a time.
 
 At start every agent is marked inactive, as upstream does: the first queued job, so a
 start needs no database. Place it with `registry_spec`; it must start before the router
@@ -32,7 +37,6 @@ session.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import itertools
 import logging
@@ -52,11 +56,21 @@ from actors.session import (
 from persistence import AgentRepository, LogRepository
 from runtime import Actor, ActorDeadError, ActorRef, Backoff, ChildSpec, MailboxFullError
 
-from ._rules import AgentClaims, decode_agent_jwt, is_agent_id, validate_log
-from ._store import activate_agent, deactivate_agent, is_outage, is_refusal, recheck_flows
+from ._jobs import Accepted, AgentJob, Register, ResetAgents, Unregister, next_batch
+from ._rules import decode_agent_jwt, is_agent_id, validate_log
+from ._store import (
+    Registration,
+    activate_agent,
+    activate_agents,
+    deactivate_agent,
+    deactivate_agents,
+    is_outage,
+    is_refusal,
+    recheck_flows,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -99,8 +113,10 @@ class RegistryConfig:
         batch_size: The most logs written in one batch.
         buffer_limit: Logs kept while the database is unreachable; more are dropped
             and counted as overflow.
+        event_batch_size: The most agent events applied in one batch.
         event_limit: Agent registrations and disconnects kept while the database is
-            unreachable; more are dropped and counted (``events_overflowed``).
+            unreachable; more are dropped and counted (``events_overflowed``). Room
+            for a disconnect and a registration of 10,000 agents reconnecting at once.
         retry: Pause between attempts while the database is unreachable or refuses.
     """
 
@@ -108,7 +124,8 @@ class RegistryConfig:
     jwt_algorithm: str = "HS256"
     batch_size: int = 5000
     buffer_limit: int = 100_000
-    event_limit: int = 10_000
+    event_batch_size: int = 1000
+    event_limit: int = 20_000
     retry: Backoff = _RETRY
 
 
@@ -165,51 +182,6 @@ class GetStatistics:
 RegistryMessage = AgentEvent | GetStatistics
 
 
-# -- the worker's jobs -------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _ResetAgents:
-    """Mark every agent inactive (at start: no agent is connected yet)."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Register:
-    """Store a registration whose JWT signature is valid (the row is checked then)."""
-
-    event: AgentRegistered
-    claims: AgentClaims
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Unregister:
-    """Mark a disconnected agent and its flows inactive."""
-
-    agent_id: uuid.UUID
-
-
-_AgentJob = _ResetAgents | _Register | _Unregister
-
-
-class Accepted:
-    """What the registry has accepted and not yet written, in order.
-
-    It belongs to the spec, not to one instance, as a chat actor's `Room` does: a
-    registry restarted after a crash goes on with the same agent events and logs
-    (only the one the crash happened on is dropped), and the start-up reset of every
-    agent runs once per process, not again over agents that are still connected.
-    """
-
-    __slots__ = ("batch", "buffer", "jobs", "reset")
-
-    def __init__(self) -> None:
-        self.jobs: collections.deque[_AgentJob] = collections.deque()
-        self.buffer: collections.deque[NewLog] = collections.deque()
-        # The first logs of the buffer with their ids, fixed at the first attempt.
-        self.batch: tuple[list[NewLog], list[int]] | None = None
-        self.reset = False
-
-
 class RegistryActor(Actor[RegistryMessage]):
     """Keep the agents table and the logs in step with the router's events.
 
@@ -243,12 +215,10 @@ class RegistryActor(Actor[RegistryMessage]):
         self._jobs = self._accepted.jobs
         self._buffer = self._accepted.buffer
         self._stats = RegistryStatistics()
-        # The worker's side: it sleeps on `_wake` while `_idle`; `_stopping` ends its
-        # retry pauses; `_worker_done` tells `on_stop` the batch in flight is settled.
-        self._wake = anyio.Event()
-        self._idle = False
+        self._events = _Lane("agent events")
+        self._logs = _Lane("logs")
+        # Ends the workers' retry pauses.
         self._stopping = anyio.Event()
-        self._worker_done: anyio.Event | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -258,23 +228,33 @@ class RegistryActor(Actor[RegistryMessage]):
         # process: after a restart the agents marked active are still connected.
         if not self._accepted.reset:
             self._accepted.reset = True
-            self._jobs.appendleft(_ResetAgents())
-        self._worker_done = anyio.Event()
-        self.start_soon(self._work, name=f"{self.name} writer")
+            self._jobs.appendleft(ResetAgents())
+        for lane, pending, apply, drop in (
+            (self._events, self._jobs.__len__, self._apply_events, self._drop_events),
+            (self._logs, self._buffer.__len__, self._store, self._drop_logs),
+        ):
+            lane.done = anyio.Event()
+            self.start_soon(self._work, lane, pending, apply, drop, name=f"{self.name} {lane}")
 
     async def on_stop(self) -> None:
-        # The worker settles the work in flight (it stops retrying), then whatever is
+        # The workers settle the work in flight (they stop retrying), then whatever is
         # queued gets one attempt, so a graceful stop loses nothing the database takes.
         self._stopping.set()
-        self._wake.set()
-        if self._worker_done is not None:
-            await self._worker_done.wait()
+        for lane in (self._events, self._logs):
+            lane.wake.set()
+            if lane.done is not None:
+                await lane.done.wait()
         await self._flush_once()
 
     def statistics(self) -> RegistryStatistics:
         """Return a snapshot of the counters (does not wait)."""
+        lanes = (self._events, self._logs)
+        waits = [lane.waiting_since for lane in lanes if lane.waiting_since is not None]
         return dataclasses.replace(
-            self._stats, buffered=len(self._buffer), pending_events=len(self._jobs)
+            self._stats,
+            buffered=len(self._buffer),
+            pending_events=len(self._jobs),
+            waiting_since=min(waits) if waits else None,
         )
 
     # -- messages ------------------------------------------------------------------
@@ -288,11 +268,10 @@ class RegistryActor(Actor[RegistryMessage]):
                 await self._register(message)
             case AgentUnregistered(agent):
                 if is_agent_id(agent):  # temporary ("a:b") and master ids: nothing to do
-                    self._queue_job(_Unregister(_to_uuid(agent)))
+                    self._queue_job(Unregister(_to_uuid(agent)))
             case GetStatistics():
                 result = self.statistics()
-        if self._idle:
-            self._nudge()
+        self._nudge()
         return result
 
     def _queue_log(self, log: NewLog | None) -> None:
@@ -303,7 +282,7 @@ class RegistryActor(Actor[RegistryMessage]):
         else:
             self._buffer.append(log)
 
-    def _queue_job(self, job: _AgentJob) -> None:
+    def _queue_job(self, job: AgentJob) -> None:
         if len(self._jobs) >= self.config.event_limit:
             logger.error("agent event queue full; dropping %r", job)
             self._count(events_overflowed=1)
@@ -311,15 +290,17 @@ class RegistryActor(Actor[RegistryMessage]):
             self._jobs.append(job)
 
     def _nudge(self) -> None:
-        # Agent events go at once. Logs gather while the mailbox still holds messages
-        # (the actor yields every few hundred of them, letting the worker run), so a
-        # burst goes in one batch once the mailbox has drained or a batch is full.
-        if (
-            self._jobs
-            or len(self._buffer) >= self.config.batch_size
+        # Agent events go at once: those that arrive while a batch is written go in
+        # the next. Logs gather while the mailbox still holds messages (the actor
+        # yields every few hundred of them, letting the workers run), so a burst goes
+        # in one batch once the mailbox has drained or a batch is full.
+        if self._events.idle and self._jobs:
+            self._events.wake.set()
+        if self._logs.idle and (
+            len(self._buffer) >= self.config.batch_size
             or (self._buffer and self.ref.statistics().depth == 0)
         ):
-            self._wake.set()
+            self._logs.wake.set()
 
     def _count(self, **increments: int) -> None:
         stats = self._stats
@@ -334,7 +315,7 @@ class RegistryActor(Actor[RegistryMessage]):
         if claims is None or str(claims.agent_id) != _canonical(event.agent_uuid):
             await self._reject(event.agent_uuid)  # known at once: no database needed
         else:
-            self._queue_job(_Register(event, claims))
+            self._queue_job(Register(event, claims))
 
     async def _reject(self, agent_uuid: str) -> None:
         self._count(rejected=1)
@@ -353,36 +334,49 @@ class RegistryActor(Actor[RegistryMessage]):
             # The session is gone or restarting: the agent's socket went with it.
             logger.warning("could not stop agent %s: %r", agent_uuid, exc)
 
-    # -- the worker (an owned task) ------------------------------------------------
+    # -- the workers (owned tasks) -------------------------------------------------
 
-    async def _work(self) -> None:
+    async def _work(
+        self,
+        lane: _Lane,
+        pending: Callable[[], int],
+        apply: Callable[[], Awaitable[None]],
+        drop: Callable[[Exception], None],
+    ) -> None:
+        """Apply the lane's queue until the actor stops, waiting out outages."""
         try:
-            await self._work_until_stopped()
+            await self._work_until_stopped(lane, pending, apply, drop)
         finally:
-            if self._worker_done is not None:
-                self._worker_done.set()
+            if lane.done is not None:
+                lane.done.set()
 
-    async def _work_until_stopped(self) -> None:
+    async def _work_until_stopped(
+        self,
+        lane: _Lane,
+        pending: Callable[[], int],
+        apply: Callable[[], Awaitable[None]],
+        drop: Callable[[Exception], None],
+    ) -> None:
         outages = refusals = 0
         while not self._stopping.is_set():
-            if not self._jobs and not self._buffer:
-                self._wake = anyio.Event()
-                self._idle = True
+            if not pending():
+                lane.wake = anyio.Event()
+                lane.idle = True
                 try:
-                    await self._wake.wait()
+                    await lane.wake.wait()
                 finally:
-                    self._idle = False
+                    lane.idle = False
                 continue
             try:
-                await self._apply_next()
+                await apply()
             except Exception as exc:
                 if is_outage(exc):
                     outages += 1
-                    self._waiting(exc)
+                    self._waiting(lane, exc)
                 elif is_refusal(exc):
                     refusals += 1
                     if refusals >= _POISON_ATTEMPTS:
-                        self._drop_next(exc)
+                        drop(exc)
                         refusals = 0
                         continue
                     logger.warning("the database refused a write (attempt %d): %r", refusals, exc)
@@ -390,7 +384,7 @@ class RegistryActor(Actor[RegistryMessage]):
                     # A bug of ours: the supervisor decides. The work it happened on is
                     # dropped (as a crashed actor's message is), the rest goes on after
                     # the restart.
-                    self._drop_next(exc)
+                    drop(exc)
                     raise
                 self._count(retries=1)
                 self._stats = dataclasses.replace(self._stats, last_error=repr(exc)[:500])
@@ -398,11 +392,11 @@ class RegistryActor(Actor[RegistryMessage]):
                     await self._stopping.wait()
                 continue
             outages = refusals = 0
-            self._answering()
+            self._answering(lane)
 
-    def _waiting(self, exc: Exception) -> None:
-        if self._stats.waiting_since is None:
-            self._stats = dataclasses.replace(self._stats, waiting_since=time.time())
+    def _waiting(self, lane: _Lane, exc: Exception) -> None:
+        if lane.waiting_since is None:
+            lane.waiting_since = time.time()
             logger.warning(
                 "database unreachable (%r): waiting for it with %d agent events and %d logs",
                 exc,
@@ -412,59 +406,109 @@ class RegistryActor(Actor[RegistryMessage]):
         else:
             logger.debug("database still unreachable: %r", exc)
 
-    def _answering(self) -> None:
-        since = self._stats.waiting_since
+    def _answering(self, lane: _Lane) -> None:
+        since = lane.waiting_since
         if since is not None:
-            self._stats = dataclasses.replace(self._stats, waiting_since=None)
+            lane.waiting_since = None
             logger.warning(
-                "database answers again after %.1f s; %d agent events and %d logs to go",
+                "database answers again after %.1f s (%s); %d agent events and %d logs to go",
                 time.time() - since,
+                lane,
                 len(self._jobs),
                 len(self._buffer),
             )
 
-    async def _apply_next(self) -> None:
-        """Apply the first agent event, else the first batch of logs, and dequeue it."""
-        if self._jobs:
-            await self._apply(self._jobs[0])
-            self._jobs.popleft()
-        else:
-            await self._store()
+    async def _apply_events(self) -> None:
+        """Apply the next batch of agent events and dequeue it.
 
-    def _drop_next(self, exc: Exception) -> None:
-        if self._jobs:
-            job = self._jobs.popleft()
-            logger.error("dropping %r the database keeps refusing: %r", job, exc)
-            self._count(events_failed=1)
-        else:
-            batch = self._accepted.batch
-            count = len(batch[0]) if batch is not None else self._batch_size()
-            logger.error("dropping a batch of %d logs the database keeps refusing: %r", count, exc)
-            self._take(count)
-            self._count(failed=count)
+        A batch that the database refuses, or that fails on a bug, is not retried as
+        a whole: its events go one at a time next (`Accepted.singly`; a registration
+        by `activate_agent`, which also retries a taken alias), so that the usual
+        rules drop only the one at fault.
+        """
+        accepted = self._accepted
+        batch = next_batch(self._jobs, 1 if accepted.singly else self.config.event_batch_size)
+        if accepted.singly or isinstance(batch[0], ResetAgents):
+            await self._apply(batch[0])
+            self._pop_jobs(1)
+            return
+        try:
+            await self._apply_batch(batch)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            logger.warning(
+                "a batch of %d agent events failed; applying them one at a time",
+                len(batch),
+                exc_info=exc,
+            )
+            accepted.singly = len(batch)
+            return
+        self._pop_jobs(len(batch))
+
+    def _pop_jobs(self, count: int) -> None:
+        for _ in range(count):
+            self._jobs.popleft()
+        self._accepted.singly = max(0, self._accepted.singly - count)
+
+    def _drop_events(self, exc: Exception) -> None:
+        job = self._jobs[0]
+        self._pop_jobs(1)
+        logger.error("dropping %r the database keeps refusing: %r", job, exc)
+        self._count(events_failed=1)
+
+    def _drop_logs(self, exc: Exception) -> None:
+        batch = self._accepted.batch
+        count = len(batch[0]) if batch is not None else self._batch_size()
+        logger.error("dropping a batch of %d logs the database keeps refusing: %r", count, exc)
+        self._take(count)
+        self._count(failed=count)
 
     async def _flush_once(self) -> None:
         # Kept, not cleared, when the database fails now: after a crash the restarted
         # registry goes on with it; at the end of the process it is reported lost.
-        while self._jobs or self._buffer:
-            try:
-                await self._apply_next()
-            except Exception as exc:
-                logger.error(
-                    "stopping with %d agent events and %d logs not written: %r",
-                    len(self._jobs),
-                    len(self._buffer),
-                    exc,
-                )
-                return
+        try:
+            while self._jobs:
+                await self._apply_events()
+            while self._buffer:
+                await self._store()
+        except Exception as exc:
+            logger.error(
+                "stopping with %d agent events and %d logs not written: %r",
+                len(self._jobs),
+                len(self._buffer),
+                exc,
+            )
 
-    async def _apply(self, job: _AgentJob) -> None:
+    async def _apply_batch(self, batch: Sequence[AgentJob]) -> None:
+        """Apply registrations and disconnects of distinct agents in one transaction."""
+        registers = [job for job in batch if isinstance(job, Register)]
+        leaving = [job.agent_id for job in batch if isinstance(job, Unregister)]
+        async with self.sessionmaker.begin() as db:
+            # Disconnects first, so that the flows re-checked for the registrations see
+            # the agents that left in the same batch as inactive.
+            gone = await deactivate_agents(db, leaving)
+            found = await activate_agents(
+                db,
+                [
+                    Registration(
+                        job.claims, job.event.name, job.event.description, job.event.input_schema
+                    )
+                    for job in registers
+                ],
+            )
+        self._count(registered=len(found), unregistered=len(gone))
+        for job in registers:
+            if job.claims.agent_id not in found:  # no such row of that owner
+                await self._reject(job.event.agent_uuid)
+
+    async def _apply(self, job: AgentJob) -> None:
         match job:
-            case _ResetAgents():
+            case ResetAgents():
                 async with self.sessionmaker.begin() as db:
                     count = await AgentRepository(db).mark_all_inactive()
                 logger.info("marked %d agents inactive at start", count)
-            case _Register(event, claims):
+            case Register(event, claims):
                 async with self.sessionmaker.begin() as db:
                     agent = await activate_agent(
                         db,
@@ -474,12 +518,12 @@ class RegistryActor(Actor[RegistryMessage]):
                         input_schema=event.input_schema,
                     )
                     if agent is not None:
-                        await recheck_flows(db, agent.id)
+                        await recheck_flows(db, [agent.id])
                 if agent is None:  # no such row of that owner
                     await self._reject(event.agent_uuid)
                 else:
                     self._count(registered=1)
-            case _Unregister(agent_id):
+            case Unregister(agent_id):
                 async with self.sessionmaker.begin() as db:
                     known = await deactivate_agent(db, agent_id)
                 if known:
@@ -516,6 +560,24 @@ class RegistryActor(Actor[RegistryMessage]):
                 await self.sink.logs_stored(entries)
             except Exception:
                 logger.exception("the log sink failed; the logs are stored")
+
+
+class _Lane:
+    """One worker's side: it sleeps on ``wake`` while ``idle``; ``done`` tells `on_stop`
+    that the work in flight is settled; ``waiting_since`` is when the database stopped
+    answering it (None while it answers)."""
+
+    __slots__ = ("done", "idle", "name", "waiting_since", "wake")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.wake = anyio.Event()
+        self.idle = False
+        self.done: anyio.Event | None = None
+        self.waiting_since: float | None = None
+
+    def __str__(self) -> str:
+        return self.name
 
 
 def _canonical(value: str) -> str:

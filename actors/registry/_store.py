@@ -2,22 +2,26 @@
 what a failure of that work means (an outage to wait out, or a refusal).
 
 Every function takes the ``AsyncSession`` of one transaction that the caller owns.
+Agent events come in batches (`activate_agents`, `deactivate_agents`): a few statements
+whatever the batch's size, since one statement per agent held 1,000 reconnecting agents
+inactive for seconds. `activate_agent` is the same work for one agent, with retries of
+a taken alias; the registry falls back to it when the database refuses a batch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import cast, literal, select, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Uuid, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from persistence import (
     Agent,
-    AgentFlow,
     AgentRepository,
     AlreadyExistsError,
     FlowRepository,
@@ -25,15 +29,21 @@ from persistence import (
     is_database_unavailable,
 )
 from persistence.repositories import flow_item_ids
+from persistence.repositories.agents import AgentActivation
 
 from ._rules import MAX_NAME_LENGTH, AgentClaims, new_alias, next_alias, normalise_name
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Sequence
+
     from sqlalchemy.ext.asyncio import AsyncSession
 
 __all__ = [
+    "Registration",
     "activate_agent",
+    "activate_agents",
     "deactivate_agent",
+    "deactivate_agents",
     "is_outage",
     "is_refusal",
     "recheck_flows",
@@ -42,6 +52,71 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _ALIAS_ATTEMPTS = 5
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Registration:
+    """One registration to store: the claims of its valid JWT and what the agent sent."""
+
+    claims: AgentClaims
+    name: str
+    description: str
+    input_schema: Any
+
+
+async def activate_agents(
+    session: AsyncSession, registrations: Sequence[Registration]
+) -> set[uuid.UUID]:
+    """Store many registrations, mark those agents active and re-check their flows.
+
+    Three to five statements whatever the count: one checks every ``(sub, user_id)``
+    row (API.md §9.4), one writes every found row, the rest re-check the flows. Each
+    agent appears at most once. Names and aliases follow `activate_agent`'s rules.
+
+    Returns:
+        The ids of the agents found and activated; the others have no such row.
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: a new alias is taken (nothing of the batch is
+            kept once the caller's transaction rolls back; `activate_agent` retries).
+    """
+    repo = AgentRepository(session)
+    aliases = await repo.registered_aliases(
+        [(r.claims.agent_id, r.claims.user_id) for r in registrations]
+    )
+    rows: list[AgentActivation] = []
+    for reg in registrations:
+        current = aliases.get(reg.claims.agent_id)
+        if current is None:
+            continue
+        normalised = normalise_name(reg.name)
+        name: str | None = normalised
+        alias: str | None = None
+        if len(normalised) > MAX_NAME_LENGTH:
+            logger.warning(
+                "agent %s registered a name of %d characters; keeping its name",
+                reg.claims.agent_id,
+                len(normalised),
+            )
+            name = None
+        else:
+            alias = next_alias(current, normalised)
+        params = reg.input_schema if reg.input_schema is not None else {}
+        rows.append(
+            AgentActivation(reg.claims.agent_id, name, alias, reg.description, json.dumps(params))
+        )
+    await repo.activate_many(rows)
+    await recheck_flows(session, [row.id for row in rows])
+    return set(aliases)
+
+
+async def deactivate_agents(
+    session: AsyncSession, agent_ids: Collection[uuid.UUID]
+) -> list[uuid.UUID]:
+    """Apply `deactivate_agent` to many agents in two statements; return the known ones."""
+    known = await AgentRepository(session).deactivate_many(agent_ids)
+    await FlowRepository(session).deactivate_containing_many(known)
+    return [agent_id for agent_id, _ in known]
 
 
 async def activate_agent(
@@ -100,39 +175,36 @@ async def deactivate_agent(session: AsyncSession, agent_id: uuid.UUID) -> bool:
     return True
 
 
-async def recheck_flows(session: AsyncSession, agent_id: uuid.UUID) -> int:
-    """Set each flow listing the agent active iff all its genai items are active agents.
+async def recheck_flows(session: AsyncSession, agent_ids: Collection[uuid.UUID]) -> int:
+    """Set each flow listing any of the agents active iff all its genai items are active
+    agents; three statements at most whatever the count.
 
     Upstream re-evaluates every flow of every user after each registration (API.md
-    §13.8); only the flows that list the agent can change then, so only they are read.
-    Returns how many flows changed.
+    §13.8); only the flows that list a registered agent can change then, so only they
+    are read. Returns how many flows changed.
     """
-    contains = cast(AgentFlow.flow, JSONB).contains(
-        cast(literal(json.dumps([{"id": str(agent_id)}])), JSONB)
-    )
-    flows = (await session.scalars(select(AgentFlow).where(contains))).all()
+    if not agent_ids:
+        return 0
+    flows = await FlowRepository(session).containing_any(agent_ids)
     if not flows:
         return 0
     members: dict[uuid.UUID, list[str]] = {
-        flow.id: [i for i, t in flow_item_ids(flow.flow) if t == "genai"] for flow in flows
+        flow_id: [i for i, t in flow_item_ids(items) if t == "genai"] for flow_id, items, _ in flows
     }
-    wanted = {_uuid(i) for ids in members.values() for i in ids} - {None}
+    wanted = [u for u in {_uuid(i) for ids in members.values() for i in ids} if u is not None]
+    ids = bindparam("ids", wanted, type_=ARRAY(Uuid()))
     active = {
         str(a)
         for a in await session.scalars(
-            select(Agent.id).where(Agent.id.in_(list(wanted)), Agent.is_active.is_(True))
+            select(Agent.id).where(Agent.id == any_(ids), Agent.is_active.is_(True))
         )
     }
-    changed = 0
-    for flow in flows:
-        ids = members[flow.id]
-        should = bool(ids) and all(_canonical(i) in active for i in ids)
-        if flow.is_active != should:
-            await session.execute(
-                update(AgentFlow).where(AgentFlow.id == flow.id).values(is_active=should)
-            )
-            changed += 1
-    return changed
+    changes: list[tuple[uuid.UUID, bool]] = []
+    for flow_id, _, is_active in flows:
+        should = bool(members[flow_id]) and all(_canonical(i) in active for i in members[flow_id])
+        if is_active != should:
+            changes.append((flow_id, should))
+    return await FlowRepository(session).set_active_many(changes)
 
 
 def _uuid(value: str) -> uuid.UUID | None:

@@ -7,11 +7,11 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, select, text, update
 
 from .._db import driver_connection
 from .._exceptions import NotFoundError
-from .._models import Agent
+from .._models import Agent, utcnow
 from ._base import Repository, apply_changes
 
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ROW_VERSION",
+    "AgentActivation",
     "AgentListing",
     "AgentListings",
     "AgentRepository",
@@ -46,6 +47,53 @@ class AgentListing(NamedTuple):
     is_active: bool
     created_at: datetime
     updated_at: datetime
+
+
+class AgentActivation(NamedTuple):
+    """What one registration writes on its agent's row (:meth:`AgentRepository.activate_many`).
+
+    ``name`` and ``alias`` None keep the stored ones; ``input_parameters_json`` is JSON text.
+    """
+
+    id: uuid.UUID
+    name: str | None
+    alias: str | None
+    description: str
+    input_parameters_json: str
+
+
+# A registration batch: every row checked in one statement, every row written in one.
+_REGISTERED_ALIASES = text(
+    """
+    SELECT a.id, a.alias FROM agents a
+    JOIN unnest(CAST(:ids AS uuid[]), CAST(:owners AS uuid[])) AS r(id, owner)
+      ON a.id = r.id AND a.creator_id = r.owner
+    """
+)
+_ACTIVATE_MANY = text(
+    """
+    UPDATE agents a
+       SET name = coalesce(r.name, a.name), alias = coalesce(r.alias, a.alias),
+           description = r.description, input_parameters = CAST(r.params AS json),
+           is_active = true, updated_at = :now
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:names AS text[]), CAST(:aliases AS text[]),
+                  CAST(:descriptions AS text[]), CAST(:params AS text[]))
+           AS r(id, name, alias, description, params)
+     WHERE a.id = r.id
+    """
+)
+# Only rows that change are written: a write notifies the list caches.
+_DEACTIVATE_MANY = text(
+    """
+    WITH known AS (
+        SELECT id, creator_id, is_active FROM agents WHERE id = ANY(CAST(:ids AS uuid[]))
+    ), changed AS (
+        UPDATE agents a SET is_active = false, updated_at = :now
+          FROM known k WHERE a.id = k.id AND k.is_active
+    )
+    SELECT id, creator_id FROM known
+    """
+)
 
 
 ROW_VERSION = "id::text || ':' || xmin::text || ':' || updated_at::text"
@@ -275,3 +323,58 @@ class AgentRepository(Repository):
             execution_options={"synchronize_session": "fetch"},
         )
         return int(getattr(result, "rowcount", 0))
+
+    async def registered_aliases(
+        self, claims: Sequence[tuple[uuid.UUID, uuid.UUID]]
+    ) -> dict[uuid.UUID, str]:
+        """Check many ``(agent id, owner id)`` claims at once, in one statement.
+
+        Returns:
+            The current alias of each agent that exists with that owner; a claim with
+            no such row is absent.
+        """
+        if not claims:
+            return {}
+        rows = await self.session.execute(
+            _REGISTERED_ALIASES,
+            {"ids": [c[0] for c in claims], "owners": [c[1] for c in claims]},
+        )
+        return {row[0]: row[1] for row in rows}
+
+    async def activate_many(self, activations: Sequence[AgentActivation]) -> None:
+        """Write many registrations and mark those agents active, in one statement.
+
+        Each agent appears at most once. ORM objects of these rows in this session are
+        not refreshed.
+
+        Raises:
+            sqlalchemy.exc.IntegrityError: an alias is taken (the whole statement fails).
+        """
+        if not activations:
+            return
+        await self.session.execute(
+            _ACTIVATE_MANY,
+            {
+                "ids": [a.id for a in activations],
+                "names": [a.name for a in activations],
+                "aliases": [a.alias for a in activations],
+                "descriptions": [a.description for a in activations],
+                "params": [a.input_parameters_json for a in activations],
+                "now": utcnow(),
+            },
+        )
+
+    async def deactivate_many(
+        self, agent_ids: Collection[uuid.UUID]
+    ) -> list[tuple[uuid.UUID, uuid.UUID | None]]:
+        """Mark many agents (whoever owns them) inactive, in one statement.
+
+        Returns:
+            The ``(agent id, creator id)`` of each agent that exists.
+        """
+        if not agent_ids:
+            return []
+        rows = await self.session.execute(
+            _DEACTIVATE_MANY, {"ids": list(agent_ids), "now": utcnow()}
+        )
+        return [(row[0], row[1]) for row in rows]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import cast, literal, or_, select, update
+from sqlalchemy import cast, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 
 from .._exceptions import NotFoundError
-from .._models import AgentFlow
+from .._models import AgentFlow, utcnow
 from ._base import Repository, apply_changes
 from .agents import ROW_VERSION
 
@@ -90,6 +90,30 @@ class FlowVersions(NamedTuple):
     versions: list[str]
     active_agent_ids: list[str]
 
+
+# Items name an agent as {"id": ...} or, in the first release's form, {"agent_id": ...}.
+_LISTS_ANY = """
+    (CAST(f.flow AS jsonb) @> ANY(ARRAY(
+        SELECT jsonb_build_array(jsonb_build_object(k, x))
+          FROM unnest(CAST(:agents AS text[])) AS x, unnest(ARRAY['id', 'agent_id']) AS k)))
+"""
+_CONTAINING_ANY = text(f"SELECT f.id, f.flow, f.is_active FROM agentworkflows f WHERE {_LISTS_ANY}")
+_DEACTIVATE_CONTAINING_MANY = text(
+    """
+    UPDATE agentworkflows f SET is_active = false, updated_at = :now
+      FROM unnest(CAST(:agents AS text[]), CAST(:owners AS uuid[])) AS r(agent, owner)
+     WHERE f.is_active AND (r.owner IS NULL OR f.creator_id = r.owner)
+       AND (CAST(f.flow AS jsonb) @> jsonb_build_array(jsonb_build_object('id', r.agent))
+            OR CAST(f.flow AS jsonb) @> jsonb_build_array(jsonb_build_object('agent_id', r.agent)))
+    """
+)
+_SET_ACTIVE_MANY = text(
+    """
+    UPDATE agentworkflows f SET is_active = r.active, updated_at = :now
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:actives AS boolean[])) AS r(id, active)
+     WHERE f.id = r.id AND f.is_active IS DISTINCT FROM r.active
+    """
+)
 
 _PAGE = (
     "FROM agentworkflows WHERE creator_id = $1 ORDER BY created_at DESC, id DESC OFFSET $2 LIMIT $3"
@@ -236,5 +260,43 @@ class FlowRepository(Repository):
         result = await self.session.execute(
             stmt.values(is_active=False),
             execution_options={"synchronize_session": "fetch"},
+        )
+        return int(getattr(result, "rowcount", 0))
+
+    async def containing_any(
+        self, agent_ids: Collection[uuid.UUID]
+    ) -> list[tuple[uuid.UUID, Any, bool]]:
+        """Return ``(id, flow items, is_active)`` of every flow (of any owner) listing any
+        of the agents, in one statement."""
+        if not agent_ids:
+            return []
+        rows = await self.session.execute(_CONTAINING_ANY, {"agents": [str(a) for a in agent_ids]})
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    async def deactivate_containing_many(
+        self, agents: Sequence[tuple[uuid.UUID, uuid.UUID | None]]
+    ) -> int:
+        """Apply :meth:`deactivate_containing` to many ``(agent id, owner id)`` at once,
+        in one statement; return how many flows turned inactive."""
+        if not agents:
+            return 0
+        result = await self.session.execute(
+            _DEACTIVATE_CONTAINING_MANY,
+            {
+                "agents": [str(a) for a, _ in agents],
+                "owners": [o for _, o in agents],
+                "now": utcnow(),
+            },
+        )
+        return int(getattr(result, "rowcount", 0))
+
+    async def set_active_many(self, states: Sequence[tuple[uuid.UUID, bool]]) -> int:
+        """Set ``is_active`` of many flows (any owner) in one statement; return how many
+        changed."""
+        if not states:
+            return 0
+        result = await self.session.execute(
+            _SET_ACTIVE_MANY,
+            {"ids": [i for i, _ in states], "actives": [a for _, a in states], "now": utcnow()},
         )
         return int(getattr(result, "rowcount", 0))
