@@ -95,9 +95,7 @@ async def settle(ref: ActorRef[Any], registry: RegistryActor) -> None:
     await wait_for(lambda: registry.statistics().pending_events == 0, timeout=30)
 
 
-async def active_count(
-    sessionmaker: async_sessionmaker[AsyncSession], ids: list[uuid.UUID]
-) -> int:
+async def active_count(sessionmaker: async_sessionmaker[AsyncSession], ids: list[uuid.UUID]) -> int:
     async with sessionmaker() as db:
         rows = await db.scalars(select(Agent.id).where(Agent.id.in_(ids), Agent.is_active))
         return len(rows.all())
