@@ -58,6 +58,9 @@ def create_engine(
         pool_size=pool_size,
         max_overflow=max_overflow,
         echo=echo,
+        # Echo and error messages show statements without their values: parameters
+        # carry agent tokens, API-key ciphertexts and password hashes.
+        hide_parameters=True,
         connect_args=connect_args,
         **kwargs,
     )

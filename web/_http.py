@@ -45,6 +45,8 @@ def hypercorn_config(
     config.graceful_timeout = graceful_timeout
     config.websocket_max_message_size = max_ws_frame_bytes
     config.accesslog = None
+    # "Server: hypercorn-h11" tells an attacker what to look up; say nothing.
+    config.include_server_header = False
     # Our own loggers report; hypercorn's error log would duplicate them.
     config.errorlog = logging.getLogger("hypercorn.error")
     return config

@@ -1,4 +1,4 @@
-"""How many front-end sockets each user holds open, over all their sessions."""
+"""How many front-end sockets each user holds open, and how many are not yet authenticated."""
 
 from __future__ import annotations
 
@@ -19,6 +19,27 @@ class SocketCounts:
 
     def __init__(self) -> None:
         self._open: dict[UUID, int] = {}
+        self._pending = 0
+
+    def acquire_pending_nowait(self, limit: int) -> bool:
+        """Take a place for one more handshake whose token is not yet checked.
+
+        Returns:
+            False, taking nothing, when ``limit`` handshakes are already in flight.
+        """
+        if self._pending >= limit:
+            return False
+        self._pending += 1
+        return True
+
+    def release_pending(self) -> None:
+        """Give back a place taken with `acquire_pending_nowait` (once per place)."""
+        self._pending -= 1
+
+    @property
+    def pending(self) -> int:
+        """The handshakes in flight whose token is not yet checked."""
+        return self._pending
 
     def acquire_nowait(self, user_id: UUID, limit: int) -> bool:
         """Take a place for one more socket of ``user_id``.

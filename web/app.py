@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from quart import Quart, Response
 from quart_schema import Info, QuartSchema, hide
 
+from ._headers import install_security_headers
 from .blueprints import BLUEPRINTS
 from .cors import install_cors
 from .errors import register_error_handlers
@@ -64,6 +65,7 @@ def create_app(
     register_error_handlers(app)
     install_metrics(app, services.metrics)
     install_cors(app, settings.BACKEND_CORS_ORIGINS)
+    install_security_headers(app)
     return app
 
 

@@ -23,6 +23,10 @@ class _Policy:
         self.origins = frozenset(origins)
 
     def allows(self, origin: str) -> bool:
+        # "null" is the origin of sandboxed frames, data: URLs and files: any page can
+        # take it, so allowing it with credentials would allow every page.
+        if origin == "null":
+            return False
         return self.allow_all or origin in self.origins
 
 
@@ -30,7 +34,8 @@ def install_cors(app: Quart, origins: Sequence[str]) -> None:
     """Answer preflights and add CORS headers to every response of ``app``.
 
     Credentials, all methods and all headers are allowed. A preflight echoes the Origin;
-    a simple request gets ``*`` when every origin is allowed, else its own Origin.
+    a simple request gets ``*`` when every origin is allowed, else its own Origin. The
+    origin ``null`` is never allowed, even when every origin is.
     """
     policy = _Policy(origins)
 
@@ -59,6 +64,8 @@ def install_cors(app: Quart, origins: Sequence[str]) -> None:
     async def _simple(response: Response) -> Response:
         origin = request.headers.get("Origin")
         if origin is None or "Access-Control-Allow-Origin" in response.headers:
+            return response
+        if origin == "null":
             return response
         if policy.allow_all:
             response.headers["Access-Control-Allow-Origin"] = "*"

@@ -7,6 +7,9 @@ no answer is a 5xx and the database is unchanged. On ``/frontend/ws`` such a mes
 is refused with its one ``agent_response`` frame and never reaches the chat actor, so a
 crowd of sockets sending it costs the supervision tree no restart. Logins are throttled
 per username and per address, and a form of many fields is refused before it is parsed.
+Answers carry security headers, CORS never allows ``null``, the ``Server`` header names
+no version, handshakes waiting for their token check are capped, and statement
+parameters never reach the logs.
 """
 
 from __future__ import annotations
@@ -20,14 +23,15 @@ from typing import Any
 import anyio
 import pytest
 from quart.testing import QuartClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
-from persistence import ChatMessage
+from persistence import ChatMessage, create_engine
 from web import Settings, create_app
 from web._throttle import LoginThrottle, ThrottleLimits
-from web.blueprints.ws import UNSTORABLE
+from web.blueprints.ws import TOO_MANY_HANDSHAKES, UNSTORABLE
 
 from ..web.conftest import PASSWORD, Users
 from .endpoints import PROBED, Endpoint, Probe
@@ -363,3 +367,114 @@ class TestLogin:
             headers={**user.headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
         )
         assert response.status_code == 413
+
+
+class TestHeaders:
+    async def test_security_headers_and_no_server_version(self, live: Live) -> None:
+        _, token = await live.login()
+        async with live.http() as http:
+            for path, headers in [
+                ("/api/agents/", {"Authorization": f"Bearer {token}"}),
+                ("/api/agents/", {}),  # a 401 too
+                ("/health/ready", {}),
+                ("/docs", {}),
+            ]:
+                response = await http.get(path, headers=headers)
+                assert response.headers["X-Content-Type-Options"] == "nosniff", path
+                assert response.headers["X-Frame-Options"] == "DENY", path
+                assert "server" not in response.headers, (path, response.headers)
+                if path.startswith(("/api", "/health")):
+                    assert response.headers["Cache-Control"] == "no-store", path
+
+    async def test_cors_never_allows_the_null_origin(self, live: Live) -> None:
+        async with live.http() as http:
+            simple = await http.get("/health/live", headers={"Origin": "null"})
+            assert "access-control-allow-origin" not in simple.headers
+            assert "access-control-allow-credentials" not in simple.headers
+            preflight = await http.options(
+                "/api/agents/",
+                headers={"Origin": "null", "Access-Control-Request-Method": "GET"},
+            )
+            assert preflight.status_code == 400
+            assert "access-control-allow-origin" not in preflight.headers
+            # A real origin is still allowed (every origin is, by default).
+            allowed = await http.options(
+                "/api/agents/",
+                headers={"Origin": "http://ui.example", "Access-Control-Request-Method": "GET"},
+            )
+            assert allowed.headers["access-control-allow-origin"] == "http://ui.example"
+
+
+class TestHandshakes:
+    async def test_handshakes_waiting_for_their_token_check_are_capped(
+        self, tmp_path: Path, database_url: str, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        cap = 2
+        async with open_live(tmp_path, database_url, MAX_PENDING_HANDSHAKES=cap) as live:
+            tokens = [(await live.login())[1] for _ in range(cap + 1)]
+            opened: list[ClientConnection] = []
+            async with sessionmaker() as lock:
+                # Hold the token checks in the database: these handshakes stay in flight.
+                await lock.execute(text("LOCK TABLE users IN ACCESS EXCLUSIVE MODE"))
+                async with anyio.create_task_group() as tg:
+
+                    async def connect(user_token: str) -> None:
+                        opened.append(await live.chat(user_token).__aenter__())
+
+                    for user_token in tokens[:cap]:
+                        tg.start_soon(connect, user_token)
+                    await _wait_for_blocked_reads(sessionmaker, cap)
+                    code = await _refused_handshake(live, tokens[cap])
+                    assert code == (1013, TOO_MANY_HANDSHAKES)
+                    await lock.rollback()
+            assert len(opened) == cap
+            for ws in opened:
+                await ws.send('{"probe": true}')
+                assert (await _recv_json(ws))["type"] == "error"
+                await ws.close()
+            # The places are given back.
+            async with live.chat(tokens[cap]) as ws:
+                await ws.send('{"probe": true}')
+                assert (await _recv_json(ws))["type"] == "error"
+
+
+async def _wait_for_blocked_reads(
+    sessionmaker: async_sessionmaker[AsyncSession], count: int
+) -> None:
+    """Wait until ``count`` statements wait for the lock on ``users``."""
+    query = text("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'users'::regclass")
+    with anyio.fail_after(10):
+        while True:
+            async with sessionmaker() as session:
+                if await session.scalar(query) == count:
+                    return
+            await anyio.sleep(0.05)
+
+
+async def _refused_handshake(live: Live, token: str) -> tuple[int, str]:
+    async with live.chat(token) as ws:
+        with anyio.fail_after(10), pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+class TestLogs:
+    async def test_statement_parameters_never_reach_the_log(
+        self, database_url: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        secret = "eyJ-agent-token-" + uuid.uuid4().hex
+        engine = create_engine(database_url, echo=True)
+        try:
+            with caplog.at_level("DEBUG", logger="sqlalchemy.engine"):
+                async with engine.connect() as connection:
+                    await connection.execute(text("SELECT :token"), {"token": secret})
+                    with pytest.raises(Exception) as failed:
+                        await connection.execute(
+                            text("SELECT CAST(:token AS integer)"), {"token": secret}
+                        )
+        finally:
+            await engine.dispose()
+        assert "SELECT" in caplog.text
+        assert secret not in caplog.text
+        assert secret not in str(failed.value)

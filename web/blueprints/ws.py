@@ -24,6 +24,10 @@ with 1001 ("going away").
 A user holds at most ``MAX_SOCKETS_PER_USER`` open sockets, over all sessions. One more
 is accepted, sent the error frame ``{"type": "error", "error": "Too many open sockets"}``
 and closed with 1013, for the same reason: a refused handshake would log the UI out.
+
+At most ``MAX_PENDING_HANDSHAKES`` sockets, over all clients, are between their
+handshake and the check of their token (a database read); one more is accepted and
+closed with 1013 at once, before its token is looked at.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ __all__ = [
     "CLOSE_POLICY",
     "CLOSE_TOO_SLOW",
     "SERVER_STOPPING",
+    "TOO_MANY_HANDSHAKES",
     "TOO_MANY_SOCKETS",
     "UNSTORABLE",
     "IncomingMessage",
@@ -81,6 +86,7 @@ SERVER_STOPPING = "Server is shutting down"
 BUSY = "Too many messages are waiting in this chat. Try again later"
 CHAT_UNAVAILABLE = "Chat is not available. Try again later"
 TOO_MANY_SOCKETS = "Too many open sockets"
+TOO_MANY_HANDSHAKES = "Too many connections. Try again later"
 UNSTORABLE = "Message must not contain NUL characters or invalid Unicode"
 
 
@@ -147,7 +153,16 @@ def _refusal(text: str, session_id: UUID) -> str:
 @blueprint.websocket("/frontend/ws")
 async def frontend_ws() -> None:
     """Authenticate, subscribe to the conversation, then relay frames both ways."""
-    caller = await resolve_token(websocket.args.get("token") or "", allow_agent=False)
+    sockets = services().sockets
+    if not sockets.acquire_pending_nowait(services().settings.MAX_PENDING_HANDSHAKES):
+        # Before the token is looked at: a flood of handshakes costs no database work.
+        await websocket.accept()
+        await websocket.close(CLOSE_TRY_AGAIN, TOO_MANY_HANDSHAKES)
+        return
+    try:
+        caller = await resolve_token(websocket.args.get("token") or "", allow_agent=False)
+    finally:
+        sockets.release_pending()
     if caller is None:
         await websocket.close(CLOSE_POLICY, BAD_TOKEN)
         return
@@ -162,7 +177,6 @@ async def frontend_ws() -> None:
     if drain is not None and drain.draining:
         await websocket.close(CLOSE_TRY_AGAIN, SERVER_STOPPING)
         return
-    sockets = services().sockets
     if not sockets.acquire_nowait(caller.user_id, services().settings.MAX_SOCKETS_PER_USER):
         await websocket.send(_error_frame(TOO_MANY_SOCKETS))
         await websocket.close(CLOSE_TRY_AGAIN, TOO_MANY_SOCKETS)
