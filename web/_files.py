@@ -7,16 +7,14 @@ a short run of ASCII letters and digits. Disk work runs in worker threads.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING
+from pathlib import Path
+from stat import S_ISREG
+from typing import IO
 from uuid import UUID
 
 import anyio.to_thread
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 __all__ = ["FileStorage", "StoredFileMissing", "safe_suffix"]
 
@@ -46,9 +44,10 @@ def safe_suffix(filename: str | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class StoredFile:
-    """The bytes of a stored file and what the download headers need."""
+    """Where a stored file is and what the download headers need."""
 
-    data: bytes
+    path: Path
+    size: int
     mtime: float
 
 
@@ -83,8 +82,8 @@ class FileStorage:
         """Delete ``path`` if it exists, in a worker thread."""
         await anyio.to_thread.run_sync(_unlink, path)
 
-    async def read(self, internal_name: str) -> StoredFile:
-        """Read a stored file in a worker thread.
+    async def locate(self, internal_name: str) -> StoredFile:
+        """Find a stored file and its size in a worker thread (its bytes are not read).
 
         Raises:
             StoredFileMissing: there is no such file in the directory.
@@ -93,7 +92,7 @@ class FileStorage:
         if path is None:
             raise StoredFileMissing(internal_name)
         try:
-            return await anyio.to_thread.run_sync(_read, path)
+            return await anyio.to_thread.run_sync(_stat, path)
         except OSError as exc:
             raise StoredFileMissing(internal_name) from exc
 
@@ -117,7 +116,8 @@ def _unlink(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def _read(path: Path) -> StoredFile:
-    with path.open("rb") as source:
-        stat = os.fstat(source.fileno())
-        return StoredFile(source.read(), stat.st_mtime)
+def _stat(path: Path) -> StoredFile:
+    stat = path.stat()
+    if not S_ISREG(stat.st_mode):
+        raise FileNotFoundError(path)
+    return StoredFile(path, stat.st_size, stat.st_mtime)

@@ -7,14 +7,16 @@ no answer is a 5xx and the database is unchanged. On ``/frontend/ws`` such a mes
 is refused with its one ``agent_response`` frame and never reaches the chat actor, so a
 crowd of sockets sending it costs the supervision tree no restart. Logins are throttled
 per username and per address, and a form of many fields is refused before it is parsed.
-Answers carry security headers, CORS never allows ``null``, the ``Server`` header names
-no version, handshakes waiting for their token check are capped, and statement
-parameters never reach the logs.
+Downloads stream from disk: clients that stop reading hold no whole file and are cut
+off after the send timeout. Answers carry security headers, CORS never allows ``null``,
+the ``Server`` header names no version, handshakes waiting for their token check are
+capped, and statement parameters never reach the logs.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -478,3 +480,76 @@ class TestLogs:
         assert "SELECT" in caplog.text
         assert secret not in caplog.text
         assert secret not in str(failed.value)
+
+
+MIB = 1024 * 1024
+
+
+def _rss_bytes() -> int:
+    # The server runs in this process: its resident memory is ours.
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+def _stalled_download(port: int, path: str, token: str) -> socket.socket:
+    """Ask for ``path`` and never read: a tiny receive window the server fills at once."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+    sock.sendall(request.encode())
+    return sock
+
+
+def _read_to_end(sock: socket.socket) -> tuple[int, bool]:
+    """Read what the server sent; return the bytes and whether it closed the connection."""
+    sock.settimeout(5)
+    received = 0
+    try:
+        while chunk := sock.recv(MIB):
+            received += len(chunk)
+    except TimeoutError:
+        return received, False
+    finally:
+        sock.close()
+    return received, True
+
+
+class TestDownloads:
+    async def test_stalled_downloads_hold_no_file_and_are_closed(
+        self, tmp_path: Path, database_url: str, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        size, clients = 32 * MIB, 8
+        async with open_live(tmp_path, database_url, DOWNLOAD_SEND_TIMEOUT_SECONDS=1) as live:
+            _, token = await live.login()
+            async with live.http() as http:
+                uploaded = await http.post(
+                    "/files",
+                    files={"file": ("big.bin", b"\x5a" * size, "application/octet-stream")},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                assert uploaded.status_code == 201, uploaded.text
+                file_id = uploaded.json()["id"]
+                # A reader that keeps up gets every byte.
+                whole = await http.get(
+                    f"/files/{file_id}", headers={"Authorization": f"Bearer {token}"}
+                )
+                assert len(whole.content) == size
+            port = int(live.http_url.rsplit(":", 1)[1])
+            before = _rss_bytes()
+            sockets = [_stalled_download(port, f"/files/{file_id}", token) for _ in range(clients)]
+            # Let the server fill every socket buffer it can.
+            peak = before
+            for _ in range(10):
+                await anyio.sleep(0.05)
+                peak = max(peak, _rss_bytes())
+            growth = peak - before
+            print(f"RSS growth, {clients} stalled downloads: {growth / MIB:.1f} MiB")
+            assert growth < clients * size / 4
+            await anyio.sleep(1.5)  # past the send timeout
+            results = [await anyio.to_thread.run_sync(_read_to_end, sock) for sock in sockets]
+            for received, closed in results:
+                assert closed, "the stalled download is still open"
+                assert received < size
+            async with live.http() as http:
+                assert (await http.get("/health/ready")).status_code == 200

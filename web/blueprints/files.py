@@ -19,6 +19,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from persistence import File, FileRepository
 
+from .._download import FileStream
 from .._files import FileStorage, StoredFileMissing, safe_suffix
 from ..auth import Caller, requires_service, requires_user_or_agent
 from ..common import PageQuery, json_response
@@ -175,7 +176,11 @@ def _content_type(mimetype: str) -> str:
 @blueprint.get("/files/<file_id>")
 @requires_user_or_agent
 async def download_file(file_id: str, caller: Caller) -> Any:
-    """Send the bytes of one of the caller's files as an attachment."""
+    """Send the bytes of one of the caller's files as an attachment, streamed from disk.
+
+    The client must take each chunk within ``DOWNLOAD_SEND_TIMEOUT_SECONDS``, or the
+    connection is closed.
+    """
     try:
         parsed = UUID(file_id)
     except ValueError:
@@ -185,14 +190,18 @@ async def download_file(file_id: str, caller: Caller) -> Any:
     if row is None:
         raise _not_found(file_id)
     try:
-        stored = await _storage().read(row.internal_name)
+        stored = await _storage().locate(row.internal_name)
     except StoredFileMissing:
         detail = f"Metadata of file {row.internal_id} exists, but file was not found"
         raise APIError(500, detail) from None
-    size = len(stored.data)
+    size = stored.size
     etag = hashlib.md5(f"{stored.mtime}-{size}".encode(), usedforsecurity=False).hexdigest()
+    # Streamed from disk a chunk at a time: a stalled client holds no whole file.
+    body = FileStream(
+        stored.path, size, send_timeout=services().settings.DOWNLOAD_SEND_TIMEOUT_SECONDS
+    )
     response = Response(
-        stored.data,
+        body,
         status=200,
         content_type=_content_type(row.mimetype or OCTET_STREAM),
         headers={
@@ -200,8 +209,12 @@ async def download_file(file_id: str, caller: Caller) -> Any:
             "ETag": f'"{etag}"',
             "Last-Modified": formatdate(stored.mtime, usegmt=True),
             "Accept-Ranges": "bytes",
+            "Content-Length": str(size),
         },
     )
+    # The stall deadline is the body's; Quart's whole-response timeout would cut off a
+    # large download on a slow but steady link.
+    response.timeout = None
     return await response.make_conditional(request, accept_ranges=True, complete_length=size)
 
 
