@@ -33,15 +33,26 @@ from actors import (
 )
 from actors.chat import ChatDrain
 from actors.master import LoopSettings, MasterConfig, master_agent_spec
-from actors.router import ApiKeys, GetStatistics, RouterConfig, router_children
+from actors.registry import decode_agent_jwt
+from actors.router import (
+    AgentVerifier,
+    ApiKeys,
+    GetStatistics,
+    LogLimits,
+    RouterConfig,
+    VerifiedAgent,
+    router_children,
+)
 from actors.session import WebSocketConnector
 from actors.tools import ToolRefresherClient, tool_refresher_spec
 from persistence import (
+    AgentRepository,
     DatabaseSettings,
     bound_engine,
     create_engine,
     create_sessionmaker,
     head_revision,
+    is_database_unavailable,
     is_up_to_date,
     open_embedded_postgres,
     upgrade_to_head,
@@ -288,7 +299,16 @@ async def _start_tree(
             master_be=settings.MASTER_BE_API_KEY, master_agent=settings.MASTER_AGENT_API_KEY
         )
         router_config = RouterConfig(
-            host=settings.ROUTER_HOST, port=settings.ROUTER_PORT, keys=keys
+            host=settings.ROUTER_HOST,
+            port=settings.ROUTER_PORT,
+            keys=keys,
+            verify_agent=_agent_verifier(settings, sessionmaker),
+            log_limits=LogLimits(
+                rate=settings.ROUTER_LOG_RATE,
+                burst=settings.ROUTER_LOG_BURST,
+                bytes_rate=settings.ROUTER_LOG_BYTES_RATE,
+                bytes_burst=settings.ROUTER_LOG_BYTES_BURST,
+            ),
         )
         router_specs += router_children(router_config)
     connector = None
@@ -451,7 +471,47 @@ async def _hub_stats(hub: Any) -> dict[str, float]:
         "agents_connected": stats.registered_agents,
         "pending_invocations": stats.pending_invocations,
         "refused_frames": stats.refused_frames,
+        "refused_connections": stats.refused_connections,
+        "refused_invocations": stats.refused_invocations,
+        "stray_replies": stats.stray_replies,
+        "logs_forwarded": stats.logs_forwarded,
+        "logs_unauthenticated": stats.logs_unauthenticated,
+        "logs_over_budget": stats.logs_over_budget,
+        "standby_backends": stats.standby_backends,
+        "swept_connections": stats.swept_connections,
     }
+
+
+_VERIFY_DATABASE_SECONDS = 2.0
+
+
+def _agent_verifier(settings: Settings, sessionmaker: Any) -> AgentVerifier:
+    """Check agent tokens for the embedded router: the signature, then the agent's row."""
+
+    async def verify(token: str) -> VerifiedAgent | None:
+        claims = decode_agent_jwt(token, settings.JWT_SECRET_KEY, settings.HASH_ALGORITHM)
+        if claims is None:
+            return None
+        agent = VerifiedAgent(str(claims.agent_id), str(claims.user_id))
+        with anyio.move_on_after(_VERIFY_DATABASE_SECONDS):
+            try:
+                async with sessionmaker() as session:
+                    repository = AgentRepository(session)
+                    exists = await repository.exists(claims.agent_id, owner_id=claims.user_id)
+            except (OSError, TimeoutError) as exc:
+                logger.warning("agent %s: row not checked (%r)", claims.agent_id, exc)
+                return agent
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                logger.warning("agent %s: row not checked (%r)", claims.agent_id, exc)
+                return agent
+            return agent if exists else None
+        # The database is down or slow: a token we signed is enough to connect, and the
+        # registry still refuses the agent at registration once its row can be read.
+        return agent
+
+    return verify
 
 
 class _MeasuredMaster:

@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     ROUTER_WS_URL: str | None = None
     ROUTER_HOST: str = "0.0.0.0"
     ROUTER_PORT: int = 8080
+    # Each verified agent's log budget on the embedded router (token buckets): frames
+    # and bytes per second on average, and at once; a log past either is dropped.
+    ROUTER_LOG_RATE: float = Field(100.0, gt=0)
+    ROUTER_LOG_BURST: float = Field(1000.0, ge=1)
+    ROUTER_LOG_BYTES_RATE: float = Field(256 * 1024, gt=0)
+    ROUTER_LOG_BYTES_BURST: float = Field(4 * 1024 * 1024, ge=1024)
 
     @field_validator("LOG_LEVEL", "LOG_FORMAT", mode="before")
     @classmethod

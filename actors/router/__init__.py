@@ -42,6 +42,8 @@ the closed one.
 
 from __future__ import annotations
 
+from ._budget import LogLimits as LogLimits
+from ._connection import CLOSE_INVALID_TOKEN as CLOSE_INVALID_TOKEN
 from ._connection import CLOSE_MISSING_IDENTITY as CLOSE_MISSING_IDENTITY
 from ._connection import CLOSE_OUTBOX_OVERFLOW as CLOSE_OUTBOX_OVERFLOW
 from ._connection import ConnectionActor as ConnectionActor
@@ -63,12 +65,15 @@ from ._hub import OpenConnection as OpenConnection
 from ._hub import ReceiveFrame as ReceiveFrame
 from ._hub import RouterConfig as RouterConfig
 from ._hub import RouterHub as RouterHub
+from ._hub import Sweep as Sweep
 from ._hub import router_children as router_children
 from ._identity import MASTER_SERVER_BE as MASTER_SERVER_BE
 from ._identity import MASTER_SERVER_ML as MASTER_SERVER_ML
+from ._identity import AgentVerifier as AgentVerifier
 from ._identity import ApiKeys as ApiKeys
 from ._identity import ClientKind as ClientKind
 from ._identity import Identity as Identity
+from ._identity import VerifiedAgent as VerifiedAgent
 from ._identity import identify as identify
 from ._server import RunningRouter as RunningRouter
 from ._server import open_router as open_router
@@ -82,11 +87,13 @@ from ._table import TableStatistics as TableStatistics
 __all__ = [
     "AGENT_NOT_ACTIVE",
     "AGENT_UNREGISTERED",
+    "CLOSE_INVALID_TOKEN",
     "CLOSE_MISSING_IDENTITY",
     "CLOSE_OUTBOX_OVERFLOW",
     "DEFAULT_MAX_FRAME_BYTES",
     "DEFAULT_PORT",
     "AbandonConnection",
+    "AgentVerifier",
     "ApiKeys",
     "ClientKind",
     "CloseConnection",
@@ -99,6 +106,7 @@ __all__ = [
     "HubMessage",
     "Identity",
     "InvalidFrameError",
+    "LogLimits",
     "MessageType",
     "OpenConnection",
     "Outbox",
@@ -109,8 +117,10 @@ __all__ = [
     "RoutingTable",
     "RunningRouter",
     "SendFrame",
+    "Sweep",
     "Switchboard",
     "TableStatistics",
+    "VerifiedAgent",
     "identify",
     "open_router",
     "router_children",

@@ -4,6 +4,10 @@ The socket's handler task reads frames and tells them to the hub. Frames for the
 go to its :class:`ConnectionActor`, whose bounded mailbox is the connection's outbox and
 whose handler writes to the socket, so a slow or dead peer delays nobody but itself. A
 full outbox closes the connection with code 1013.
+
+Nothing of a connection outlives its socket, even in a storm of closes: the actor stops
+itself once its socket is closed, and the socket's outbox is released to the hub's
+sweep (`Switchboard.release`) besides the close message, which may not get through.
 """
 
 from __future__ import annotations
@@ -20,19 +24,23 @@ from websockets.protocol import State
 
 from runtime import Actor, ActorDeadError, MailboxFullError
 
-from ._envelope import dump_frame
+from ._envelope import ErrorType, MessageType, dump_frame
 from ._identity import identify
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from websockets.asyncio.server import ServerConnection
 
     from runtime import ActorRef, DynamicSupervisor
 
     from ._envelope import Frame
     from ._hub import HubMessage
-    from ._identity import ApiKeys
+    from ._identity import AgentVerifier, ApiKeys, Identity
+    from ._switchboard import Outbox
 
 __all__ = [
+    "CLOSE_INVALID_TOKEN",
     "CLOSE_MISSING_IDENTITY",
     "CLOSE_OUTBOX_OVERFLOW",
     "DEFAULT_BACKEND_OUTBOX_CAPACITY",
@@ -47,6 +55,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CLOSE_MISSING_IDENTITY = 4000
+CLOSE_INVALID_TOKEN = 4001
+INVALID_TOKEN = "Agent ID was not registered before"
+"""The registry's words for a token it refuses, which the agent is sent before the close."""
 CLOSE_OUTBOX_OVERFLOW = int(CloseCode.TRY_AGAIN_LATER)  # 1013
 DEFAULT_OUTBOX_CAPACITY = 1000
 DEFAULT_BACKEND_OUTBOX_CAPACITY = 200_000
@@ -64,6 +75,15 @@ class ConnectionActor(Actor[SendFrame]):
 
     def __init__(self, ws: ServerConnection) -> None:
         self.ws = ws
+
+    async def on_start(self) -> None:
+        self.start_soon(self._stop_when_closed)
+
+    async def _stop_when_closed(self) -> None:
+        # Whatever happens to the socket's handler (a cleanup that timed out in a
+        # storm), the sender does not outlive its socket.
+        await self.ws.wait_closed()
+        self.stop()
 
     async def handle(self, message: SendFrame) -> Any:
         frame = message.frame
@@ -106,17 +126,27 @@ async def serve_connection(
     connections: DynamicSupervisor,
     keys: ApiKeys,
     backend_connections: DynamicSupervisor | None = None,
+    verify: AgentVerifier | None = None,
+    release: Callable[[Outbox], None] | None = None,
 ) -> None:
     """Serve one accepted socket until it closes.
 
     A socket without an identity is closed with code 4000, reason ``"Missing
-    Authorization header"``, as upstream does after accepting it. The back-end's own
-    connection runs under ``backend_connections`` (its larger outbox) when given.
+    Authorization header"``, as upstream does after accepting it. With ``verify``, an
+    agent's token is checked first: an invalid one is sent the error frame that stops
+    a library agent, then closed with code 4001; a socket the hub refuses
+    (`RoutingTable.admit`) is closed with 4000. The back-end's own connection runs
+    under ``backend_connections`` (its larger outbox) when given. ``release`` is told
+    the outbox once the socket is done (`Switchboard.release`).
     """
     from ._hub import AbandonConnection, CloseConnection, OpenConnection, ReceiveFrame
     from ._identity import ClientKind
 
     identity = identify(ws.request.headers.get, keys) if ws.request else None
+    if identity is not None and identity.kind is ClientKind.AGENT and verify is not None:
+        identity = await _verified(ws, identity, verify)
+        if identity is None:
+            return
     if identity is None:
         await ws.close(CLOSE_MISSING_IDENTITY, "Missing Authorization header")
         return
@@ -130,10 +160,13 @@ async def serve_connection(
         return
     outbox = ActorOutbox(ref)
     try:
-        conn_id: str = await hub.ask(OpenConnection(identity, outbox), timeout=OPEN_TIMEOUT)
+        conn_id: str | None = await hub.ask(OpenConnection(identity, outbox), timeout=OPEN_TIMEOUT)
     except (ActorDeadError, TimeoutError):
         # The sender must not outlive its socket, and a hub that was only slow opens the
-        # connection later, after our ask gave up: have it closed again once it has.
+        # connection later, after our ask gave up: have it closed again once it has
+        # (by the sweep, if even the abandon cannot get through).
+        if release is not None:
+            release(outbox)
         with contextlib.suppress(MailboxFullError, ActorDeadError):
             hub.tell_nowait(AbandonConnection(outbox))
         try:
@@ -146,6 +179,12 @@ async def serve_connection(
             ):
                 await connections.stop_child(key)
         return
+    if conn_id is None:
+        # Closed first: the sender closes a socket it leaves open as after a crash.
+        await ws.close(CLOSE_MISSING_IDENTITY, "Missing Authorization header")
+        with contextlib.suppress(KeyError, ActorDeadError):
+            await connections.stop_child(key)
+        return
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_close_on_overflow, ws, outbox)
@@ -154,6 +193,10 @@ async def serve_connection(
                     await hub.tell(ReceiveFrame(conn_id, await ws.recv(decode=False)))
             tg.cancel_scope.cancel()
     finally:
+        # Every frame this socket read is queued to the hub by now: the sweep may
+        # remove the connection if the close below does not get through in time.
+        if release is not None:
+            release(outbox)
         # Shielded so the table is cleaned up even when the handler is cancelled, but
         # bounded: when the whole router is being torn down, the hub and the connections
         # supervisor may already be gone, and nothing would ever answer.
@@ -169,6 +212,33 @@ async def serve_connection(
 _CLEANUP_SECONDS = 5.0
 OPEN_TIMEOUT = 5.0
 """Seconds a new socket waits for the hub to add it before it is closed with 1013."""
+
+
+async def _verified(
+    ws: ServerConnection, identity: Identity, verify: AgentVerifier
+) -> Identity | None:
+    """Return ``identity`` with its verified owner, or ``None`` once ``ws`` is closed."""
+    assert identity.agent_jwt is not None  # an agent identity is read from its token
+    agent = None
+    with anyio.move_on_after(OPEN_TIMEOUT) as scope:
+        agent = await verify(identity.agent_jwt)
+    if scope.cancelled_caught:
+        await ws.close(CloseCode.TRY_AGAIN_LATER, "Router busy, try again later")
+        return None
+    if agent is None:
+        # The frame a library agent stops on (PROTOCOL.md §2.3), as the registry
+        # sends it for a token it refuses; then the socket goes.
+        error = {
+            "error_message": INVALID_TOKEN,
+            "error_type": str(ErrorType.AGENT_GENERAL_ERROR),
+            "message_type": str(MessageType.AGENT_ERROR),
+        }
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(dump_frame({"error": error}))
+        await ws.close(CLOSE_INVALID_TOKEN, "Invalid agent token")
+        return None
+    # The verifier's id is the token's ``sub`` in its canonical form.
+    return dataclasses.replace(identity, client_id=agent.agent_id, owner=agent.owner_id)
 
 
 async def _close_on_overflow(ws: ServerConnection, outbox: ActorOutbox) -> None:

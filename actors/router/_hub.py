@@ -18,6 +18,7 @@ import functools
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from websockets.asyncio.server import serve
 
 from runtime import (
@@ -40,8 +41,9 @@ if TYPE_CHECKING:
     from websockets.asyncio.server import Server, ServerConnection
     from websockets.http11 import Request, Response
 
+    from ._budget import LogLimits
     from ._envelope import Frame
-    from ._identity import ApiKeys, Identity
+    from ._identity import AgentVerifier, ApiKeys, Identity
     from ._switchboard import Outbox
     from ._table import TableStatistics
 
@@ -57,6 +59,7 @@ __all__ = [
     "ReceiveFrame",
     "RouterConfig",
     "RouterHub",
+    "Sweep",
     "router_children",
 ]
 
@@ -83,6 +86,18 @@ class RouterConfig:
         replay_registrations: Replay connected agents' registrations to a back-end
             that (re)connects.
         ping_interval: Seconds between WebSocket pings; ``None`` turns them off.
+        verify_agent: Checks agent tokens before their sockets are routable, and makes
+            the table authenticate (``RoutingTable(authenticate=True)``). ``None``
+            trusts the token's ``sub`` as upstream does (a router with no access to
+            the back-end's secret and database; the back-end still refuses the
+            agent at registration).
+        log_limits: Every verified agent's log budget.
+        hub_capacity: Messages the hub's mailbox holds (frames wait for room; a storm
+            of opens and closes must not be refused).
+        listen_backlog: Connections the kernel queues before the router accepts them
+            (capped by ``net.core.somaxconn``).
+        sweep_interval: Seconds between two sweeps of closed sockets whose close did
+            not reach the hub (see `Switchboard.sweep`).
     """
 
     host: str = "127.0.0.1"
@@ -93,11 +108,16 @@ class RouterConfig:
     backend_outbox_capacity: int = DEFAULT_BACKEND_OUTBOX_CAPACITY
     replay_registrations: bool = True
     ping_interval: float | None = 20
+    verify_agent: AgentVerifier | None = None
+    log_limits: LogLimits | None = None
+    hub_capacity: int = 10_000
+    listen_backlog: int = 4096
+    sweep_interval: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class OpenConnection:
-    """Add a connection (ask: answers its connection id)."""
+    """Add a connection (ask: answers its connection id, or ``None`` if refused)."""
 
     identity: Identity
     outbox: Outbox
@@ -132,7 +152,14 @@ class GetStatistics:
     """Ask for a :class:`TableStatistics` snapshot."""
 
 
-HubMessage = OpenConnection | ReceiveFrame | CloseConnection | AbandonConnection | GetStatistics
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sweep:
+    """Remove the connections of sockets released two sweeps ago (`Switchboard.sweep`)."""
+
+
+HubMessage = (
+    OpenConnection | ReceiveFrame | CloseConnection | AbandonConnection | GetStatistics | Sweep
+)
 
 
 class RouterHub(Actor[HubMessage]):
@@ -163,6 +190,8 @@ class RouterHub(Actor[HubMessage]):
         self.switchboard = Switchboard(
             RoutingTable(
                 config.keys,
+                authenticate=config.verify_agent is not None,
+                log_limits=config.log_limits,
                 max_frame_bytes=config.max_frame_bytes,
                 replay_registrations=config.replay_registrations,
             )
@@ -182,6 +211,8 @@ class RouterHub(Actor[HubMessage]):
             connections=supervisors[0],
             backend_connections=supervisors[1],
             keys=self.switchboard.table.keys,
+            verify=config.verify_agent,
+            release=self.switchboard.release,
         )
         self._server = await serve(
             handler,
@@ -191,8 +222,16 @@ class RouterHub(Actor[HubMessage]):
             compression=None,
             max_size=config.max_frame_bytes * TRANSPORT_LIMIT_FACTOR,
             ping_interval=config.ping_interval,
+            backlog=config.listen_backlog,
         )
         self.port = next(iter(self._server.sockets)).getsockname()[1]
+        self.start_soon(self._sweep_forever)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await anyio.sleep(self.config.sweep_interval)
+            # An ask, so the next sweep is queued only once this one is handled.
+            await self.ref.ask(Sweep(), timeout=None)
 
     async def handle(self, message: HubMessage) -> Any:
         match message:
@@ -206,6 +245,8 @@ class RouterHub(Actor[HubMessage]):
                 self.switchboard.abandon(outbox)
             case GetStatistics():
                 return self.switchboard.statistics()
+            case Sweep():
+                self.switchboard.sweep()
         return None
 
     async def on_stop(self) -> None:
@@ -254,7 +295,7 @@ def router_children(
         ChildSpec(
             backend_connections, functools.partial(supervisor, config.backend_outbox_capacity)
         ),
-        ChildSpec(hub, functools.partial(RouterHub, config)),
+        ChildSpec(hub, functools.partial(RouterHub, config), capacity=config.hub_capacity),
     ]
 
 

@@ -9,27 +9,32 @@ The headers are checked in this order, the first one present wins (PROTOCOL.md Â
   agent registers. A value that is not a JWT is itself the client id.
 - ``x-custom-invoke-key``: ``"<caller id>:<target id>"``, the short-lived socket that a
   library ``send()`` opens; the value is the client id.
+
+A router given an :data:`AgentVerifier` (the embedded one: it checks the signature and
+that the agent exists) trusts none of these claims by themselves: an agent socket is
+routable only once its token is verified, and a ``send()`` socket only if its caller is
+a master key or an agent connected with a verified token (see ``RoutingTable``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias
 
 import jwt
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 __all__ = [
     "DEFAULT_MASTER_AGENT_API_KEY",
     "DEFAULT_MASTER_BE_API_KEY",
     "MASTER_SERVER_BE",
     "MASTER_SERVER_ML",
+    "AgentVerifier",
     "ApiKeys",
     "ClientKind",
     "Identity",
+    "VerifiedAgent",
     "identify",
 ]
 
@@ -68,10 +73,37 @@ class Identity:
     client_id: str
     kind: ClientKind
     agent_jwt: str | None = None
+    owner: str | None = None
+    """The user owning the agent (or the calling agent of a ``send()`` socket), once
+    verified; ``None`` for the masters and on a router that verifies nothing."""
 
     def may_invoke_master(self, keys: ApiKeys) -> bool:
         """Say whether this client may invoke ``master_server_ml`` (the back-end only)."""
         return self.kind is ClientKind.BACKEND or self.client_id.startswith(keys.master_be)
+
+    def holds_master_key(self, keys: ApiKeys) -> bool:
+        """Say whether this client connected with one of the two API keys: the back-end,
+        the master agent, or a ``send()`` socket of theirs. They act for every user."""
+        if self.kind in (ClientKind.BACKEND, ClientKind.MASTER):
+            return True
+        return self.kind is ClientKind.INVOKE and (
+            self.client_id.startswith(f"{keys.master_be}:")
+            or self.client_id.startswith(f"{keys.master_agent}:")
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VerifiedAgent:
+    """What an :data:`AgentVerifier` vouches for: the agent and the user who owns it."""
+
+    agent_id: str
+    owner_id: str
+
+
+AgentVerifier: TypeAlias = Callable[[str], Awaitable[VerifiedAgent | None]]
+"""Check an agent JWT (signature, agent exists and is not deleted); ``None`` if it is
+not valid. The embedded router gets one from the composition root, which owns the
+secret and the database."""
 
 
 def identify(get_header: Callable[[str], str | None], keys: ApiKeys) -> Identity | None:

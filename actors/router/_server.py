@@ -15,7 +15,8 @@ from ._table import DEFAULT_MAX_FRAME_BYTES
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from ._identity import ApiKeys
+    from ._budget import LogLimits
+    from ._identity import AgentVerifier, ApiKeys
 
 __all__ = ["RunningRouter", "open_router"]
 
@@ -45,11 +46,17 @@ async def open_router(
     backend_outbox_capacity: int = DEFAULT_BACKEND_OUTBOX_CAPACITY,
     replay_registrations: bool = True,
     ping_interval: float | None = 20,
+    verify_agent: AgentVerifier | None = None,
+    log_limits: LogLimits | None = None,
+    sweep_interval: float = 1.0,
 ) -> AsyncIterator[RunningRouter]:
     """Serve the router at ``ws://host:port/ws`` for the duration of the block.
 
     The arguments are those of :class:`RouterConfig`; ``port=0`` picks a free port
-    (read it from the yielded value).
+    (read it from the yielded value). Without ``verify_agent`` the router trusts the
+    ``sub`` of agent tokens and every ``send()`` socket, as upstream's does: run it so
+    only where the back-end refuses bad tokens at registration and the agents are
+    trusted.
 
     Yields:
         The running router. Leaving the block closes every connection (code 1001)
@@ -67,6 +74,9 @@ async def open_router(
         backend_outbox_capacity=backend_outbox_capacity,
         replay_registrations=replay_registrations,
         ping_interval=ping_interval,
+        verify_agent=verify_agent,
+        log_limits=log_limits,
+        sweep_interval=sweep_interval,
     )
     hubs: list[RouterHub] = []
 

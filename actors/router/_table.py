@@ -8,6 +8,20 @@ that closes removes the mapping only if it still owns it.
 
 Every transition returns the frames to deliver, as :class:`Deliver` values, for the
 caller to hand to the connections' outboxes.
+
+A table that authenticates (the embedded router, which verifies agent tokens before it
+opens their connections) also enforces who may do what:
+
+- only verified agents, the masters and ``send()`` sockets of a master key or of a
+  connected verified agent are admitted (:meth:`RoutingTable.admit`);
+- an agent is invoked only by its owner's agents or by a master key, which acts for
+  every user (another user's agent looks not active);
+- only verified agents log, each within its :class:`~._budget.LogLimits`.
+
+In every table, a reply reaches only a connection that invoked its sender and still
+waits for it, and only the oldest live back-end connection receives the agents' events:
+a later one waits, as a standby, until it closes (then it is sent what the first one
+missed, as a back-end that reconnects is).
 """
 
 from __future__ import annotations
@@ -15,9 +29,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from ._budget import LogBudget, LogLimits
 from ._envelope import (
     AGENT_NOT_ACTIVE,
     AGENT_UNREGISTERED,
@@ -33,6 +49,8 @@ from ._exceptions import FrameTooLargeError, InvalidFrameError
 from ._identity import MASTER_SERVER_BE, MASTER_SERVER_ML, ApiKeys, ClientKind
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._identity import Identity
 
 __all__ = ["DEFAULT_MAX_FRAME_BYTES", "Deliver", "RoutingTable", "TableStatistics"]
@@ -73,6 +91,22 @@ class TableStatistics:
     """Frames for the back-end kept while it is not connected."""
     backlog_dropped: int = 0
     """Frames for the back-end dropped because the backlog was full."""
+    logs_forwarded: int = 0
+    """Agent logs forwarded to the back-end."""
+    logs_unauthenticated: int = 0
+    """Log frames dropped because their sender is not a (verified) agent."""
+    logs_over_budget: int = 0
+    """Log frames dropped because their agent spent its log budget."""
+    refused_connections: int = 0
+    """Connections refused by `RoutingTable.admit`."""
+    refused_invocations: int = 0
+    """Invocations of another user's agent, answered as if it were not active."""
+    stray_replies: int = 0
+    """Replies dropped because their sender owed the named connection none."""
+    standby_backends: int = 0
+    """Back-end connections waiting for the current one to close."""
+    swept_connections: int = 0
+    """Connections removed by a sweep because their close never reached the hub."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -95,6 +129,10 @@ class RoutingTable:
 
     Args:
         keys: The back-end and master-agent API keys.
+        authenticate: Admit and route only authenticated clients (see the module
+            docstring); agent identities must then carry their verified ``owner``.
+        log_limits: Every verified agent's log budget (with ``authenticate``).
+        clock: Monotonic seconds, for the log budgets.
         max_frame_bytes: Frames longer than this are refused with an error frame.
         replay_registrations: When the back-end (re)connects, forward to it the
             ``agent_register`` of every agent connected at that moment, so a back-end
@@ -109,11 +147,20 @@ class RoutingTable:
         self,
         keys: ApiKeys | None = None,
         *,
+        authenticate: bool = False,
+        log_limits: LogLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         replay_registrations: bool = True,
         backend_backlog: int = DEFAULT_BACKEND_BACKLOG,
     ) -> None:
         self.keys = keys or ApiKeys()
+        self.authenticate = authenticate
+        self.log_limits = log_limits or LogLimits()
+        self._clock = clock
+        self._budgets: dict[str, LogBudget] = {}
+        self._standby: collections.deque[str] = collections.deque()
+        self._counts: Counter[str] = Counter()
         self.max_frame_bytes = max_frame_bytes
         self.replay_registrations = replay_registrations
         self._backlog: collections.deque[str] = collections.deque()
@@ -148,12 +195,51 @@ class RoutingTable:
             refused_frames=self._refused,
             backend_backlog=len(self._backlog),
             backlog_dropped=self._backlog_dropped,
+            logs_forwarded=self._counts["logs_forwarded"],
+            logs_unauthenticated=self._counts["logs_unauthenticated"],
+            logs_over_budget=self._counts["logs_over_budget"],
+            refused_connections=self._counts["refused_connections"],
+            refused_invocations=self._counts["refused_invocations"],
+            stray_replies=self._counts["stray_replies"],
+            standby_backends=len(self._standby),
         )
 
     # -- transitions -------------------------------------------------------------
 
+    def admit(self, identity: Identity) -> Identity | None:
+        """Decide whether a new connection may open, before :meth:`open`.
+
+        A table that does not authenticate admits every identity as it is. One that
+        does admits the masters, agents whose token was verified (they carry an
+        ``owner``), and ``send()`` sockets whose caller is a master key or a
+        connected verified agent; such a socket acts for its caller's owner.
+
+        Returns:
+            The identity to open (with the owner it acts for), or ``None`` to refuse.
+        """
+        if not self.authenticate or identity.holds_master_key(self.keys):
+            return identity
+        admitted: Identity | None = None
+        if identity.kind is ClientKind.AGENT:
+            admitted = identity if identity.owner is not None else None
+        elif identity.kind is ClientKind.INVOKE:
+            # The library's send() sends "<own agent id>:<target>" and no token: the
+            # caller must be connected with a verified one.
+            caller = self._clients.get(identity.client_id.partition(":")[0])
+            conn = self._connections.get(caller) if caller is not None else None
+            if conn is not None and conn.identity.kind is ClientKind.AGENT:
+                admitted = dataclasses.replace(identity, owner=conn.identity.owner)
+        if admitted is None or admitted.owner is None:
+            self._counts["refused_connections"] += 1
+            return None
+        return admitted
+
     def open(self, identity: Identity) -> tuple[str, list[Deliver]]:
         """Add a connection; it becomes the current one of its client id.
+
+        A back-end connection becomes current only if no other one is live: otherwise
+        it waits as a standby, so that a second client with the back-end key cannot
+        take the agents' events away from the first.
 
         Returns:
             The new connection id and the frames to deliver (the registrations replayed
@@ -161,18 +247,24 @@ class RoutingTable:
         """
         conn_id = f"{identity.client_id}#{next(self._ids)}"
         self._connections[conn_id] = _Connection(conn_id, identity)
+        if identity.kind is ClientKind.BACKEND and MASTER_SERVER_BE in self._clients:
+            self._standby.append(conn_id)
+            return conn_id, []
         self._clients[identity.client_id] = conn_id
-        out: list[Deliver] = []
         if identity.kind is ClientKind.BACKEND:
-            # What happened while no back-end listened comes first, then the state now.
-            out += [Deliver(conn_id, text) for text in self._backlog]
-            self._backlog.clear()
-            self._backlog_bytes = 0
-            if self.replay_registrations:
-                for conn in self._connections.values():
-                    if conn.registration is not None and self._is_current(conn):
-                        out.append(Deliver(conn_id, conn.registration))
-        return conn_id, out
+            return conn_id, self._catch_up(conn_id)
+        return conn_id, []
+
+    def _catch_up(self, conn_id: str) -> list[Deliver]:
+        # What happened while no back-end listened comes first, then the state now.
+        out = [Deliver(conn_id, text) for text in self._backlog]
+        self._backlog.clear()
+        self._backlog_bytes = 0
+        if self.replay_registrations:
+            for conn in self._connections.values():
+                if conn.registration is not None and self._is_current(conn):
+                    out.append(Deliver(conn_id, conn.registration))
+        return out
 
     def close(self, conn_id: str) -> list[Deliver]:
         """Remove a connection, and tell whoever waits on it that it is gone.
@@ -186,8 +278,18 @@ class RoutingTable:
             return []
         out: list[Deliver] = []
         identity = conn.identity
-        if self._clients.get(identity.client_id) == conn_id:
+        if identity.kind is ClientKind.BACKEND:
+            if conn_id in self._standby:
+                self._standby.remove(conn_id)
+            elif self._clients.get(MASTER_SERVER_BE) == conn_id:
+                del self._clients[MASTER_SERVER_BE]
+                if self._standby:
+                    successor = self._standby.popleft()
+                    self._clients[MASTER_SERVER_BE] = successor
+                    out += self._catch_up(successor)
+        elif self._clients.get(identity.client_id) == conn_id:
             del self._clients[identity.client_id]
+            self._budgets.pop(identity.client_id, None)
             if identity.kind in (ClientKind.AGENT, ClientKind.MASTER):
                 out += self._to_backend(
                     {
@@ -251,7 +353,7 @@ class RoutingTable:
             case MessageType.AGENT_RESPONSE | MessageType.AGENT_ERROR:
                 return self._respond(sender, str(message_type), frame)
             case MessageType.AGENT_LOG:
-                return self._log(sender, frame)
+                return self._log(sender, frame, _size(data))
             case _:
                 if isinstance(data, dict):
                     raw = dump_frame({"message_type": message_type, **data})
@@ -268,7 +370,9 @@ class RoutingTable:
 
     def _register(self, sender: _Connection, frame: Frame) -> list[Deliver]:
         identity = sender.identity
-        if identity.kind in (ClientKind.BACKEND, ClientKind.MASTER):
+        if identity.kind in (ClientKind.BACKEND, ClientKind.MASTER) or (
+            self.authenticate and identity.kind is not ClientKind.AGENT
+        ):
             return []
         payload = frame.get("request_payload")
         forward = {
@@ -303,6 +407,10 @@ class RoutingTable:
         ):
             return [self._reply(sender.conn_id, _not_active())]
         callee = self._connections[target_conn_id]
+        if not self._may_invoke(sender.identity, callee.identity):
+            # As if it were not there: another user's agent ids are not to be probed.
+            self._counts["refused_invocations"] += 1
+            return [self._reply(sender.conn_id, _not_active())]
         if (
             isinstance(payload, dict)
             and "error_message" in payload
@@ -319,13 +427,27 @@ class RoutingTable:
     def _respond(self, sender: _Connection, message_type: str, frame: Frame) -> list[Deliver]:
         invoked_by = frame.pop("invoked_by", None)
         caller_id = self._resolve(invoked_by)
-        if caller_id is None:
+        if caller_id is None or not self._settle(caller_id, sender):
+            # Only a connection that invoked this one, and still waits, gets a reply:
+            # any other would let a client push answers into someone else's call.
+            self._counts["stray_replies"] += 1
             return []
-        self._settle(caller_id, sender)
         frame["message_type"] = message_type
         return [Deliver(caller_id, frame)]
 
-    def _log(self, sender: _Connection, frame: Frame) -> list[Deliver]:
+    def _log(self, sender: _Connection, frame: Frame, size: int) -> list[Deliver]:
+        identity = sender.identity
+        if identity.kind is not ClientKind.AGENT or (self.authenticate and identity.owner is None):
+            self._counts["logs_unauthenticated"] += 1
+            return []
+        if self.authenticate:
+            budget = self._budgets.get(identity.client_id)
+            if budget is None:
+                budget = self._budgets[identity.client_id] = LogBudget(self.log_limits, self._clock)
+            if not budget.spend(size):
+                self._counts["logs_over_budget"] += 1
+                return []
+        self._counts["logs_forwarded"] += 1
         return self._to_backend(
             {
                 "request_payload": {
@@ -353,8 +475,7 @@ class RoutingTable:
             return out
         if frame.get("message_type") in (MessageType.AGENT_RESPONSE, MessageType.AGENT_ERROR):
             caller_id = self._resolve(frame.get("invoked_by"))
-            if caller_id is not None:
-                self._settle(caller_id, sender)
+            if caller_id is not None and self._settle(caller_id, sender):
                 message = f"Response refused by the router: {exc}"
                 out.append(
                     self._reply(
@@ -377,15 +498,26 @@ class RoutingTable:
         # A client that addresses replies by client id, as upstream ids were.
         return self._clients.get(invoked_by)
 
-    def _settle(self, caller_id: str, callee: _Connection) -> None:
-        if callee.callers[caller_id] > 0:
-            callee.callers[caller_id] -= 1
-            if not callee.callers[caller_id]:
-                del callee.callers[caller_id]
-            caller = self._connections[caller_id]
-            caller.callees[callee.conn_id] -= 1
-            if caller.callees[callee.conn_id] <= 0:
-                del caller.callees[callee.conn_id]
+    def _settle(self, caller_id: str, callee: _Connection) -> bool:
+        """Count one call of ``caller_id`` to ``callee`` as answered; ``False`` if none
+        was pending."""
+        if callee.callers[caller_id] <= 0:
+            return False
+        callee.callers[caller_id] -= 1
+        if not callee.callers[caller_id]:
+            del callee.callers[caller_id]
+        caller = self._connections[caller_id]
+        caller.callees[callee.conn_id] -= 1
+        if caller.callees[callee.conn_id] <= 0:
+            del caller.callees[callee.conn_id]
+        return True
+
+    def _may_invoke(self, caller: Identity, callee: Identity) -> bool:
+        if not self.authenticate or callee.kind is not ClientKind.AGENT:
+            return True
+        return caller.holds_master_key(self.keys) or (
+            caller.owner is not None and caller.owner == callee.owner
+        )
 
     def _to_backend(self, frame: Frame, *, replayed: bool = False) -> list[Deliver]:
         backend = self._clients.get(MASTER_SERVER_BE)
@@ -403,6 +535,11 @@ class RoutingTable:
     @staticmethod
     def _reply(conn_id: str, frame: Frame) -> Deliver:
         return Deliver(conn_id, frame)
+
+
+def _size(data: str | bytes | Frame) -> int:
+    # Frames from our own process are objects, and none of them is an agent's log.
+    return len(data) if isinstance(data, (str, bytes)) else 0
 
 
 def _not_active() -> Frame:

@@ -167,8 +167,13 @@ class LocalConnector:
         inbox = _Inbox(self.backend_capacity if backend else self.capacity)
         try:
             hub = self._hub()
-            conn_id: str = await hub.ask(OpenConnection(identity, inbox), timeout=_OPEN_TIMEOUT)
+            conn_id: str | None = await hub.ask(
+                OpenConnection(identity, inbox), timeout=_OPEN_TIMEOUT
+            )
         except (LookupError, ActorDeadError, TimeoutError, MailboxFullError) as exc:
             inbox.close()
             raise RouterConnectionError(f"router connection failed: {exc!r}") from exc
+        if conn_id is None:
+            inbox.close()
+            raise RouterConnectionError("the router refused the connection")
         return _LocalConnection(hub, conn_id, inbox)

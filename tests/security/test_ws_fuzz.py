@@ -11,6 +11,7 @@ nothing of it.
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import string
@@ -214,35 +215,44 @@ class TestRouterSocket:
         _, token = await live.login()
         _, other = await live.login()
         jwt = await _register_agent(live, token)
+        bystander_jwt = await _register_agent(live, other)
+        # A send() socket is admitted for a caller connected with a verified token:
+        # the bystander, connected first.
+        caller = json.loads(base64.urlsafe_b64decode(bystander_jwt.split(".")[1] + "=="))["sub"]
         headers = (
             {"X-Custom-Authorization": jwt}
             if kind == "agent"
-            else {"x-custom-invoke-key": f"{uuid.uuid4()}:{uuid.uuid4()}"}
+            else {"x-custom-invoke-key": f"{caller}:{uuid.uuid4()}"}
         )
-        bystander_headers = {"X-Custom-Authorization": await _register_agent(live, other)}
+        bystander_headers = {"X-Custom-Authorization": bystander_jwt}
         frames = [*CORPUS, *random_frames(SEED + 1)]
         async with (
             live.router(bystander_headers) as bystander,
             live.chat(other) as chat_bystander,
-            live.router(headers, max_size=None) as ws,
         ):
-            for frame in frames:
-                await ws.send(frame)
-                reply = await _recv_json(ws)
-                error = reply.get("error")
-                assert isinstance(error, dict), (frame, reply)
-                assert error["error_type"] in {
-                    "InvalidJSONRequestFormat",
-                    "AgentGeneralError",
-                }, (frame, reply)
-            # Over the router's frame limit: refused with an error frame, still open.
-            await ws.send('{"a": "' + "x" * (1024 * 1024) + '"}')
-            reply = await _recv_json(ws)
-            assert "exceeds the limit" in reply["error"]["error_message"], reply
-            await _still_answers_router(ws)
-            # Over the transport limit: closed 1009.
-            await ws.send("x" * (ROUTER_TRANSPORT_LIMIT + 1))
-            assert await _closed_with(ws) == 1009
+            await _still_answers_router(bystander)  # open on the hub: a caller
+            async with live.router(headers, max_size=None) as ws:
+                await _hostile_frames(ws, frames)
             await _still_answers_router(bystander)
             await _still_answers_chat(chat_bystander)
         await _server_still_serves(live, token)
+
+
+async def _hostile_frames(ws: ClientConnection, frames: list[str]) -> None:
+    for frame in frames:
+        await ws.send(frame)
+        reply = await _recv_json(ws)
+        error = reply.get("error")
+        assert isinstance(error, dict), (frame, reply)
+        assert error["error_type"] in {
+            "InvalidJSONRequestFormat",
+            "AgentGeneralError",
+        }, (frame, reply)
+    # Over the router's frame limit: refused with an error frame, still open.
+    await ws.send('{"a": "' + "x" * (1024 * 1024) + '"}')
+    reply = await _recv_json(ws)
+    assert "exceeds the limit" in reply["error"]["error_message"], reply
+    await _still_answers_router(ws)
+    # Over the transport limit: closed 1009.
+    await ws.send("x" * (ROUTER_TRANSPORT_LIMIT + 1))
+    assert await _closed_with(ws) == 1009
