@@ -57,7 +57,11 @@ async def _fake(model: Model) -> AsyncIterator[FakeOpenAI]:
 @pytest.fixture(name="builtin")
 async def _builtin(tmp_path: Path, database_url: str) -> AsyncIterator[Backend]:
     settings = make_settings(
-        tmp_path, MASTER_AGENT="builtin", MASTER_MODEL_TIMEOUT=1.0, MASTER_AGENT_TIMEOUT=20.0
+        tmp_path,
+        MASTER_AGENT="builtin",
+        MASTER_MODEL_TIMEOUT=1.0,
+        MASTER_TOOL_TIMEOUT=3.0,
+        MASTER_AGENT_TIMEOUT=20.0,
     )
     async with open_backend(settings, database_url) as backend:
         await backend.wait_session()
@@ -283,8 +287,26 @@ class TestErrors:
                 lambda _request: tool_call("absent_agent_abcdef", {"text": "x"}),
                 "called a tool that does not exist ('absent_agent_abcdef')",
             ),
+            (
+                lambda request: tool_call(tool_named(request, "echo_agent"), {"wrong": 1}),
+                "The agent echo_agent failed: ",
+            ),
+            (
+                lambda request: tool_call(
+                    tool_named(request, "echo_agent"), {"text": "x", "delay": 10}
+                ),
+                "The agent echo_agent did not answer within 3 s",
+            ),
         ],
-        ids=["malformed arguments", "401", "429", "hang", "absent agent"],
+        ids=[
+            "malformed arguments",
+            "401",
+            "429",
+            "hang",
+            "absent agent",
+            "failing agent",
+            "late agent",
+        ],
     )
     async def test_each_error_is_answered_and_stored(
         self,
