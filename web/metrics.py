@@ -8,6 +8,7 @@ depth, agents connected, buffered log rows) are read when `/metrics` is scraped.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -130,23 +131,57 @@ class _TreeCollector(Collector):
         )
         system = self.system
         if system is not None:
-            for info in _walk(system.snapshot()):
-                path = info.path or "root"
-                restarts.add_metric([path], info.restarts)
-                running.add_metric([path, info.kind], 1.0 if info.state.value == "running" else 0)
-                mailbox = getattr(info, "mailbox", None)
-                if mailbox is not None:
-                    depth.add_metric([path], mailbox.depth)
-                    capacity.add_metric([path], mailbox.capacity)
-                    dead.add_metric([path], mailbox.dead_letters)
+            for path, kind, sample in _samples(system.snapshot()):
+                restarts.add_metric([path], sample.restarts)
+                running.add_metric([path, kind], sample.running)
+                if sample.has_mailbox:
+                    depth.add_metric([path], sample.depth)
+                    capacity.add_metric([path], sample.capacity)
+                    dead.add_metric([path], sample.dead_letters)
             failed.add_metric([], 1.0 if system.failed else 0.0)
         yield from (depth, capacity, restarts, dead, running, failed)
 
 
-def _walk(info: ActorInfo | SupervisorInfo) -> Iterator[ActorInfo | SupervisorInfo]:
-    yield info
-    for child in getattr(info, "children", ()):
-        yield from _walk(child)
+@dataclasses.dataclass(slots=True)
+class _Sample:
+    """One series' values: an actor's, or the sums over a dynamic supervisor's children."""
+
+    restarts: int = 0
+    running: float = 0.0
+    has_mailbox: bool = False
+    depth: int = 0
+    capacity: int = 0
+    dead_letters: int = 0
+
+    def add(self, info: ActorInfo | SupervisorInfo) -> None:
+        self.restarts += info.restarts
+        self.running += 1.0 if info.state.value == "running" else 0.0
+        mailbox = getattr(info, "mailbox", None)
+        if mailbox is not None:
+            self.has_mailbox = True
+            self.depth += mailbox.depth
+            self.capacity += mailbox.capacity
+            self.dead_letters += mailbox.dead_letters
+
+
+def _samples(info: ActorInfo | SupervisorInfo) -> Iterator[tuple[str, str, _Sample]]:
+    """Yield ``(path, kind, sample)`` per actor and supervisor of the tree, except that
+    the children of a dynamic supervisor (one per socket, per chat session...) are one
+    series, ``<supervisor path>.*``, of their sums: ``running`` counts those running.
+    A series per socket made 25,000 lines at 5,000 agents, and stalled each scrape."""
+    sample = _Sample()
+    sample.add(info)
+    yield info.path or "root", info.kind, sample
+    children: tuple[ActorInfo | SupervisorInfo, ...] = tuple(getattr(info, "children", ()))
+    if info.kind == "dynamic_supervisor":
+        total = _Sample()
+        for child in children:
+            total.add(child)
+        kinds = {child.kind for child in children} or {"actor"}
+        yield f"{info.path}.*", kinds.pop() if len(kinds) == 1 else "mixed", total
+        return
+    for child in children:
+        yield from _samples(child)
 
 
 def install_metrics(app: Quart, metrics: Metrics) -> None:

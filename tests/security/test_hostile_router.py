@@ -8,6 +8,7 @@ secret and the database) and talks to it over real sockets, as an attacker would
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -316,3 +317,79 @@ async def _stored_logs(sessionmaker: async_sessionmaker[AsyncSession], agent_id:
             select(func.count()).select_from(Log).where(Log.agent_id == agent_id)
         )
     return int(count or 0)
+
+
+STORM_AGENTS = 300
+
+
+class TestStorm:
+    async def test_after_a_kill_and_reconnect_storm_table_actors_and_database_agree(
+        self, live: Live, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        _, owner = await live.login()
+        tokens = [(await _agent(live, owner))[1] for _ in range(STORM_AGENTS)]
+        register = json.dumps({"message_type": "agent_register", "request_payload": {}})
+
+        async def connect_all() -> list[ClientConnection]:
+            sockets: list[ClientConnection] = []
+
+            async def one(token: str) -> None:
+                ws = await live.router({"X-Custom-Authorization": token}).__aenter__()
+                await ws.send(register)
+                sockets.append(ws)
+
+            async with anyio.create_task_group() as tg:
+                for token in tokens:
+                    tg.start_soon(one, token)
+            return sockets
+
+        sockets = await connect_all()
+        await _agree(live, sessionmaker, STORM_AGENTS)
+        for _ in range(2):
+            # Killed at once (no close handshake, as a killed process), and back at once.
+            for ws in sockets:
+                ws.transport.abort()
+            sockets = await connect_all()
+            await _agree(live, sessionmaker, STORM_AGENTS)
+        for ws in sockets:
+            ws.transport.abort()
+        await _agree(live, sessionmaker, 0)
+
+
+async def _agree(live: Live, sessionmaker: async_sessionmaker[AsyncSession], n: int) -> None:
+    """Wait until routing table, connection actors and database all count ``n`` agents."""
+    seen: tuple[int, int, int] = (-1, -1, -1)
+    with anyio.move_on_after(60):
+        while True:
+            stats = await _hub_statistics(live)
+            info = live.server.system.snapshot().find("router.connections")
+            async with sessionmaker() as session:
+                active = await session.scalar(
+                    select(func.count()).select_from(Agent).where(Agent.is_active)
+                )
+            seen = (stats.registered_agents, len(getattr(info, "children", ())), int(active or 0))
+            if seen == (n, n, n) and stats.connections == n + 2:  # and our two in-process
+                return
+            await anyio.sleep(0.1)
+    raise AssertionError(f"table, actors and database: {seen}, expected {n} each")
+
+
+class TestMetrics:
+    async def test_sockets_are_counted_by_kind_not_listed_one_by_one(self, live: Live) -> None:
+        _, owner = await live.login()
+        tokens = [(await _agent(live, owner))[1] for _ in range(20)]
+        async with contextlib.AsyncExitStack() as stack:
+            for token in tokens:
+                ws = await stack.enter_async_context(live.router({"X-Custom-Authorization": token}))
+                await _opened(ws)
+            async with live.http() as http:
+                text = (await http.get("/metrics")).text
+        assert 'genai_actor_running{actor="router.connections.*",kind="actor"} 20.0' in text
+        assert 'genai_actor_mailbox_capacity{actor="router.connections.*"} 20000.0' in text
+        # No series names a socket (a connection actor's path ends in its socket's id).
+        socket_series = [
+            line
+            for line in text.splitlines()
+            if 'actor="router.connections.' in line and 'connections.*"' not in line
+        ]
+        assert socket_series == []
