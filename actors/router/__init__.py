@@ -8,14 +8,22 @@ Identity, from the handshake headers, first match wins:
 
 - ``API-KEY: <key>``: the back-end key gives ``master_server_be``, the master-agent key
   ``master_server_ml``; any other key gives no identity.
-- ``X-Custom-Authorization: <agent JWT>``: the ``sub`` claim, read without checking the
-  signature (the back-end checks the token at ``agent_register``); a non-JWT value is
-  itself the id.
-- ``x-custom-invoke-key: <caller>:<target>``: a library ``send()`` socket.
+- ``X-Custom-Authorization: <agent JWT>``: the ``sub`` claim. With a ``verify_agent``
+  (``RouterConfig``; the embedded router's checks the signature and that the agent
+  exists) the socket is routable only once the token is verified; without one the
+  claim is trusted, as upstream does (a non-JWT value is then itself the id).
+- ``x-custom-invoke-key: <caller>:<target>``: a library ``send()`` socket; with a
+  verifier, admitted only if the caller is a master key or a connected verified agent.
+
+With a verifier, an agent is invoked only by its owner's agents or a master key, and
+only verified agents log, each within a token bucket (``LogLimits``). Always, a reply
+goes only to a connection its sender owes one, and a second back-end connection waits
+as a standby until the first closes.
 
 Close codes: **4000** ``"Missing Authorization header"`` when a socket has no identity
-(or a token claims a master id); **1013** when a connection's outbox overflows because
-the peer does not read (the back-end's own connection, which carries every agent's
+(or a token claims a master id, or the table refuses it); **4001** ``"Invalid agent
+token"`` after the error frame an agent stops on; **1013** when a connection's outbox
+overflows because the peer does not read (the back-end's own connection, which carries every agent's
 logs, has a far larger outbox: ``backend_outbox_capacity``); **1009** from the
 transport for frames over four times the frame limit; **1001** when the router stops.
 
