@@ -198,10 +198,11 @@ async def _chat(
 
 
 async def _floor(
-    router_url: str, agent_id: str, sessions: int, turns: int, think: float = 0.0
+    router_url: str, caller: str, agent_id: str, sessions: int, turns: int, think: float = 0.0
 ) -> list[float]:
     async def one() -> list[float]:
-        key = f"bench:{uuid.uuid4().hex}:{agent_id}"
+        # As the master calls an agent: the router takes send() sockets of a master key.
+        key = f"{caller}:{uuid.uuid4().hex}:{agent_id}"
         samples = []
         frame = json.dumps(
             {"message_type": "agent_invoke", "agent_uuid": agent_id, "request_payload": {}}
@@ -273,7 +274,7 @@ async def _external_phases(
     answering = asyncio.create_task(_answer(master, INSTANT))
     await asyncio.sleep(0.2)
     await _chat(base, token, 4, 20)  # warm-up
-    await _floor(router_url, agent_id, 4, 20)
+    await _floor(router_url, plan["master_key"], agent_id, 4, 20)
     for name, sessions, think in (("1", 1, 0.0), ("20", 20, 0.0), ("paced", 20, THINK)):
         count = turns if sessions == 1 else max(20, turns // 4)
         phase: dict[str, Any] = {}
@@ -285,7 +286,9 @@ async def _external_phases(
             if kind == "chat":
                 phase[kind] = await _chat(base, token, sessions, count, think)
             else:
-                phase[kind] = await _floor(router_url, agent_id, sessions, count, think)
+                phase[kind] = await _floor(
+                    router_url, plan["master_key"], agent_id, sessions, count, think
+                )
             phase[f"{kind}_seconds"] = time.perf_counter() - started
         phases[name] = phase
     print("ready end 0", flush=True)
