@@ -1,6 +1,7 @@
 """The provider side of the built-in master: settings, pooled clients, one call, errors.
 
-Against a real OpenAI-compatible HTTP server on loopback (`fake_openai`), never a mock.
+Against a real OpenAI-compatible HTTP server on loopback (`fake_openai`), never a mock;
+on asyncio and trio.
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ import pytest
 from actors.master import ProviderError, ProviderPool, model_settings
 
 from .fake_openai import HANG, Reply, error, open_fake_openai, text, tool_call
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    # No database here: the provider side runs on trio as on asyncio.
+    backend: str = request.param
+    return backend
+
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
 
