@@ -28,7 +28,7 @@ from ._envelope import ErrorType, MessageType, dump_frame
 from ._identity import identify
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from websockets.asyncio.server import ServerConnection
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from ._envelope import Frame
     from ._hub import HubMessage
-    from ._identity import AgentVerifier, ApiKeys, Identity
+    from ._identity import ApiKeys, Identity, VerifiedAgent
     from ._switchboard import Outbox
 
 __all__ = [
@@ -126,7 +126,7 @@ async def serve_connection(
     connections: DynamicSupervisor,
     keys: ApiKeys,
     backend_connections: DynamicSupervisor | None = None,
-    verify: AgentVerifier | None = None,
+    verify: Callable[[str], Awaitable[VerifiedAgent | None]] | None = None,
     release: Callable[[Outbox], None] | None = None,
 ) -> None:
     """Serve one accepted socket until it closes.
@@ -215,7 +215,9 @@ OPEN_TIMEOUT = 5.0
 
 
 async def _verified(
-    ws: ServerConnection, identity: Identity, verify: AgentVerifier
+    ws: ServerConnection,
+    identity: Identity,
+    verify: Callable[[str], Awaitable[VerifiedAgent | None]],
 ) -> Identity | None:
     """Return ``identity`` with its verified owner, or ``None`` once ``ws`` is closed."""
     assert identity.agent_jwt is not None  # an agent identity is read from its token

@@ -36,6 +36,7 @@ from ._connection import (
 )
 from ._switchboard import Switchboard
 from ._table import DEFAULT_MAX_FRAME_BYTES, RoutingTable
+from ._verify import TokenChecks
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import Server, ServerConnection
@@ -86,7 +87,8 @@ class RouterConfig:
         replay_registrations: Replay connected agents' registrations to a back-end
             that (re)connects.
         ping_interval: Seconds between WebSocket pings; ``None`` turns them off.
-        verify_agent: Checks agent tokens before their sockets are routable, and makes
+        verify_agent: Checks agent tokens (many at once: those of the sockets that
+            connect while a check runs share the next) before their sockets are routable, and makes
             the table authenticate (``RoutingTable(authenticate=True)``). ``None``
             trusts the token's ``sub`` as upstream does (a router with no access to
             the back-end's secret and database; the back-end still refuses the
@@ -211,7 +213,7 @@ class RouterHub(Actor[HubMessage]):
             connections=supervisors[0],
             backend_connections=supervisors[1],
             keys=self.switchboard.table.keys,
-            verify=config.verify_agent,
+            verify=None if config.verify_agent is None else TokenChecks(config.verify_agent).verify,
             release=self.switchboard.release,
         )
         self._server = await serve(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeAlias
 
 import jwt
@@ -100,10 +100,10 @@ class VerifiedAgent:
     owner_id: str
 
 
-AgentVerifier: TypeAlias = Callable[[str], Awaitable[VerifiedAgent | None]]
-"""Check an agent JWT (signature, agent exists and is not deleted); ``None`` if it is
-not valid. The embedded router gets one from the composition root, which owns the
-secret and the database."""
+AgentVerifier: TypeAlias = Callable[[list[str]], Awaitable[Sequence[VerifiedAgent | None]]]
+"""Check agent JWTs (signature, agent exists and is not deleted), many at once: for each
+token, in order, what it proves, or ``None`` if it is not valid. The embedded router
+gets one from the composition root, which owns the secret and the database."""
 
 
 def identify(get_header: Callable[[str], str | None], keys: ApiKeys) -> Identity | None:
