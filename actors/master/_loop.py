@@ -108,11 +108,11 @@ class TurnRunner:
         settings: LoopSettings,
         outbound: OutboundPolicy | None = None,
     ) -> None:
-        self._store = ChatTurnStore(sessionmaker)
-        self._tools = tools
-        self._providers = providers
-        self._connector = connector
-        self._master_key = master_key
+        self.store = ChatTurnStore(sessionmaker)
+        self.tools = tools
+        self.providers = providers
+        self.connector = connector
+        self.master_key = master_key
         self.settings = settings
         self.outbound = outbound or OutboundPolicy()
 
@@ -157,12 +157,12 @@ class _Turn:
         runner, request = self.runner, self.request
         model = model_settings(request.configs)
         history = await read_history(
-            runner._store,
+            runner.store,
             request.session_id,
             request.user_id,
             last_messages(request.configs),
         )
-        tools = await runner._tools.tools_for(request.user_id)
+        tools = await runner.tools.tools_for(request.user_id)
         prompt = model.system_prompt or runner.settings.default_prompt
         if model.user_prompt:
             prompt = f"{prompt}\n\n{model.user_prompt}"
@@ -202,7 +202,7 @@ class _Turn:
             )
         self.steps += 1
         started = time.perf_counter()
-        completion = await self.runner._providers.complete(
+        completion = await self.runner.providers.complete(
             model,
             messages,
             definitions,
@@ -326,8 +326,8 @@ class _Turn:
         """Invoke a genai agent through the router: its output, time, and failure text."""
         try:
             reply = await call_agent(
-                self.runner._connector,
-                self.runner._master_key,
+                self.runner.connector,
+                self.runner.master_key,
                 tool.id,
                 arguments,
                 request_id=self.request.request_id,
