@@ -23,7 +23,8 @@ from actors.chat import DATABASE_UNAVAILABLE
 from actors.registry import RegistryClient, RegistryStatistics
 from persistence import Log
 from tests.actors.agents import is_active, start_agent, stop_processes, wait_active
-from tests.actors.registry.test_registry import invoke, log_frame
+from tests.actors.registry.test_registry import log_frame
+from tests.actors.router.conftest import open_peer
 
 from .conftest import ProxiedServer, open_master, receive, wait_ready
 
@@ -119,7 +120,16 @@ class TestDatabaseCut:
             return await start_agent(python, "echo", router, token or tokens[name], processes)
 
         async def say(name: str, text: str, sid: uuid.UUID) -> None:
-            reply = await invoke(router, ids[name], text, str(sid), str(uuid.uuid4()))
+            # As the master agent would: the router admits send() sockets of a
+            # master key or of a connected verified agent only.
+            reply = await invoke(
+                router,
+                ids[name],
+                text,
+                str(sid),
+                str(uuid.uuid4()),
+                caller=proxied.settings.MASTER_AGENT_API_KEY,
+            )
             assert reply["message_type"] == "agent_response", reply
 
         chats = [uuid.uuid4(), uuid.uuid4()]
@@ -247,3 +257,22 @@ async def _wait_logs(
     with anyio.fail_after(30):
         while await count_logs(sessionmaker, session_ids) < count:  # noqa: ASYNC110 - polls
             await anyio.sleep(0.1)
+
+
+async def invoke(
+    url: str, agent_id: uuid.UUID, text: str, sid: str, rid: str, *, caller: str
+) -> dict[str, Any]:
+    """Invoke an agent as ``caller``'s send() would, and return its reply."""
+    async with open_peer(url, **{"x-custom-invoke-key": f"{caller}:{agent_id}"}) as peer:
+        await peer.send(
+            {
+                "message_type": "agent_invoke",
+                "agent_uuid": str(agent_id),
+                "request_payload": {"text": text},
+                "request_metadata": {"request_id": rid, "session_id": sid},
+            }
+        )
+        while True:
+            frame = await peer.next(10)
+            if "message_type" in frame:
+                return frame
