@@ -260,8 +260,9 @@ async def open_server(
             await engine.dispose()
 
 
-# For crashes (bugs) of the router's children, whose restarts back off (up to 30 s
-# each). A router that is down spends none of it: the session waits for it inside.
+# For crashes (bugs) of the router's children, whose restarts back off (the session's up
+# to 5 s each, so that chat turns come back within seconds of a crash). A router that
+# is down spends none of it: the session waits for it inside.
 _ROUTER_INTENSITY = RestartIntensity(max_restarts=20, period=300.0)
 
 
