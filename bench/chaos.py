@@ -82,8 +82,9 @@ CHAT_SESSIONS = 8
 AGENTS = 4
 BURST = 25
 """Logs per burst of one agent."""
-AGENT_RATE = 100.0
-"""Logs per second of one agent: a steady load, well under what the path carries."""
+AGENT_RATE = 80.0
+"""Logs per second of one agent: a steady load, well under what the path carries and
+under the router's per-agent log budget (ROUTER_LOG_RATE, 100/s)."""
 THINK = 0.1
 """Mean pause (seconds) of a chat session between a reply and its next message."""
 HUNG_AFTER = 30.0
