@@ -20,6 +20,7 @@ from ._refresh import RefreshNow as RefreshNow
 from ._refresh import RefreshStatistics as RefreshStatistics
 from ._refresh import ToolRefresher as ToolRefresher
 from ._refresh import ToolRefresherClient as ToolRefresherClient
+from ._refresh import new_tools as new_tools
 from ._refresh import tool_refresher_spec as tool_refresher_spec
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "check_destination",
     "fetch_agent_card",
     "list_mcp_tools",
+    "new_tools",
     "stored_card_content",
     "tool_refresher_spec",
 ]

@@ -36,6 +36,8 @@ from runtime import Actor, ActorRef, ChildSpec
 from ._probe import ProbeError, fetch_agent_card, list_mcp_tools, stored_card_content
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from ._outbound import OutboundPolicy
@@ -205,7 +207,7 @@ class ToolRefresher(Actor[RefresherMessage]):
             async with self.sessionmaker.begin() as session:
                 servers = MCPRepository(session)
                 for url, listed in tools.items():
-                    await servers.set_reachable(url, _new_tools(listed))
+                    await servers.set_reachable(url, None if listed is None else new_tools(listed))
                 agents = A2ARepository(session)
                 for url, card in cards.items():
                     content = None if card is None else stored_card_content(card, url)
@@ -259,9 +261,8 @@ class ToolRefresher(Actor[RefresherMessage]):
             return result
 
 
-def _new_tools(listed: list[ToolInfo] | None) -> list[NewTool] | None:
-    if listed is None:
-        return None
+def new_tools(listed: Iterable[ToolInfo]) -> list[NewTool]:
+    """Return the rows to store for the tools a server listed, each with a new alias."""
     return [
         NewTool(
             name=tool.name,

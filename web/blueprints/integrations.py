@@ -19,18 +19,17 @@ from actors.tools import (
     CardInvalidError,
     OutboundPolicy,
     ProbeError,
-    ToolInfo,
     card_name,
     card_skill_descriptions,
     fetch_agent_card,
     list_mcp_tools,
+    new_tools,
     stored_card_content,
 )
 from persistence import (
     A2ARepository,
     AlreadyExistsError,
     MCPRepository,
-    NewTool,
     NotFoundError,
     new_alias,
 )
@@ -205,19 +204,6 @@ def _card_row(card: A2ACard) -> dict[str, Any]:
     }
 
 
-def _new_tools(tools: list[ToolInfo]) -> list[NewTool]:
-    return [
-        NewTool(
-            name=tool.name,
-            alias=new_alias(tool.name),
-            description=tool.description,
-            input_schema=tool.input_schema,
-            annotations=tool.annotations,
-        )
-        for tool in tools
-    ]
-
-
 # -- MCP servers ------------------------------------------------------------------------
 
 
@@ -255,7 +241,7 @@ async def add_mcp_server(data: ServerUrlBody, caller: Caller) -> Any:
         server = await repository.get_by_url(url, owner_id=caller.user_id)
         if server is None:
             try:
-                server = await repository.add(url, _new_tools(listed), owner_id=caller.user_id)
+                server = await repository.add(url, new_tools(listed), owner_id=caller.user_id)
             except AlreadyExistsError:
                 server = await repository.get_by_url(url, owner_id=caller.user_id)
                 assert server is not None
