@@ -389,6 +389,7 @@ async def _start_tree(
     services.metrics.add_probe(
         "log_rows", lambda: _registry_stats(registry), "Agent log rows by state"
     )
+    services.registry_status = lambda: _registry_events(registry)
     services.metrics.add_probe(
         "registry",
         lambda: _registry_events(registry),

@@ -49,6 +49,8 @@ class AppServices:
     system: ActorSystem | None = None
     """The running supervision tree (health, readiness, metrics)."""
     router_status: RouterStatus | None = None
+    registry_status: RouterStatus | None = None
+    """The registry's work waiting for the database (shown in ``/health``)."""
     drain: ChatDrain | None = None
     """The server's stop: once it has begun, readiness is 503 and new sockets are refused."""
     cipher: ApiKeyCipher | None = None

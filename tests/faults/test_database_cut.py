@@ -201,6 +201,8 @@ class TestDatabaseCut:
                 if line.startswith('genai_registry{stat="waiting_seconds"}')
             )
             assert float(waited.split()[-1]) > 0, waited
+            during = (await health(proxied.base_url))["registry"]
+            assert during["pending"] == 5 and during["waiting_seconds"] > 0, during
             assert stranger.returncode is None  # its answer waits for the row check
 
             proxied.proxy.restore()

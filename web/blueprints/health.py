@@ -70,6 +70,10 @@ class Health(BaseModel):
     draining: bool
     database: Check
     router: dict[str, Any]
+    registry: dict[str, Any] = Field(
+        description="Agent events waiting to be written, and for how long the registry "
+        "has been waiting for the database (0 when it is not)"
+    )
     tree: dict[str, Any] | None = Field(description="The supervision tree snapshot")
     dead_letters: list[dict[str, Any]]
 
@@ -98,6 +102,17 @@ async def _router() -> dict[str, Any]:
         return {"connected": False, "detail": "router session did not answer within 2 s"}
     except Exception as exc:  # a dead or restarting session is "not connected"
         return {"connected": False, "detail": f"{type(exc).__name__}: {exc}"[:300]}
+
+
+async def _registry() -> dict[str, Any]:
+    probe = services().registry_status
+    if probe is None:
+        return {}
+    try:
+        with anyio.fail_after(HEALTH_TIMEOUT):
+            return await probe()
+    except Exception as exc:  # a registry restarting has nothing to show
+        return {"detail": f"{type(exc).__name__}: {exc}"[:300]}
 
 
 def _draining() -> bool:
@@ -163,6 +178,7 @@ async def health() -> Any:
         draining=_draining(),
         database=database,
         router=router,
+        registry=await _registry(),
         tree=tree.to_dict() if tree is not None else None,
         dead_letters=letters,
     )
