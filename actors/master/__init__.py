@@ -2,10 +2,12 @@
 
 A client of the router as ``master_server_ml`` (in-process on the embedded router, as
 the router session is), speaking the upstream master's contract (PROTOCOL.md §3): it
-reads the conversation and the user's tools (eligible flows, active genai agents)
-straight from the database, runs a tool-calling loop with the user's model (OpenAI,
-Azure OpenAI, Ollama or any OpenAI-compatible server, through the official ``openai``
-client), calls agents through the router under the turn's ids, and answers
+reads the conversation and the user's tools (eligible flows, active genai agents,
+tools of active MCP servers, active A2A agents) straight from the database, runs a
+tool-calling loop with the user's model (OpenAI, Azure OpenAI, Ollama or any
+OpenAI-compatible server, through the official ``openai`` client), calls genai agents
+through the router under the turn's ids, MCP tools with the ``mcp`` client and A2A
+agents with the ``a2a-sdk`` client, and answers
 ``{agents_trace, response, is_success}``. Every failure is an answer with
 ``is_success: false`` and a text the user can act on. Place it with `master_agent_spec`.
 """

@@ -1,10 +1,12 @@
 """One master turn: the tool-calling loop between the user's model and their agents.
 
-The model is shown the conversation and the user's tools (flows and agents, by alias);
-each step either answers in text, which ends the turn, or calls tools: an agent is
-invoked through the router under the turn's ids, a flow runs its members in order (the
-first with the model's arguments, each next one with arguments the model is made to
-give for it, having seen what came before), and every result goes back to the model.
+The model is shown the conversation and the user's tools (flows, agents, MCP tools and
+A2A agents, by alias); each step either answers in text, which ends the turn, or calls
+tools: a genai agent is invoked through the router under the turn's ids, an MCP tool or
+an A2A agent over HTTP under the outbound policy of users' URLs, a flow runs its members
+in order (the first with the model's arguments, each next one with arguments the model
+is made to give for it, having seen what came before), and every result goes back to
+the model.
 Each model call and each agent call is a step with its own deadline; past
 ``max_steps`` model calls the turn stops.
 
@@ -31,12 +33,13 @@ from persistence import ChatTurnStore, is_database_unavailable
 
 from ..session import RouterConnectionError
 from ..tools import OutboundPolicy
+from ._a2a import A2ACallError, a2a_message_text, call_a2a_agent
 from ._agents import call_agent
 from ._exceptions import AgentCallError, StepLimitError, ToolCallError, TurnError
 from ._history import last_messages, model_messages, read_history
 from ._mcp import McpCallError, call_mcp_tool
 from ._providers import model_settings
-from ._tools import FLOW, MCP
+from ._tools import A2A, FLOW, MCP
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -287,13 +290,16 @@ class _Turn:
             entry["execution_time"] = time.perf_counter() - started
 
     async def call(self, tool: Tool, arguments: dict[str, Any], trace: list[dict[str, Any]]) -> Any:
-        """Call one agent (under the turn's ids) or MCP tool, recorded in ``trace``."""
+        """Call one agent (under the turn's ids), MCP tool or A2A agent, recorded in
+        ``trace``."""
         timeout = self.runner.settings.agent_timeout
         started = time.perf_counter()
         outcome: tuple[Any, float | None, str | None] | None = None
         with anyio.move_on_after(timeout):
             if tool.kind == MCP:
                 outcome = await self._mcp(tool, arguments)
+            elif tool.kind == A2A:
+                outcome = await self._a2a(tool, arguments)
             else:
                 outcome = await self._agent(tool, arguments)
         if outcome is None:
@@ -308,13 +314,14 @@ class _Turn:
             "id": tool.id,
             "name": tool.display_name,
             "type": tool.kind,
-            "input": arguments,
+            # An A2A agent is sent one text, which the trace shows (PROTOCOL.md §3.5).
+            "input": a2a_message_text(arguments) if tool.kind == A2A else arguments,
             "output": output,
             "execution_time": seconds if seconds else time.perf_counter() - started,
             "is_success": failure is None,
         }
         if tool.url is not None:
-            entry["url"] = tool.url
+            entry["url"] = tool.url if tool.kind != A2A else tool.url.rstrip("/") + "/"
         trace.append(entry)
         if failure is not None:
             raise AgentCallError(failure)
@@ -360,6 +367,24 @@ class _Turn:
             return failure, None, failure
         if not reply.is_success:
             return reply.output, None, f"The tool {tool.display_name} failed: {reply.output}"
+        return reply.output, None, None
+
+    async def _a2a(
+        self, tool: Tool, arguments: dict[str, Any]
+    ) -> tuple[Any, float | None, str | None]:
+        """Send a message to an A2A agent: its reply's text, and its failure text."""
+        assert tool.url is not None and tool.card is not None
+        try:
+            reply = await call_a2a_agent(tool.url, tool.card, arguments, self.runner.outbound)
+        except A2ACallError as exc:
+            logger.warning("A2A agent call failed: %s", exc)
+            failure = (
+                f"The A2A agent {tool.display_name} ({tool.url}) cannot be reached or did "
+                "not answer as A2A: check that it is running, then ask again."
+            )
+            return failure, None, failure
+        if not reply.is_success:
+            return reply.output, None, f"The agent {tool.display_name} failed: {reply.output}"
         return reply.output, None, None
 
 

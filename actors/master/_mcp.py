@@ -13,8 +13,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from actors.tools import check_destination
-from actors.tools._outbound import open_http_client
+from actors.tools import check_destination, open_http_client
 
 if TYPE_CHECKING:
     from actors.tools import OutboundPolicy

@@ -1,12 +1,12 @@
-"""The tools a user's turn may call: eligible flows, then active genai agents and the
-tools of active MCP servers.
+"""The tools a user's turn may call: eligible flows, then active genai agents, the
+tools of active MCP servers and active A2A agents.
 
 The list ``GET /api/agents/active?agent_type=all`` (API.md §13.6) answers the upstream
 master, read straight from the repositories, and kept per user for as long as the
 user's catalogue version (`persistence.CatalogueVersions`, moved on by the database's
 notifications, MCP servers' included) stays the same: a turn after an unchanged
 catalogue reads nothing. Each tool is named by its alias, which the model sees as the
-function name. A2A agents are not offered yet, nor the flows that hold one.
+function name.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from actors.tools import card_skill_descriptions
 from persistence import (
+    A2ARepository,
     AgentRepository,
     FlowRepository,
     MCPRepository,
@@ -29,13 +31,15 @@ from persistence import (
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from persistence import Agent, AgentFlow, CatalogueVersions, MCPServer, MCPTool
+    from persistence import A2ACard, Agent, AgentFlow, CatalogueVersions, MCPServer, MCPTool
 
 __all__ = [
+    "A2A",
     "GENAI",
     "MCP",
     "Tool",
     "ToolCatalogue",
+    "a2a_tool",
     "agent_tool",
     "flow_tool",
     "function_name",
@@ -45,10 +49,23 @@ __all__ = [
 GENAI = "genai"
 FLOW = "flow"
 MCP = "mcp"
+A2A = "a2a"
 # The upstream master's page of active agents (the route's default limit).
 _AGENT_LIMIT = 100
 _NAME_RE = re.compile(r"[^a-zA-Z0-9_-]")
 _EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+# What the upstream master asks of the model for an A2A agent (PROTOCOL.md §3.3).
+_A2A_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "task": {
+            "type": "string",
+            "description": "A meaningful, well-formulated task for the agent",
+        },
+        "text": {"type": "string"},
+    },
+    "required": ["task", "text"],
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,13 +73,14 @@ class Tool:
     """One tool of a turn.
 
     Attributes:
-        id: The agent's id (its router id), the MCP tool's or the flow's.
+        id: The agent's id (its router id), the MCP tool's, the A2A card's or the flow's.
         name: The alias: the tool list's ``name``.
-        kind: ``genai``, ``mcp`` or ``flow``.
+        kind: ``genai``, ``mcp``, ``a2a`` or ``flow``.
         function: The OpenAI tool definition bound for the model.
         members: A flow's members, in order (as tools).
-        url: An MCP tool's server URL.
+        url: An MCP tool's server URL, or the URL an A2A agent was added with.
         remote_name: An MCP tool's own name on its server.
+        card: An A2A agent's card as stored, with its name and description.
     """
 
     id: str
@@ -72,6 +90,7 @@ class Tool:
     members: tuple[Tool, ...] = ()
     url: str | None = None
     remote_name: str | None = None
+    card: dict[str, Any] | None = None
 
     @property
     def function_name(self) -> str:
@@ -131,6 +150,20 @@ def mcp_tool(tool: MCPTool, server: MCPServer) -> Tool:
     )
 
 
+def a2a_tool(card: A2ACard) -> Tool:
+    """Render an active A2A agent, named by its alias: a task and a text, described by
+    its card's description and its skills'."""
+    alias = card.alias or card.name or "a2a_agent"
+    skills = "\n".join(card_skill_descriptions(card.card_content))
+    description = f"{card.description or ''}\nSKILLS:\n{skills}"
+    function = {"function": {"description": description, "parameters": _A2A_PARAMETERS}}
+    content = card.card_content if isinstance(card.card_content, dict) else {}
+    stored = {**content, "name": card.name or alias, "description": card.description or ""}
+    return Tool(
+        str(card.id), alias, A2A, _function(function, alias), url=card.server_url, card=stored
+    )
+
+
 def flow_tool(flow: AgentFlow, members: tuple[Tool, ...]) -> Tool:
     """Render an eligible flow: the schema of its first member, its own name and text."""
     first = members[0].function["function"]
@@ -163,7 +196,8 @@ class ToolCatalogue:
         self._max_users = max_users
 
     async def tools_for(self, user_id: uuid.UUID) -> list[Tool]:
-        """Return the user's tools: eligible flows first, then active agents, newest first.
+        """Return the user's tools: eligible flows first, then active agents (newest
+        first), tools of active MCP servers and active A2A agents.
 
         Raises:
             sqlalchemy.exc.SQLAlchemyError, OSError: The database cannot be read.
@@ -191,10 +225,16 @@ class ToolCatalogue:
                 user_id, newest_first=True, limit=None
             )
             listed = await MCPRepository(session).tools([server.id for server in servers])
-        # Every tool the user may call, by its flow item key (an agent's id, mcp:<id>).
+            cards = await A2ARepository(session).list_for_user(
+                user_id, active_only=True, limit=None
+            )
+        # Every tool the user may call, by its flow item key (an agent's id, mcp:<id>,
+        # a2a:<id>).
         by_key = {str(agent.id): agent_tool(agent) for agent in everything}
         mcp = [mcp_tool(tool, server) for server in servers for tool in listed[server.id]]
+        a2a = [a2a_tool(card) for card in cards]
         by_key |= {item_key(tool.id, MCP): tool for tool in mcp}
+        by_key |= {item_key(tool.id, A2A): tool for tool in a2a}
         tools = [
             flow_tool(
                 flow, tuple(by_key[item_key(i, kind)] for i, kind in flow_item_ids(flow.flow))
@@ -203,4 +243,4 @@ class ToolCatalogue:
             if flow_item_ids(flow.flow) and is_eligible(flow, by_key.keys())
         ]
         tools += [by_key[str(agent.id)] for agent in everything[:_AGENT_LIMIT]]
-        return tools + mcp
+        return tools + mcp + a2a
