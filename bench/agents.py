@@ -26,15 +26,26 @@ as a ``genai-protocol`` agent does. For each count ``n``:
   database (every agent active, no agent event pending) agree; ``storm_agreed`` is 0
   when they did not within 60 s, and ``storm_*`` show where each stood.
 
+Every figure above is measured twice, by two servers in turn: first with the router
+trusting the agents' tokens (the names above), then with the token check ``serve``
+wires in (`actors.registry.agent_verifier`: signatures, then the agents' rows), under
+the same names prefixed ``verified_`` (``BENCH_VERIFIED_ONLY=1`` runs that one alone).
+As ``serve`` does once ready, each server's startup heap is frozen out of the cyclic
+collector (``gc.freeze()``) before the first count. ``BENCH_PROFILE=<file>`` writes a
+cProfile of the verified server over each count's connect, to ``<file>.<n>``.
+
 Baselines in the same run, on the same rows: the registry alone applying the same
 registrations told straight to it (``registry_registrations_per_s``), and one raw
-``UPDATE`` marking the same rows active (``db_update_rows_per_s``). ``ratio`` is
-``registrations_per_s`` at the largest count over the registry alone's rate.
+``UPDATE`` marking the same rows active (``db_update_rows_per_s``). ``ratio``
+(``verified_ratio``) is ``registrations_per_s`` (``verified_registrations_per_s``) at
+the largest count over the registry alone's rate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
+import gc
 import json
 import os
 import resource
@@ -51,7 +62,7 @@ from sqlalchemy.engine import make_url
 from websockets.asyncio.client import ClientConnection, connect
 
 import persistence
-from actors.registry import RegistryActor, RegistryConfig, registry_spec
+from actors.registry import RegistryActor, RegistryConfig, agent_verifier, registry_spec
 from actors.router import ApiKeys, RouterConfig, RouterHub, router_children
 from actors.session import (
     AgentRegistered,
@@ -89,6 +100,7 @@ SCHEMA = {
 # Sockets the child opens at once (a connect storm of thousands would only measure the
 # kernel's accept queue).
 CONNECTING = int(os.environ.get("BENCH_CONNECTING", "256"))
+PROFILE = os.environ.get("BENCH_PROFILE")
 
 
 def _raise_fd_limit() -> None:
@@ -264,12 +276,18 @@ class _Server:
         return False
 
 
-async def _phase(server: _Server, child: _Child, n: int) -> dict[str, float]:
+async def _phase(
+    server: _Server, child: _Child, n: int, profile: cProfile.Profile | None = None
+) -> dict[str, float]:
     """Connect ``n`` agents, time them to all active, then close them."""
     base = server.registry.statistics().registered
     cpu, started = time.process_time(), time.perf_counter()
+    if profile is not None:
+        profile.enable()
     await child.command(f"connect 0 {n}")
     ok = await server.wait_registered(base + n)
+    if profile is not None:
+        profile.disable()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     answer = await child.answer()
     active = await server.active()
@@ -376,15 +394,47 @@ async def _registry_alone(sessionmaker: Any, agents: list[tuple[str, str]]) -> t
 
 
 async def run(database_url: str, sizes: list[int]) -> dict[str, float]:
+    """Measure every count without the token check, then with it (``verified_*``)."""
     _raise_fd_limit()
     largest = max(sizes)
     agents = await _add_agents(database_url, largest)
     engine = persistence.create_engine(database_url, pool_size=5, max_overflow=5)
     sessionmaker = persistence.create_sessionmaker(engine)
+    results: dict[str, float] = {}
+    if not os.environ.get("BENCH_VERIFIED_ONLY"):
+        results |= await _run_server(sessionmaker, database_url, agents, sizes, verify=False)
+    verified = await _run_server(sessionmaker, database_url, agents, sizes, verify=True)
+    results |= {f"verified_{key}": value for key, value in verified.items()}
+    alone, raw = await _registry_alone(sessionmaker, agents)
+    await engine.dispose()
+    results["registry_registrations_per_s"] = alone
+    results["db_update_rows_per_s"] = raw
+    if f"registrations_per_s_{largest}" in results:
+        results["ratio"] = results[f"registrations_per_s_{largest}"] / alone
+    results["verified_ratio"] = results[f"verified_registrations_per_s_{largest}"] / alone
+    return results
+
+
+async def _run_server(
+    sessionmaker: Any,
+    database_url: str,
+    agents: list[tuple[str, str]],
+    sizes: list[int],
+    *,
+    verify: bool,
+) -> dict[str, float]:
+    """Run the server side (with the token check ``serve`` uses when ``verify``) and
+    the agents' child through every count, then the storm at the largest."""
+    largest = max(sizes)
     port = _free_port()
     url = f"ws://127.0.0.1:{port}/ws"
     keys = ApiKeys()
-    config = RouterConfig(port=port, ping_interval=None, keys=keys)
+    config = RouterConfig(
+        port=port,
+        ping_interval=None,
+        keys=keys,
+        verify_agent=agent_verifier(SECRET, "HS256", sessionmaker) if verify else None,
+    )
 
     def router(system: ActorSystem) -> Supervisor:
         # The session reaches the router in this process, as ``serve`` wires it.
@@ -424,8 +474,15 @@ async def run(database_url: str, sizes: list[int]) -> dict[str, float]:
                 with anyio.fail_after(WAIT):
                     while server.registry.statistics().pending_events:  # noqa: ASYNC110
                         await anyio.sleep(0.01)
+                # As ``serve`` does once ready: what startup built stays out of full
+                # collections, which would otherwise scan it again and again.
+                gc.collect()
+                gc.freeze()
                 for n in sizes:
-                    results |= await _phase(server, child, n)
+                    profile = cProfile.Profile() if PROFILE and verify else None
+                    results |= await _phase(server, child, n, profile)
+                    if profile is not None:
+                        profile.dump_stats(f"{PROFILE}.{n}")
                 results |= await _storm(server, child, largest)
                 stats = server.registry.statistics()
                 results["events_dropped"] = stats.events_overflowed + stats.events_failed
@@ -435,13 +492,9 @@ async def run(database_url: str, sizes: list[int]) -> dict[str, float]:
                 await child.command("quit")
                 await process.wait()
     finally:
+        gc.unfreeze()
         if process.returncode is None:
             process.kill()
-    alone, raw = await _registry_alone(sessionmaker, agents)
-    await engine.dispose()
-    results["registry_registrations_per_s"] = alone
-    results["db_update_rows_per_s"] = raw
-    results["ratio"] = results[f"registrations_per_s_{largest}"] / alone
     return results
 
 

@@ -10,7 +10,6 @@ import signal
 import socket
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,14 +33,12 @@ from actors import (
 )
 from actors.chat import ChatDrain
 from actors.master import LoopSettings, MasterConfig, master_agent_spec
-from actors.registry import decode_agent_jwt
+from actors.registry import agent_verifier
 from actors.router import (
-    AgentVerifier,
     ApiKeys,
     GetStatistics,
     LogLimits,
     RouterConfig,
-    VerifiedAgent,
     router_children,
 )
 from actors.session import WebSocketConnector
@@ -52,9 +49,7 @@ from persistence import (
     create_engine,
     create_sessionmaker,
     head_revision,
-    is_database_unavailable,
     is_up_to_date,
-    open_driver_connection,
     open_embedded_postgres,
     upgrade_to_head,
 )
@@ -304,7 +299,9 @@ async def _start_tree(
             host=settings.ROUTER_HOST,
             port=settings.ROUTER_PORT,
             keys=keys,
-            verify_agent=_agent_verifier(settings, sessionmaker),
+            verify_agent=agent_verifier(
+                settings.JWT_SECRET_KEY, settings.HASH_ALGORITHM, sessionmaker
+            ),
             log_limits=LogLimits(
                 rate=settings.ROUTER_LOG_RATE,
                 burst=settings.ROUTER_LOG_BURST,
@@ -483,44 +480,6 @@ async def _hub_stats(hub: Any) -> dict[str, float]:
         "standby_backends": stats.standby_backends,
         "swept_connections": stats.swept_connections,
     }
-
-
-_VERIFY_DATABASE_SECONDS = 2.0
-# One driver statement for a whole batch of tokens: an ORM session cost more than the
-# check itself in an agent storm.
-_AGENT_OWNERS = "SELECT id, creator_id FROM agents WHERE id = ANY($1::uuid[])"
-
-
-def _agent_verifier(settings: Settings, sessionmaker: Any) -> AgentVerifier:
-    """Check agent tokens for the embedded router: the signatures, then the agents' rows
-    (``id = sub``, ``creator_id = user_id``), all in one query."""
-
-    async def verify(tokens: list[str]) -> list[VerifiedAgent | None]:
-        secret, algorithm = settings.JWT_SECRET_KEY, settings.HASH_ALGORITHM
-        claims = [decode_agent_jwt(token, secret, algorithm) for token in tokens]
-        ids = list({c.agent_id for c in claims if c is not None})
-        owners: dict[uuid.UUID, uuid.UUID] | None = None
-        if ids:
-            with anyio.move_on_after(_VERIFY_DATABASE_SECONDS):
-                try:
-                    async with open_driver_connection(bound_engine(sessionmaker)) as conn:
-                        rows = await conn.fetch(_AGENT_OWNERS, ids)
-                    owners = {row["id"]: row["creator_id"] for row in rows}
-                except Exception as exc:
-                    if not (is_database_unavailable(exc) or isinstance(exc, OSError)):
-                        raise
-            if owners is None:
-                # The database is down or slow: a token we signed is enough to connect,
-                # and the registry still refuses the agent once its row can be read.
-                logger.warning("%d agent tokens checked without their rows", len(ids))
-        return [
-            None
-            if c is None or (owners is not None and owners.get(c.agent_id) != c.user_id)
-            else VerifiedAgent(str(c.agent_id), str(c.user_id))
-            for c in claims
-        ]
-
-    return verify
 
 
 class _MeasuredMaster:

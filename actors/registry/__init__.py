@@ -21,6 +21,7 @@ from ._rules import decode_agent_jwt as decode_agent_jwt
 from ._rules import next_alias as next_alias
 from ._rules import normalise_name as normalise_name
 from ._rules import validate_log as validate_log
+from ._verifier import agent_verifier as agent_verifier
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -32,6 +33,7 @@ __all__ = [
     "RegistryConfig",
     "RegistryMessage",
     "RegistryStatistics",
+    "agent_verifier",
     "decode_agent_jwt",
     "next_alias",
     "normalise_name",
