@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import jwt
 import pytest
 from sqlalchemy import func, select
 
 from actors.registry import (
     RegistryClient,
     RegistryConfig,
+    decode_agent_jwt,
     next_alias,
     normalise_name,
     registry_spec,
@@ -93,6 +96,38 @@ class TestRules:
         assert validate_log("a", "not-a-uuid", rid, "info", "m") is None
         stored = validate_log("a", sid, rid, "info", "a\x00b")
         assert stored is not None and stored.message == "a\ufffdb"
+
+    def test_a_valid_token_is_checked_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # The router's check and the registry's read the same token, and a storm
+        # reconnects the same agents: one signature check per token is enough.
+        decodes: list[str] = []
+        decode = jwt.decode
+
+        def counted(token: str, *args: Any, **kwargs: Any) -> Any:
+            decodes.append(token)
+            return decode(token, *args, **kwargs)
+
+        monkeypatch.setattr(jwt, "decode", counted)
+        agent, user = uuid.uuid4(), uuid.uuid4()
+        token = mint_jwt(agent, user)
+        for _ in range(3):
+            claims = decode_agent_jwt(token, SECRET)
+            assert claims is not None and (claims.agent_id, claims.user_id) == (agent, user)
+        assert decodes == [token]
+        assert decode_agent_jwt(token, "another secret of at least 32 bytes") is None
+        assert (
+            decode_agent_jwt(mint_jwt(agent, user, "another secret, 32 bytes or more"), SECRET)
+            is None
+        )
+
+    def test_a_remembered_token_is_refused_once_expired(self) -> None:
+        expires = int(time.time()) + 2
+        claims = {"sub": str(uuid.uuid4()), "exp": expires, "user_id": str(uuid.uuid4())}
+        token = jwt.encode(claims, SECRET, algorithm="HS256")
+        assert decode_agent_jwt(token, SECRET) is not None
+        while time.time() < expires + 0.1:  # a bounded wait: two seconds at most
+            time.sleep(0.05)
+        assert decode_agent_jwt(token, SECRET) is None
 
 
 class TestRegistration:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
+import jwt
 import pytest
 
 from actors.router import (
@@ -60,6 +62,31 @@ class TestIdentify:
         token = mint_jwt("a1")
         found = identify(self.headers(x_custom_authorization=token), KEYS)
         assert found == Identity("a1", ClientKind.AGENT, agent_jwt=token)
+
+    def test_agent_jwt_sub_is_read_without_a_pyjwt_decode(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The verifier checks the token; reading the claim must not cost a second
+        # decode per socket in a storm of thousands.
+        decodes: list[str] = []
+        decode = jwt.decode
+
+        def counted(token: str, *args: Any, **kwargs: Any) -> Any:
+            decodes.append(token)
+            return decode(token, *args, **kwargs)
+
+        monkeypatch.setattr(jwt, "decode", counted)
+        token = mint_jwt("a1")
+        found = identify(self.headers(x_custom_authorization=token), KEYS)
+        assert found == Identity("a1", ClientKind.AGENT, agent_jwt=token)
+        assert decodes == []
+
+    def test_a_token_that_is_not_a_jwt_with_a_sub_is_the_id(self) -> None:
+        deep = base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode().rstrip("=")
+        no_sub = jwt.encode({"user_id": "u"}, "k" * 32, algorithm="HS256")
+        for token in ("a.b.c", "e30.e30.", "!!.e30.x", f"{deep}.e30.x", f"e30.{deep}.x", no_sub):
+            found = identify(self.headers(x_custom_authorization=token), KEYS)
+            assert found == Identity(token, ClientKind.AGENT, agent_jwt=token)
 
     def test_non_jwt_value_is_the_id(self) -> None:
         found = identify(self.headers(x_custom_authorization="fake"), KEYS)
