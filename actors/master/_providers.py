@@ -18,6 +18,7 @@ import collections
 import contextlib
 import dataclasses
 import json
+import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,7 @@ import httpx2
 import openai
 
 from ._exceptions import ProviderError
+from ._http import ProviderTransport
 
 __all__ = ["Completion", "ModelSettings", "ProviderPool", "model_settings"]
 
@@ -116,6 +118,17 @@ def model_settings(configs: Mapping[str, Any]) -> ModelSettings:
     )
 
 
+def _http_client() -> httpx2.AsyncClient:
+    """The HTTP client of one provider base URL: the ``openai`` client's default one, on
+    `ProviderTransport` unless the environment names a proxy (which a transport of
+    our own would bypass)."""
+    if urllib.request.getproxies():
+        return openai.DefaultAsyncHttpxClient(timeout=None)
+    return openai.DefaultAsyncHttpxClient(
+        timeout=None, transport=ProviderTransport(limits=openai.DEFAULT_CONNECTION_LIMITS)
+    )
+
+
 def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
 
@@ -151,9 +164,7 @@ class ProviderPool:
             return client
         http = self._http.get((settings.kind, settings.base_url))
         if http is None:
-            http = self._http[(settings.kind, settings.base_url)] = openai.DefaultAsyncHttpxClient(
-                timeout=None
-            )
+            http = self._http[(settings.kind, settings.base_url)] = _http_client()
         api_key = settings.api_key or _NO_KEY
         if settings.kind == AZURE:
             assert settings.base_url is not None  # model_settings requires the endpoint
