@@ -63,10 +63,14 @@ class PlanningAgent(AgentExecutor):
         """Nothing to cancel: each answer is immediate."""
 
 
-def a2a_agent_app(url: str, agent: PlanningAgent, name: str = "Travel Agent") -> Any:
-    """An A2A agent at ``url`` (its card names that URL) running ``agent``."""
+def a2a_agent_app(
+    url: str, agent: PlanningAgent, name: str = "Travel Agent", *, v0_3: bool = False
+) -> Any:
+    """An A2A agent at ``url`` (its card names that URL) running ``agent``; with
+    ``v0_3``, it also speaks the protocol's older JSON-RPC (0.3) at the same path."""
     card = a2a_card(url, name)
     handler = DefaultRequestHandlerV2(
         agent_executor=agent, task_store=InMemoryTaskStore(), agent_card=card
     )
-    return Starlette(routes=create_agent_card_routes(card) + create_jsonrpc_routes(handler, "/"))
+    rpc = create_jsonrpc_routes(handler, "/", enable_v0_3_compat=v0_3)
+    return Starlette(routes=create_agent_card_routes(card) + rpc)

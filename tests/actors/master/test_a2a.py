@@ -85,3 +85,27 @@ async def test_the_outbound_policy_applies(server: ThreadServer, agent: Planning
     with pytest.raises(A2ACallError, match="refused address"):
         await call_a2a_agent(server.url, card, {"task": "Plan", "text": "Paris"}, strict)
     assert agent.received == []
+
+
+async def test_an_older_card_is_reached_at_the_url_it_was_added_with() -> None:
+    # The older card form's endpoint was its "url", which is not stored: the agent is
+    # called where its card was found, in the protocol's older JSON-RPC.
+    agent = PlanningAgent("Old")
+    port = free_port()
+    server = ThreadServer(
+        lambda: a2a_agent_app(f"http://127.0.0.1:{port}/", agent, v0_3=True), port=port
+    ).start()
+    card = {
+        "name": "Old_Agent",
+        "description": "from before",
+        "version": "0.1",
+        "capabilities": {},
+        "defaultInputModes": ["text"],
+        "defaultOutputModes": ["text"],
+        "skills": [{"id": "s", "name": "S", "description": "does s", "tags": []}],
+    }
+    try:
+        reply = await call_a2a_agent(server.url, card, {"task": "Plan", "text": "Paris"}, POLICY)
+    finally:
+        server.stop()
+    assert (reply.is_success, reply.output) == (True, "Old planned: Plan\nParis")
