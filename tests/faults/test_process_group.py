@@ -12,7 +12,6 @@ import uuid
 from pathlib import Path
 
 import anyio
-import pytest
 from websockets.asyncio.client import connect
 
 from actors.chat import SHUTTING_DOWN
@@ -21,14 +20,14 @@ from web import Settings
 from .conftest import make_world, open_master, open_sessionmaker, receive, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
-UV = os.environ.get("UV") or shutil.which("uv")
+# The README's commands run the suite under uv, which names itself in UV; run.py keeps its
+# own uv in .uv/ when none is on the PATH.
+UV = os.environ.get("UV") or shutil.which("uv") or str(ROOT / ".uv" / "bin" / "uv")
 
 
-@pytest.mark.skipif(UV is None, reason="uv is not on this machine")
 async def test_a_stop_sent_to_the_group_through_uv_run_drains(
     server_settings: Settings, database_url: str, tmp_path: Path
 ) -> None:
-    assert UV is not None
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
