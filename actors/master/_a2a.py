@@ -21,11 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from actors.tools import ResponseTooLargeError, check_destination
+from actors.tools import open_guarded_client
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from actors.tools import OutboundPolicy
 
 __all__ = ["A2ACallError", "A2AReply", "a2a_message_text", "call_a2a_agent"]
@@ -50,58 +48,10 @@ def a2a_message_text(arguments: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-class _LimitedStream(httpx.AsyncByteStream):
-    """A response body that fails once more than ``limit`` bytes came through."""
-
-    def __init__(self, inner: httpx.AsyncByteStream, limit: int) -> None:
-        self._inner = inner
-        self._limit = limit
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        seen = 0
-        async for chunk in self._inner:
-            seen += len(chunk)
-            if seen > self._limit:
-                raise ResponseTooLargeError(f"response longer than {self._limit} bytes")
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-class _GuardedTransport(httpx.AsyncBaseTransport):
-    """The outbound policy's checks for the SDK's ``httpx`` client."""
-
-    def __init__(self, policy: OutboundPolicy) -> None:
-        self._policy = policy
-        # No proxies from the environment: the address checked is the address reached.
-        self._inner = httpx.AsyncHTTPTransport(trust_env=False, retries=0)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await check_destination(str(request.url), self._policy)
-        response = await self._inner.handle_async_request(request)
-        length = response.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self._policy.max_bytes:
-            await response.aclose()
-            raise ResponseTooLargeError(f"response of {length} bytes")
-        stream = response.stream
-        assert isinstance(stream, httpx.AsyncByteStream)
-        response.stream = _LimitedStream(stream, self._policy.max_bytes)
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
 def _http_client(policy: OutboundPolicy) -> httpx.AsyncClient:
     # No read time-out: an agent may think for as long as the caller's deadline allows.
-    timeout = httpx.Timeout(None, connect=policy.connect_timeout, pool=policy.connect_timeout)
-    return httpx.AsyncClient(
-        transport=_GuardedTransport(policy),
-        timeout=timeout,
-        follow_redirects=False,
-        trust_env=False,
-    )
+    client: httpx.AsyncClient = open_guarded_client(policy, http=httpx, read_timeout=None)
+    return client
 
 
 def _agent_card(card: dict[str, Any], url: str) -> Any:

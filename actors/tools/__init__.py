@@ -6,6 +6,7 @@ from ._outbound import OutboundPolicy as OutboundPolicy
 from ._outbound import OutboundRefusedError as OutboundRefusedError
 from ._outbound import ResponseTooLargeError as ResponseTooLargeError
 from ._outbound import check_destination as check_destination
+from ._outbound import open_guarded_client as open_guarded_client
 from ._outbound import open_http_client as open_http_client
 from ._probe import AGENT_CARD_PATHS as AGENT_CARD_PATHS
 from ._probe import CardInvalidError as CardInvalidError
@@ -43,6 +44,7 @@ __all__ = [
     "fetch_agent_card",
     "list_mcp_tools",
     "new_tools",
+    "open_guarded_client",
     "open_http_client",
     "stored_card_content",
     "tool_refresher_spec",

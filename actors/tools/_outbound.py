@@ -16,10 +16,12 @@ transport that checks where it goes and how much comes back:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -33,6 +35,7 @@ __all__ = [
     "OutboundRefusedError",
     "ResponseTooLargeError",
     "check_destination",
+    "open_guarded_client",
     "open_http_client",
 ]
 
@@ -101,47 +104,79 @@ async def check_destination(url: str, policy: OutboundPolicy) -> None:
             raise OutboundRefusedError(f"{host} resolves to a refused address ({address})")
 
 
-class _LimitedStream(httpx2.AsyncByteStream):
-    """A response body that fails once more than ``limit`` bytes came through."""
+@functools.cache
+def _guarded_transport(http: ModuleType) -> type[Any]:
+    """Return the guarded transport class for ``http``: ``httpx2`` (ours, the MCP
+    client's) or ``httpx`` (the a2a-sdk's). The two share an API but not their base
+    classes, which their clients check, so the class is made once for each."""
 
-    def __init__(self, inner: httpx2.AsyncByteStream, limit: int) -> None:
-        self._inner = inner
-        self._limit = limit
+    class LimitedStream(http.AsyncByteStream):  # type: ignore[name-defined,misc]
+        """A response body that fails once more than ``limit`` bytes came through."""
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        seen = 0
-        async for chunk in self._inner:
-            seen += len(chunk)
-            if seen > self._limit:
-                raise ResponseTooLargeError(f"response longer than {self._limit} bytes")
-            yield chunk
+        def __init__(self, inner: Any, limit: int) -> None:
+            self._inner = inner
+            self._limit = limit
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            seen = 0
+            async for chunk in self._inner:
+                seen += len(chunk)
+                if seen > self._limit:
+                    raise ResponseTooLargeError(f"response longer than {self._limit} bytes")
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    class GuardedTransport(http.AsyncBaseTransport):  # type: ignore[name-defined,misc]
+        """Checks each request's destination and bounds each response's length."""
+
+        def __init__(self, policy: OutboundPolicy) -> None:
+            self._policy = policy
+            # No proxies from the environment: the address checked is the address reached.
+            self._inner = http.AsyncHTTPTransport(trust_env=False, retries=0)
+
+        async def handle_async_request(self, request: Any) -> Any:
+            await check_destination(str(request.url), self._policy)
+            response = await self._inner.handle_async_request(request)
+            length = response.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > self._policy.max_bytes:
+                await response.aclose()
+                raise ResponseTooLargeError(f"response of {length} bytes")
+            stream = response.stream
+            assert isinstance(stream, http.AsyncByteStream)
+            response.stream = LimitedStream(stream, self._policy.max_bytes)
+            return response
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return GuardedTransport
 
 
-class _GuardedTransport(httpx2.AsyncBaseTransport):
-    """Checks each request's destination and bounds each response's length."""
+def open_guarded_client(
+    policy: OutboundPolicy, *, http: ModuleType = httpx2, read_timeout: float | None = None
+) -> Any:
+    """Return an ``http.AsyncClient`` for users' URLs under ``policy`` (a context manager).
 
-    def __init__(self, policy: OutboundPolicy) -> None:
-        self._policy = policy
-        # No proxies from the environment: the address checked is the address reached.
-        self._inner = httpx2.AsyncHTTPTransport(trust_env=False, retries=0)
+    It follows no redirect and takes no proxy from the environment; every request's
+    destination is checked and every response's length bounded.
 
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        await check_destination(str(request.url), self._policy)
-        response = await self._inner.handle_async_request(request)
-        length = response.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self._policy.max_bytes:
-            await response.aclose()
-            raise ResponseTooLargeError(f"response of {length} bytes")
-        stream = response.stream
-        assert isinstance(stream, httpx2.AsyncByteStream)
-        response.stream = _LimitedStream(stream, self._policy.max_bytes)
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+    Args:
+        policy: The outbound rules.
+        http: The client library, ``httpx2`` or ``httpx`` (for an SDK that takes one).
+        read_timeout: Seconds a read may wait; None waits for as long as the caller's
+            own deadline allows.
+    """
+    timeout = http.Timeout(
+        read_timeout, connect=policy.connect_timeout, pool=policy.connect_timeout
+    )
+    return http.AsyncClient(
+        transport=_guarded_transport(http)(policy),
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+    )
 
 
 def open_http_client(policy: OutboundPolicy) -> httpx2.AsyncClient:
@@ -149,12 +184,5 @@ def open_http_client(policy: OutboundPolicy) -> httpx2.AsyncClient:
 
     It follows no redirect by itself (the MCP transports follow same-origin ones).
     """
-    timeout = httpx2.Timeout(
-        policy.read_timeout, connect=policy.connect_timeout, pool=policy.connect_timeout
-    )
-    return httpx2.AsyncClient(
-        transport=_GuardedTransport(policy),
-        timeout=timeout,
-        follow_redirects=False,
-        trust_env=False,
-    )
+    client: httpx2.AsyncClient = open_guarded_client(policy, read_timeout=policy.read_timeout)
+    return client
