@@ -58,7 +58,6 @@ from typing import Any
 import anyio
 import asyncpg
 import jwt
-from sqlalchemy.engine import make_url
 from websockets.asyncio.client import ClientConnection, connect
 
 import persistence
@@ -81,7 +80,7 @@ from runtime import (
     open_actor_system,
 )
 
-from .logs import _admin, _free_port, _plain, _server_url
+from .logs import _free_port, _plain, open_bench_database
 
 SECRET = "bench-secret-of-at-least-32-bytes-long"
 WAIT = 60.0
@@ -499,17 +498,8 @@ async def _run_server(
 
 
 async def main(sizes: list[int]) -> None:
-    server_url, embedded = await _server_url()
-    name = f"genai_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    await _admin(server_url, f'CREATE DATABASE "{name}"')
-    database_url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        await persistence.upgrade_to_head(database_url)
+    async with open_bench_database() as database_url:
         results = await run(database_url, sizes)
-    finally:
-        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if embedded is not None:
-            embedded.__exit__(None, None, None)
     for key, value in results.items():
         print(
             f"{key}={value:.0f}"

@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import signal
 import sys
@@ -76,7 +75,7 @@ from tests.faults.proxy import TcpProxy, open_proxy
 from web import Settings
 from web._server import open_server
 
-from .logs import _admin, _free_port, _plain, _server_url
+from .logs import _free_port, _plain, open_bench_database
 
 CHAT_SESSIONS = 8
 AGENTS = 4
@@ -577,17 +576,8 @@ async def _load_and_faults(
 async def main(seconds: float, seed: int) -> None:
     random.seed(seed)
     print(f"seed={seed}", flush=True)
-    server_url, embedded = await _server_url()
-    name = f"genai_chaos_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    await _admin(server_url, f'CREATE DATABASE "{name}"')
-    database_url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        await persistence.upgrade_to_head(database_url)
+    async with open_bench_database("genai_chaos") as database_url:
         results = await run(database_url, seconds)
-    finally:
-        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if embedded is not None:
-            embedded.__exit__(None, None, None)
     for key, value in results.items():
         print(f"{key}={value:.0f}" if float(value).is_integer() else f"{key}={value:.2f}")
 

@@ -59,15 +59,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy.engine import make_url
 from websockets.asyncio.client import ClientConnection, connect
 
-import persistence
 from persistence import DatabaseSettings
 from web import Settings
 from web._server import open_server
 
-from .logs import _admin, _free_port, _server_url
+from .logs import _free_port, open_bench_database
 
 PROFILE = os.environ.get("BENCH_PROFILE")
 PROFILE_PHASE = os.environ.get("BENCH_PROFILE_PHASE", "chat_20")
@@ -409,17 +407,8 @@ async def run(database_url: str, turns: int) -> dict[str, float]:
 
 
 async def main(turns: int) -> None:
-    server_url, embedded = await _server_url()
-    name = f"genai_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    await _admin(server_url, f'CREATE DATABASE "{name}"')
-    database_url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        await persistence.upgrade_to_head(database_url)
+    async with open_bench_database() as database_url:
         results = await run(database_url, turns)
-    finally:
-        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if embedded is not None:
-            embedded.__exit__(None, None, None)
     for key, value in results.items():
         print(f"{key}={value:.0f}" if value > 100 else f"{key}={value:.3f}")
 

@@ -32,6 +32,7 @@ takes with no server in front. ``ratio`` is ``logs_per_s`` over it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import cProfile
 import json
 import os
@@ -39,6 +40,7 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,25 @@ async def _server_url() -> tuple[str, persistence.EmbeddedPostgres | None]:
         server = persistence.EmbeddedPostgres(cache / "pgdata")
         server.__enter__()
         return server.url(), server
+
+
+@contextlib.asynccontextmanager
+async def open_bench_database(prefix: str = "genai_bench") -> AsyncIterator[str]:
+    """Create a throw-away database migrated to head for one run; yield its URL.
+
+    It lives on ``BENCH_POSTGRES`` (or the embedded server) and is dropped at the end.
+    """
+    server_url, embedded = await _server_url()
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    await _admin(server_url, f'CREATE DATABASE "{name}"')
+    database_url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        await persistence.upgrade_to_head(database_url)
+        yield database_url
+    finally:
+        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if embedded is not None:
+            embedded.__exit__(None, None, None)
 
 
 async def _admin(url: str, statement: str) -> None:
@@ -301,17 +322,8 @@ async def _copy_floor(database_url: str, total: int, batch: int) -> float:
 
 
 async def main(agent_count: int, per_agent: int) -> None:
-    server_url, embedded = await _server_url()
-    name = f"genai_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    await _admin(server_url, f'CREATE DATABASE "{name}"')
-    database_url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        await persistence.upgrade_to_head(database_url)
+    async with open_bench_database() as database_url:
         results = await run(database_url, agent_count, per_agent)
-    finally:
-        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if embedded is not None:
-            embedded.__exit__(None, None, None)
     for key, value in results.items():
         print(
             f"{key}={value:.0f}"
