@@ -32,6 +32,8 @@ from ._models import AgentFlow as AgentFlow
 from ._models import Base as Base
 from ._models import ChatConversation as ChatConversation
 from ._models import ChatMessage as ChatMessage
+from ._models import ChatTurn as ChatTurn
+from ._models import ChatTurnEvent as ChatTurnEvent
 from ._models import File as File
 from ._models import Log as Log
 from ._models import MCPServer as MCPServer
@@ -41,6 +43,7 @@ from ._models import ModelProvider as ModelProvider
 from ._models import Project as Project
 from ._models import SenderType as SenderType
 from ._models import Team as Team
+from ._models import TurnStatus as TurnStatus
 from ._models import User as User
 from ._models import UserProfile as UserProfile
 from ._models import utcnow as utcnow
@@ -101,6 +104,8 @@ __all__ = [
     "ChatConversation",
     "ChatMessage",
     "ChatRepository",
+    "ChatTurn",
+    "ChatTurnEvent",
     "ChatTurnStore",
     "ConfigRepository",
     "DatabaseSettings",
@@ -135,6 +140,7 @@ __all__ = [
     "ToolSourceUrls",
     "TurnLookup",
     "TurnStatements",
+    "TurnStatus",
     "User",
     "UserProfile",
     "UserRepository",

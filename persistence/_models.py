@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Enum,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     Uuid,
     func,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -42,6 +44,8 @@ __all__ = [
     "Base",
     "ChatConversation",
     "ChatMessage",
+    "ChatTurn",
+    "ChatTurnEvent",
     "File",
     "Log",
     "MCPServer",
@@ -51,6 +55,7 @@ __all__ = [
     "Project",
     "SenderType",
     "Team",
+    "TurnStatus",
     "User",
     "UserProfile",
     "statement_time",
@@ -296,6 +301,60 @@ class ChatMessage(Base):
     __table_args__ = (
         Index("ix_chatmessages_conversation_id_created_at", "conversation_id", "created_at"),
     )
+
+
+class TurnStatus(enum.StrEnum):
+    """Where a chat turn is: ``queued`` → ``running`` → one of the four ends."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    ANSWERED = "answered"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+class ChatTurn(Base):
+    """One accepted chat message and how its turn went (ours; the original has none).
+
+    ``delivered`` tells whether the reply reached an open socket; one that did not is
+    sent to the session's next socket. ``process_id`` is the server process running it.
+    """
+
+    __tablename__ = "chatturns"
+
+    request_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("chatconversations.session_id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    delivered: Mapped[bool] = mapped_column(server_default="false")
+    process_id: Mapped[uuid.UUID | None]
+
+    __table_args__ = (Index("ix_chatturns_status_process_id", "status", "process_id"),)
+
+
+class ChatTurnEvent(Base):
+    """One step of a turn, numbered per conversation (``seq`` from 1, gap-free)."""
+
+    __tablename__ = "chatturnevents"
+
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("chatconversations.session_id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger(), primary_key=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    # No key of its own: the conversation's cascade removes a user's events.
+    user_id: Mapped[uuid.UUID]
+    kind: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB(), server_default="{}")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
 
 
 class MCPServer(Base):
