@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-from . import agents, chats, files, flows, health, integrations, llm, logs, profiles, users, ws
+from . import (
+    agents,
+    asyncapi,
+    chats,
+    files,
+    flows,
+    health,
+    integrations,
+    llm,
+    logs,
+    profiles,
+    turns,
+    users,
+    ws,
+)
 
 __all__ = ["BLUEPRINTS"]
 
@@ -17,7 +31,9 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     llm.blueprint,
     logs.blueprint,
     chats.blueprint,
+    turns.blueprint,
     files.blueprint,
     health.blueprint,
     ws.blueprint,
+    asyncapi.blueprint,
 )
