@@ -58,6 +58,7 @@ from .repositories import AgentListing as AgentListing
 from .repositories import AgentRepository as AgentRepository
 from .repositories import ChatRepository as ChatRepository
 from .repositories import ChatTurnStore as ChatTurnStore
+from .repositories import CleanUp as CleanUp
 from .repositories import ConfigRepository as ConfigRepository
 from .repositories import FileRepository as FileRepository
 from .repositories import FlowRepository as FlowRepository
@@ -70,8 +71,12 @@ from .repositories import NewLog as NewLog
 from .repositories import NewTool as NewTool
 from .repositories import ProfileRepository as ProfileRepository
 from .repositories import ProviderRepository as ProviderRepository
+from .repositories import ReplyFor as ReplyFor
 from .repositories import ToolSourceUrls as ToolSourceUrls
+from .repositories import TurnEventRecord as TurnEventRecord
+from .repositories import TurnHistory as TurnHistory
 from .repositories import TurnLookup as TurnLookup
+from .repositories import TurnRecord as TurnRecord
 from .repositories import TurnStatements as TurnStatements
 from .repositories import UserRepository as UserRepository
 from .repositories import distinct_urls as distinct_urls
@@ -107,6 +112,7 @@ __all__ = [
     "ChatTurn",
     "ChatTurnEvent",
     "ChatTurnStore",
+    "CleanUp",
     "ConfigRepository",
     "DatabaseSettings",
     "EmbeddedPostgres",
@@ -135,10 +141,14 @@ __all__ = [
     "ProfileRepository",
     "Project",
     "ProviderRepository",
+    "ReplyFor",
     "SenderType",
     "Team",
     "ToolSourceUrls",
+    "TurnEventRecord",
+    "TurnHistory",
     "TurnLookup",
+    "TurnRecord",
     "TurnStatements",
     "TurnStatus",
     "User",

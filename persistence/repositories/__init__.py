@@ -22,6 +22,11 @@ from .tools import ToolSourceUrls as ToolSourceUrls
 from .tools import distinct_urls as distinct_urls
 from .tools import reevaluate_tool_flows as reevaluate_tool_flows
 from .tools import valid_item_keys as valid_item_keys
+from .turn_history import CleanUp as CleanUp
+from .turn_history import ReplyFor as ReplyFor
+from .turn_history import TurnEventRecord as TurnEventRecord
+from .turn_history import TurnHistory as TurnHistory
+from .turn_history import TurnRecord as TurnRecord
 from .turns import ChatTurnStore as ChatTurnStore
 from .turns import ModelChoice as ModelChoice
 from .turns import TurnLookup as TurnLookup
@@ -35,6 +40,7 @@ __all__ = [
     "AgentRepository",
     "ChatRepository",
     "ChatTurnStore",
+    "CleanUp",
     "ConfigRepository",
     "FileRepository",
     "FlowRepository",
@@ -47,8 +53,12 @@ __all__ = [
     "NewTool",
     "ProfileRepository",
     "ProviderRepository",
+    "ReplyFor",
     "ToolSourceUrls",
+    "TurnEventRecord",
+    "TurnHistory",
     "TurnLookup",
+    "TurnRecord",
     "TurnStatements",
     "UserRepository",
     "distinct_urls",
