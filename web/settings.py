@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     # Loopback, private and link-local addresses: allowed in development unless set false,
     # refused elsewhere unless set true.
     OUTBOUND_ALLOW_PRIVATE: bool | None = None
+    # Chat turns and their events are kept this long (hours), then deleted by the janitor,
+    # which looks for them this often (seconds).
+    TURN_RETENTION_HOURS: float = Field(168.0, gt=0)
+    TURN_JANITOR_INTERVAL_SECONDS: float = Field(600.0, gt=0)
 
     ROUTER_WS_URL: str | None = None
     ROUTER_HOST: str = "0.0.0.0"
