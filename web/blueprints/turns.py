@@ -1,9 +1,163 @@
-"""Placeholder: filled in by the next commits."""
+"""Chat turns: how each message's turn went, its events, and cancelling one.
+
+Owner-scoped as the rest of ``/api``: another user's turn is answered as an unknown one
+(404). A cancel goes to the live chat actor holding the turn when this process has one;
+otherwise (its process stopped, or it runs nowhere) the turn is finished here, with the
+same stored reply the chat actor would send.
+"""
 
 from __future__ import annotations
 
-from quart import Blueprint
+import json
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID
 
-__all__ = ["blueprint"]
+from pydantic import BaseModel, Field
+from quart import Blueprint
+from quart_schema import tag_blueprint
+
+from actors.chat import agent_response_frame, error_reply
+from persistence import TurnEventRecord, TurnHistory, TurnRecord, TurnStatus
+
+from ..auth import Caller, requires_user
+from ..common import Timestamp, json_response
+from ..errors import APIError
+from ..services import services
+from ..validation import responds, validate_path, validate_query
+
+__all__ = ["CANCELLED", "EventDTO", "TurnDTO", "blueprint", "cancelled_reply"]
 
 blueprint = Blueprint("turns", __name__)
+tag_blueprint(blueprint, ["chats"])
+
+CANCELLED = "Turn cancelled"
+"""The text of a cancelled turn's reply."""
+
+# PostgreSQL's OFFSET and the event numbers are bigints.
+_MAX_BIGINT = 2**63 - 1
+
+
+class TurnListQuery(BaseModel):
+    session_id: UUID
+    limit: int = Field(100, ge=1, le=500)
+    offset: int = Field(0, ge=0, le=_MAX_BIGINT)
+
+
+class EventQuery(BaseModel):
+    after_seq: int = Field(0, ge=0, le=_MAX_BIGINT)
+
+
+class TurnDTO(BaseModel):
+    request_id: UUID
+    session_id: UUID
+    status: str
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+
+    @classmethod
+    def of(cls, turn: TurnRecord) -> TurnDTO:
+        return cls(
+            request_id=turn.request_id,
+            session_id=turn.session_id,
+            status=turn.status.value,
+            created_at=turn.created_at,
+            started_at=turn.started_at,
+            finished_at=turn.finished_at,
+        )
+
+
+class EventDTO(BaseModel):
+    seq: int
+    request_id: UUID
+    kind: str
+    at: Timestamp
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: TurnEventRecord) -> EventDTO:
+        return cls(
+            seq=event.seq,
+            request_id=event.request_id,
+            kind=event.kind,
+            at=event.created_at,
+            data=dict(event.data),
+        )
+
+
+class TurnList(BaseModel):
+    turns: list[TurnDTO]
+
+
+class TurnWithEvents(TurnDTO):
+    events: list[EventDTO]
+
+
+def cancelled_reply(request_id: UUID, session_id: UUID) -> tuple[str, Mapping[str, Any]]:
+    """Return the stored content and the ``agent_response`` frame of a cancelled turn."""
+    reply = error_reply(CANCELLED)
+    frame = agent_response_frame(reply, request_id=request_id, session_id=session_id, files=())
+    # The history's content is the response object's JSON text, as for every master reply.
+    return json.dumps(reply.response, ensure_ascii=False, default=str), json.loads(frame)
+
+
+def _history() -> TurnHistory:
+    return TurnHistory(services().sessionmaker)
+
+
+@blueprint.get("/api/chat/turns")
+@requires_user
+@validate_query(TurnListQuery)
+@responds(TurnList)
+async def list_turns(query: TurnListQuery, caller: Caller) -> Any:
+    """List the caller's turns of one conversation, newest first."""
+    turns = await _history().list_turns(
+        caller.user_id, query.session_id, limit=query.limit, offset=query.offset
+    )
+    return json_response(TurnList(turns=[TurnDTO.of(turn) for turn in turns]))
+
+
+@blueprint.get("/api/chat/turns/<request_id>")
+@requires_user
+@validate_path(request_id=UUID)
+@validate_query(EventQuery)
+@responds(TurnWithEvents)
+async def get_turn(request_id: UUID, query: EventQuery, caller: Caller) -> Any:
+    """Return one of the caller's turns with its events (after ``after_seq``), in order."""
+    history = _history()
+    turn = await history.get_turn(caller.user_id, request_id)
+    if turn is None:
+        raise APIError(404, "Turn not found")
+    events = await history.events(caller.user_id, request_id, after_seq=query.after_seq)
+    out = TurnWithEvents(
+        **TurnDTO.of(turn).model_dump(), events=[EventDTO.of(event) for event in events]
+    )
+    return json_response(out)
+
+
+@blueprint.post("/api/chat/turns/<request_id>/cancel")
+@requires_user
+@validate_path(request_id=UUID)
+@responds(TurnDTO, 202)
+async def cancel_turn(request_id: UUID, caller: Caller) -> Any:
+    """Cancel one of the caller's queued or running turns; it is answered once, cancelled."""
+    history = _history()
+    turn = await history.get_turn(caller.user_id, request_id)
+    if turn is None:
+        raise APIError(404, "Turn not found")
+    if turn.is_final:
+        raise APIError(409, "Turn is already finished")
+    chats = services().chats
+    if chats is not None and await chats.cancel_turn(caller.user_id, turn.session_id, request_id):
+        # The chat actor answers the turn; it may not have finished it yet.
+        turn = await history.get_turn(caller.user_id, request_id) or turn
+    else:
+        finished = await history.finish_orphan(request_id, TurnStatus.CANCELLED, cancelled_reply)
+        if finished is None:
+            raise APIError(404, "Turn not found")
+        if finished.status != TurnStatus.CANCELLED:
+            # It ended another way between the read and the cancel.
+            raise APIError(409, "Turn is already finished")
+        turn = finished
+    return json_response(TurnDTO.of(turn), 202)
