@@ -10,6 +10,13 @@ HTTP clients are pooled per provider kind and base URL: users of one server shar
 connections, whatever their keys. The client does not retry and has no timeout of its
 own: the caller's cancel scope owns each call's deadline, and a rate limit is the
 user's to see at once rather than ours to wait out.
+
+The client builds each key and model's request once (URL, headers, auth); each call
+sends that request with its own body on the pooled HTTP client and reads three keys of
+the answer's JSON, and an error answer is read by the client into its own exceptions.
+Its per-call machinery (options copied and merged, the URL parsed and joined, headers
+merged and validated, retries, the answer's models) cost as much server CPU as the
+HTTP exchange it wraps.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import collections
 import contextlib
 import dataclasses
 import json
+import ssl
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
@@ -153,6 +161,9 @@ class ProviderPool:
         self._clients: collections.OrderedDict[
             tuple[str, str | None, str | None, str], openai.AsyncOpenAI
         ] = collections.OrderedDict()
+        self._endpoints: collections.OrderedDict[
+            tuple[str, str | None, str | None, str, str], _Endpoint
+        ] = collections.OrderedDict()
         self._max_keys = max_keys
 
     def client(self, settings: ModelSettings) -> openai.AsyncOpenAI:
@@ -189,6 +200,57 @@ class ProviderPool:
             self._clients.popitem(last=False)  # its HTTP client stays, shared
         return client
 
+    async def _endpoint(self, settings: ModelSettings) -> _Endpoint:
+        """Return the chat-completions request of these settings' client and model, as
+        the client builds it (URL, headers, extensions), but for its body.
+
+        The client builds it once, for a probe that goes nowhere: its own request
+        machinery (options, retries, URL and header merging, the answer's models)
+        costs more server CPU per call than the HTTP exchange it wraps, and gives the
+        same request each time for one key and model.
+        """
+        key = (
+            settings.kind,
+            settings.base_url,
+            settings.api_version,
+            settings.api_key or "",
+            settings.model,
+        )
+        endpoint = self._endpoints.get(key)
+        if endpoint is not None:
+            self._endpoints.move_to_end(key)
+            return endpoint
+        client = self.client(settings)
+        built: list[httpx2.Request] = []
+
+        def probe(request: httpx2.Request) -> httpx2.Response:
+            built.append(request)
+            return httpx2.Response(200, json={})
+
+        async with httpx2.AsyncClient(transport=httpx2.MockTransport(probe)) as http:
+            await client.with_options(http_client=http).post(
+                "/chat/completions",
+                cast_to=httpx2.Response,
+                body={"model": settings.model, "messages": []},
+            )
+        request = built[0]
+        endpoint = _Endpoint(
+            client=client,
+            http=self._http[(settings.kind, settings.base_url)],
+            url=request.url,
+            # The body's length is each call's own.
+            headers=[
+                (name, value)
+                for name, value in request.headers.raw
+                if name.lower() != b"content-length"
+            ],
+            extensions=dict(request.extensions),
+        )
+        self._endpoints[key] = endpoint
+        if len(self._endpoints) > self._max_keys:
+            self._endpoints.popitem(last=False)
+        return endpoint
+
     async def complete(
         self,
         settings: ModelSettings,
@@ -204,7 +266,7 @@ class ProviderPool:
             ProviderError: The provider refused the call (its status and what to do),
                 could not be reached, answered nothing usable, or passed the deadline.
         """
-        client = self.client(settings)
+        endpoint = await self._endpoint(settings)
         body: dict[str, Any] = {"model": settings.model, "messages": messages}
         if settings.temperature is not None:
             body["temperature"] = settings.temperature
@@ -212,38 +274,61 @@ class ProviderPool:
             body["tools"] = tools
             if tool_choice is not None:
                 body["tool_choice"] = tool_choice
+        # As the client encodes JSON bodies.
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        request = httpx2.Request(
+            "POST",
+            endpoint.url,
+            headers=endpoint.headers,
+            content=content.encode(),
+            extensions=dict(endpoint.extensions),
+        )
         try:
             with anyio.fail_after(timeout):
-                # The client's plain post, its answer read as JSON: `create` walks every
-                # message and schema against its typed parameters, and builds models of
-                # the answer, which together cost more server CPU than the rest of a
-                # turn; our body is plain JSON already and we read three keys.
-                response = await client.post(
-                    "/chat/completions", cast_to=httpx2.Response, body=body
-                )
-                answer = await response.aread()
+                response = await endpoint.http.send(request)
         except TimeoutError:
             raise ProviderError(
                 f"The model {settings.model} at {settings.where} did not answer within "
                 f"{timeout:g} s: try again, or check that the provider is up."
             ) from None
-        except openai.APIError as exc:
-            raise _provider_error(settings, exc) from exc
-        except httpx2.HTTPError as exc:  # reading the body, after the client's own checks
-            raise ProviderError(
-                f"The provider '{settings.provider}' ({settings.where}) broke off its "
-                "answer: try again, or check that it is running."
-            ) from exc
-        return _completion(settings, answer)
+        # The client's own reading of what went wrong, as its request machinery has it.
+        except httpx2.TimeoutException as exc:
+            raise _provider_error(settings, openai.APITimeoutError(request)) from exc
+        except (httpx2.RequestError, ssl.SSLError, anyio.EndOfStream) as exc:
+            raise _provider_error(settings, openai.APIConnectionError(request=request)) from exc
+        if not response.is_success:
+            error = endpoint.client._make_status_error_from_response(response)
+            raise _provider_error(settings, error)
+        return _completion(settings, response.content)
 
     async def aclose(self) -> None:
         """Close every pooled HTTP client (bounded; waits for their connections)."""
         clients, self._http = list(self._http.values()), {}
         self._clients.clear()
+        self._endpoints.clear()
         with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
             for http in clients:
                 with contextlib.suppress(Exception):
                     await http.aclose()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Endpoint:
+    """One client's chat-completions request but for its body, and where it is sent.
+
+    Attributes:
+        client: The provider client that built it (and reads its error answers).
+        http: The pooled HTTP client of its base URL.
+        url: The request's URL (Azure's: of the deployment, with the API version).
+        headers: The request's headers but its length: the key's, the client's own.
+        extensions: The request's ``httpx2`` extensions (its time-outs: none).
+    """
+
+    client: openai.AsyncOpenAI
+    http: httpx2.AsyncClient
+    url: httpx2.URL
+    headers: list[tuple[bytes, bytes]]
+    extensions: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
