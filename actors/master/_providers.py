@@ -239,11 +239,13 @@ class ProviderPool:
             http=self._http[(settings.kind, settings.base_url)],
             url=request.url,
             # The body's length is each call's own.
-            headers=[
-                (name, value)
-                for name, value in request.headers.raw
-                if name.lower() != b"content-length"
-            ],
+            headers=httpx2.Headers(
+                [
+                    (name, value)
+                    for name, value in request.headers.raw
+                    if name.lower() != b"content-length"
+                ]
+            ),
             extensions=dict(request.extensions),
         )
         self._endpoints[key] = endpoint
@@ -279,9 +281,9 @@ class ProviderPool:
         request = httpx2.Request(
             "POST",
             endpoint.url,
-            headers=endpoint.headers,
+            headers=endpoint.headers,  # copied as they are, not parsed again
             content=content.encode(),
-            extensions=dict(endpoint.extensions),
+            extensions=endpoint.extensions,  # copied
         )
         try:
             with anyio.fail_after(timeout):
@@ -327,7 +329,7 @@ class _Endpoint:
     client: openai.AsyncOpenAI
     http: httpx2.AsyncClient
     url: httpx2.URL
-    headers: list[tuple[bytes, bytes]]
+    headers: httpx2.Headers
     extensions: dict[str, Any]
 
 

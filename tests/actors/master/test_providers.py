@@ -121,6 +121,50 @@ class TestCalls:
         assert fake.paths == ["/openai/deployments/dep/chat/completions?api-version=2024-06-01"]
         assert fake.headers[0]["api-key"] == "sk-one"
 
+    async def test_each_call_is_the_request_the_client_builds_with_its_own_body(
+        self,
+    ) -> None:
+        async with open_fake_openai(lambda _request: text("ok")) as fake:
+            pool = ProviderPool()
+            try:
+                settings = model_settings(configs(base_url=fake.base_url))
+                client = pool.client(settings)
+                short = [{"role": "user", "content": "hi"}]
+                long = [{"role": "user", "content": "é" * 5000}]
+                for messages in (short, long, short):
+                    await pool.complete(settings, messages, [], timeout=5)
+            finally:
+                await pool.aclose()
+        assert [r["messages"] for r in fake.requests] == [short, long, short]
+        assert fake.paths == ["/v1/chat/completions"] * 3
+        for headers in fake.headers:
+            assert headers["user-agent"] == client.user_agent
+            assert headers["x-stainless-retry-count"] == "0"
+            assert headers["content-type"] == "application/json"
+        assert len({h["content-length"] for h in fake.headers}) == 2
+
+    async def test_azure_calls_each_model_at_its_own_deployment(self) -> None:
+        async with open_fake_openai(lambda _request: text("hello")) as fake:
+            pool = ProviderPool()
+            try:
+                for deployment in ("one", "two", "one"):
+                    settings = model_settings(
+                        configs(
+                            provider="Azure OpenAI",
+                            endpoint=f"http://127.0.0.1:{fake.port}",
+                            api_version="2024-06-01",
+                            deployment_name=deployment,
+                        )
+                    )
+                    await pool.complete(settings, MESSAGES, [], timeout=5)
+            finally:
+                await pool.aclose()
+        assert fake.paths == [
+            f"/openai/deployments/{name}/chat/completions?api-version=2024-06-01"
+            for name in ("one", "two", "one")
+        ]
+        assert [r["model"] for r in fake.requests] == ["one", "two", "one"]
+
     async def test_clients_share_one_pool_per_base_url_whatever_the_key(self) -> None:
         async with open_fake_openai(lambda _request: text("ok")) as fake:
             pool = ProviderPool()
