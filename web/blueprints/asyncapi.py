@@ -15,6 +15,9 @@ __all__ = ["blueprint"]
 
 blueprint = Blueprint("asyncapi", __name__)
 
+# The page runs nothing and loads nothing: only its own inline style is allowed.
+_PAGE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
 
 @functools.cache
 def _bodies() -> tuple[bytes, bytes]:
@@ -34,4 +37,8 @@ async def asyncapi_json() -> Response:
 @hide
 async def asyncapi_page() -> Response:
     """Return the document as a readable HTML page."""
-    return Response(_bodies()[1], content_type="text/html; charset=utf-8")
+    return Response(
+        _bodies()[1],
+        content_type="text/html; charset=utf-8",
+        headers={"Content-Security-Policy": _PAGE_POLICY},
+    )
