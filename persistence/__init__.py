@@ -72,12 +72,15 @@ from .repositories import NewTool as NewTool
 from .repositories import ProfileRepository as ProfileRepository
 from .repositories import ProviderRepository as ProviderRepository
 from .repositories import ReplyFor as ReplyFor
+from .repositories import SessionAttachment as SessionAttachment
 from .repositories import ToolSourceUrls as ToolSourceUrls
 from .repositories import TurnEventRecord as TurnEventRecord
 from .repositories import TurnHistory as TurnHistory
 from .repositories import TurnLookup as TurnLookup
 from .repositories import TurnRecord as TurnRecord
+from .repositories import TurnRowWrite as TurnRowWrite
 from .repositories import TurnStatements as TurnStatements
+from .repositories import TurnWrites as TurnWrites
 from .repositories import UserRepository as UserRepository
 from .repositories import distinct_urls as distinct_urls
 from .repositories import flow_item_ids as flow_item_ids
@@ -143,14 +146,17 @@ __all__ = [
     "ProviderRepository",
     "ReplyFor",
     "SenderType",
+    "SessionAttachment",
     "Team",
     "ToolSourceUrls",
     "TurnEventRecord",
     "TurnHistory",
     "TurnLookup",
     "TurnRecord",
+    "TurnRowWrite",
     "TurnStatements",
     "TurnStatus",
+    "TurnWrites",
     "User",
     "UserProfile",
     "UserRepository",

@@ -10,8 +10,10 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -31,7 +33,15 @@ from actors import (
     registry_spec,
     router_session_spec,
 )
-from actors.chat import ChatDrain
+from actors.chat import (
+    INTERRUPTED,
+    ChatDrain,
+    TurnDirectory,
+    agent_response_body,
+    error_reply,
+    stored_content,
+)
+from actors.janitor import janitor_spec
 from actors.master import LoopSettings, MasterConfig, master_agent_spec
 from actors.registry import agent_verifier
 from actors.router import (
@@ -45,10 +55,13 @@ from actors.session import WebSocketConnector
 from actors.tools import ToolRefresherClient, tool_refresher_spec
 from persistence import (
     DatabaseSettings,
+    TurnHistory,
+    TurnStatus,
     bound_engine,
     create_engine,
     create_sessionmaker,
     head_revision,
+    is_database_unavailable,
     is_up_to_date,
     open_embedded_postgres,
     upgrade_to_head,
@@ -72,6 +85,7 @@ if TYPE_CHECKING:
     from quart import Quart
 
     from actors.session import MasterReplied
+    from persistence import LogEntry
     from runtime import ActorRef
 
     from .metrics import Metrics
@@ -280,8 +294,10 @@ async def _start_tree(
         if embedded_router
         else str(settings.ROUTER_WS_URL)
     )
+    directory = TurnDirectory()
+    await _finish_interrupted_turns(sessionmaker, services)
     fanout = LogFanoutClient(system)
-    await system.start(log_fanout_spec())
+    await system.start(log_fanout_spec(observe=lambda log: _report_log(directory, log)))
     await system.start(catalogue_watcher_spec(bound_engine(sessionmaker).url, services.catalogue))
     await system.start(
         registry_spec(
@@ -308,6 +324,7 @@ async def _start_tree(
                 bytes_rate=settings.ROUTER_LOG_BYTES_RATE,
                 bytes_burst=settings.ROUTER_LOG_BYTES_BURST,
             ),
+            observe=directory.report,
         )
         router_specs += router_children(router_config)
     connector = None
@@ -363,8 +380,18 @@ async def _start_tree(
         files_dir=settings.FILES_DIR,
         drain=chat_drain,
         observe=master.observe,
+        directory=directory,
+        master_kind="builtin" if settings.builtin_master else "external",
+        process_id=services.process_id,
     )
     await system.start(chat_supervisor_spec(deps))
+    await system.start(
+        janitor_spec(
+            sessionmaker,
+            retention=timedelta(hours=settings.TURN_RETENTION_HOURS),
+            interval=settings.TURN_JANITOR_INTERVAL_SECONDS,
+        )
+    )
     await system.start(
         tool_refresher_spec(
             sessionmaker,
@@ -413,6 +440,41 @@ async def _start_tree(
         )
     )
     return router_url
+
+
+async def _finish_interrupted_turns(sessionmaker: Any, services: AppServices) -> None:
+    """Answer the turns a process that is gone left open: each is ``interrupted``, its
+    reply stored and sent to the conversation's next socket.
+
+    One process owns the database here, so every open turn is another's (an earlier
+    run of this server that did not stop cleanly). A database that cannot be reached
+    now leaves them for the next start.
+    """
+    try:
+        finished = await TurnHistory(sessionmaker).finish_orphans(
+            process_id=services.process_id,
+            status=TurnStatus.INTERRUPTED,
+            reply_for=_interrupted_reply,
+        )
+    except Exception as exc:
+        if not is_database_unavailable(exc):
+            raise
+        logger.warning("open chat turns left as they are: %r", exc)
+        return
+    if finished:
+        logger.warning("%d chat turns were interrupted by the last stop", finished)
+
+
+def _interrupted_reply(request_id: uuid.UUID, session_id: uuid.UUID) -> tuple[str, dict[str, Any]]:
+    reply = error_reply(INTERRUPTED)
+    body = agent_response_body(reply, request_id=request_id, session_id=session_id, files=())
+    return stored_content(reply), body
+
+
+def _report_log(directory: TurnDirectory, log: LogEntry) -> None:
+    if len(directory):
+        data = {"agent_id": log.agent_id, "log_type": log.log_level, "message": log.message}
+        directory.report(str(log.request_id), "agent_log", data)
 
 
 async def _router_status(session: RouterSessionClient) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,8 @@ class AppServices:
     """Users' catalogue versions; the list routes cache their answers only while live."""
     throttle: LoginThrottle | None = None
     """Failed logins per username and address; made from the settings on first use."""
+    process_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    """This server process: written on the chat turns it runs."""
 
     def api_key_cipher(self) -> ApiKeyCipher:
         """Return the provider API-key cipher, built from the settings on first use.

@@ -21,6 +21,8 @@ Composition: start `chat_supervisor_spec(ChatDeps(...))` in the system, then han
 from __future__ import annotations
 
 from ._actor import DEFAULT_MASTER_TIMEOUT as DEFAULT_MASTER_TIMEOUT
+from ._actor import CancelOutcome as CancelOutcome
+from ._actor import CancelTurn as CancelTurn
 from ._actor import ChatActor as ChatActor
 from ._actor import ChatDeps as ChatDeps
 from ._actor import ChatMessage as ChatMessage
@@ -31,18 +33,27 @@ from ._actor import TurnObserver as TurnObserver
 from ._actor import Unsubscribe as Unsubscribe
 from ._context import current_request_id as current_request_id
 from ._context import current_session_id as current_session_id
+from ._directory import TurnDirectory as TurnDirectory
+from ._directory import TurnStep as TurnStep
 from ._drain import SHUTTING_DOWN as SHUTTING_DOWN
 from ._drain import ChatDrain as ChatDrain
 from ._exceptions import ChatBusyError as ChatBusyError
 from ._exceptions import ChatError as ChatError
 from ._exceptions import ChatStoppingError as ChatStoppingError
 from ._exceptions import ChatUnavailableError as ChatUnavailableError
+from ._frames import CANCELLED as CANCELLED
 from ._frames import DATABASE_UNAVAILABLE as DATABASE_UNAVAILABLE
+from ._frames import INTERRUPTED as INTERRUPTED
 from ._frames import ChatInput as ChatInput
 from ._frames import Reply as Reply
+from ._frames import agent_response_body as agent_response_body
 from ._frames import agent_response_frame as agent_response_frame
 from ._frames import error_reply as error_reply
 from ._frames import master_payload as master_payload
+from ._frames import stored_content as stored_content
+from ._journal import TurnEvent as TurnEvent
+from ._journal import TurnJournal as TurnJournal
+from ._journal import turn_event_frame as turn_event_frame
 from ._ports import ApiKeyDecrypter as ApiKeyDecrypter
 from ._ports import MasterInvoker as MasterInvoker
 from ._supervisor import DEFAULT_CHAT_INTENSITY as DEFAULT_CHAT_INTENSITY
@@ -53,12 +64,16 @@ from ._supervisor import ChatSupervisor as ChatSupervisor
 from ._supervisor import chat_supervisor_spec as chat_supervisor_spec
 
 __all__ = [
+    "CANCELLED",
     "DATABASE_UNAVAILABLE",
     "DEFAULT_CHAT_INTENSITY",
     "DEFAULT_MASTER_TIMEOUT",
     "DEFAULT_QUEUED_MESSAGES",
+    "INTERRUPTED",
     "SHUTTING_DOWN",
     "ApiKeyDecrypter",
+    "CancelOutcome",
+    "CancelTurn",
     "ChatActor",
     "ChatBusyError",
     "ChatDeps",
@@ -75,12 +90,19 @@ __all__ = [
     "PostMessage",
     "Reply",
     "Subscribe",
+    "TurnDirectory",
+    "TurnEvent",
+    "TurnJournal",
     "TurnObserver",
+    "TurnStep",
     "Unsubscribe",
+    "agent_response_body",
     "agent_response_frame",
     "chat_supervisor_spec",
     "current_request_id",
     "current_session_id",
     "error_reply",
     "master_payload",
+    "stored_content",
+    "turn_event_frame",
 ]

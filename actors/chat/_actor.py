@@ -11,14 +11,24 @@ that subscribe or leave while a turn waits. A turn goes::
 
 A message posted while a turn runs is stashed and handled once it is answered; the
 runtime keeps stashed messages across a restart, so a crash loses none.
+
+Every step of a turn is an event of the conversation's `TurnJournal` (accepted, started,
+master invoked, what agents did, the reply), numbered and sent at once to the sockets
+that watch (``events=1``), and stored on the way by the turn's own statements, or by a
+flush of the actor when none comes soon (`_FLUSH_DELAY`). A socket that joins is sent
+the replies no socket received, and, if it asks, the events after a number it saw.
+A turn can be cancelled (`CancelTurn`), running or queued.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -29,8 +39,12 @@ from persistence import (
     ApiKeyDecryptionError,
     ChatTurnStore,
     FileRepository,
+    NotFoundError,
+    SessionAttachment,
     TurnLookup,
     TurnStatements,
+    TurnStatus,
+    TurnWrites,
     is_database_unavailable,
 )
 from runtime import Actor, Down, MailboxFullError
@@ -43,9 +57,11 @@ from ..session import (
     RouterUnavailableError,
 )
 from ._context import turn_context
+from ._directory import TurnStep
 from ._drain import SHUTTING_DOWN
 from ._exceptions import ChatBusyError, ChatStoppingError
 from ._frames import (
+    CANCELLED,
     CHAT_NOT_FOUND,
     CONFIG_NOT_FOUND,
     DATABASE_UNAVAILABLE,
@@ -54,7 +70,7 @@ from ._frames import (
     UNEXPECTED,
     ChatInput,
     Reply,
-    agent_response_frame,
+    agent_response_body,
     configs_for,
     error_reply,
     file_dto,
@@ -64,6 +80,7 @@ from ._frames import (
     stored_content,
     title_for,
 )
+from ._journal import TurnEvent, TurnJournal, turn_event_frame
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -75,11 +92,14 @@ if TYPE_CHECKING:
     from runtime import ActorRef
 
     from ..session import MasterReply
+    from ._directory import TurnDirectory
     from ._drain import ChatDrain
     from ._ports import ApiKeyDecrypter, MasterInvoker
 
 __all__ = [
     "DEFAULT_MASTER_TIMEOUT",
+    "CancelOutcome",
+    "CancelTurn",
     "ChatActor",
     "ChatDeps",
     "ChatMessage",
@@ -95,6 +115,15 @@ logger = logging.getLogger(__name__)
 DEFAULT_MASTER_TIMEOUT = 300.0
 # A turn the actor stops under (a crash) is answered within this, stored if possible.
 _STOP_ANSWER_SECONDS = 1.0
+# Events wait this long for a statement of their turn to carry them before a flush of
+# their own stores them: a quick turn stores its events in no extra round trip.
+_FLUSH_DELAY = 0.1
+# While the database cannot take them, flushes are tried again with a doubling pause up
+# to this, and given up (logged) after this many attempts, so the actor can passivate.
+_FLUSH_MAX_PAUSE = 5.0
+_FLUSH_ATTEMPTS = 30
+# Events a joining socket is replayed from the database per read.
+_REPLAY_PAGE = 1000
 
 TurnObserver = Callable[[str, float], None]
 """Told how each master invocation ended (``ok``, ``not_active``, ``failed``,
@@ -117,6 +146,13 @@ class ChatDeps:
         drain: The server's stop: admits messages and cuts the master wait of a turn
             short at its deadline. None: turns are never cut.
         observe: Told the outcome and duration of every master invocation (metrics).
+        directory: Where running turns register, so that the router and the log fan-out
+            can report their steps. None: no agent steps are seen.
+        master_kind: ``builtin`` or ``external``: who answers (the ``master_invoked``
+            event says it).
+        cancel_master_turn: Stops the built-in master's work on a request (None: the
+            master cannot be told, as the external one cannot).
+        process_id: This server process, written on the turns it runs.
     """
 
     sessionmaker: async_sessionmaker[AsyncSession]
@@ -127,6 +163,10 @@ class ChatDeps:
     clock: Callable[[], float] = field(default=time.time)
     drain: ChatDrain | None = None
     observe: TurnObserver | None = None
+    directory: TurnDirectory | None = None
+    master_kind: str = "external"
+    cancel_master_turn: Callable[[str], None] | None = None
+    process_id: uuid.UUID | None = None
 
 
 # -- messages ---------------------------------------------------------------------------
@@ -137,17 +177,37 @@ class PostMessage:
     """Run one turn for this message and answer every subscribed socket.
 
     Post it through `Room.admit` first (`ChatSession.post` does): the room counts it
-    until it is answered.
+    until it is answered. ``request_id`` names its turn from the start, so that it can
+    be cancelled while it waits.
     """
 
     input: ChatInput
+    request_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """Send this session's frames to ``outbox`` from now on (ask: answers the `Room`)."""
+    """Send this session's frames to ``outbox`` from now on (ask: answers the `Room`).
+
+    ``events``: also the ``turn_event`` frames; ``after_seq``: first replay the events
+    numbered after it (implies ``events``).
+    """
 
     outbox: SocketOutbox
+    events: bool = False
+    after_seq: int | None = None
+
+
+CancelOutcome = str
+"""``cancelled`` (the turn is being answered as cancelled), ``unknown`` (no turn of
+that id runs or waits here)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTurn:
+    """Cancel the running or queued turn ``request_id`` (ask: answers a `CancelOutcome`)."""
+
+    request_id: uuid.UUID
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +237,33 @@ class _Expired:
     """The server's stop has reached its deadline: stop waiting for the master."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Attached:
+    """A joining socket's read is done (``found`` None: the database failed)."""
+
+    outbox: SocketOutbox
+    after_seq: int | None
+    found: SessionAttachment | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Flushed:
+    """The flush task ended."""
+
+
 ChatMessage = (
-    PostMessage | Subscribe | Unsubscribe | MasterReplied | Down | _Prepared | _Answered | _Expired
+    PostMessage
+    | Subscribe
+    | Unsubscribe
+    | CancelTurn
+    | TurnStep
+    | MasterReplied
+    | Down
+    | _Prepared
+    | _Answered
+    | _Expired
+    | _Attached
+    | _Flushed
 )
 
 
@@ -200,6 +285,20 @@ class Room:
         self._drain = drain
         self.pending = 0
         """Messages admitted and not answered yet."""
+        self.journal = TurnJournal()
+        """The conversation's events and what of them is not stored yet."""
+        self.watchers: dict[SocketOutbox, int] = {}
+        """Sockets that get ``turn_event`` frames, with the last number each was sent."""
+        self.catching_up: set[SocketOutbox] = set()
+        """Watchers being replayed what they missed: live events wait for them."""
+        self.queued: dict[uuid.UUID, ChatInput] = {}
+        """Requests announced as queued behind a running turn, and their messages."""
+        self.cancelled: set[uuid.UUID] = set()
+        """Queued requests answered as cancelled: skipped when their turn comes."""
+        self.answered_to: collections.deque[tuple[uuid.UUID, frozenset[int]]] = collections.deque(
+            maxlen=32
+        )
+        """The last turns answered, with the sockets (``id()``) their frame went to."""
 
     def add(self, outbox: SocketOutbox) -> None:
         if outbox not in self._outboxes:
@@ -208,16 +307,34 @@ class Room:
     def remove(self, outbox: SocketOutbox) -> None:
         if outbox in self._outboxes:
             self._outboxes.remove(outbox)
+        self.watchers.pop(outbox, None)
+        self.catching_up.discard(outbox)
 
     def live(self) -> list[SocketOutbox]:
         """Return the open outboxes, forgetting the closed ones."""
-        self._outboxes = [outbox for outbox in self._outboxes if not outbox.closed]
+        if any(outbox.closed for outbox in self._outboxes):
+            self._outboxes = [outbox for outbox in self._outboxes if not outbox.closed]
+            for gone in [outbox for outbox in self.watchers if outbox.closed]:
+                self.remove(gone)
         return list(self._outboxes)
 
     def broadcast(self, text: str) -> None:
         """Queue ``text`` on every open outbox; a full one closes itself. Never waits."""
         for outbox in self.live():
             outbox.send_nowait(text)
+
+    def publish_ready(self, session_id: uuid.UUID) -> None:
+        """Send the journal's events that are ready, in order, to the watchers that are
+        not being replayed. Never waits."""
+        for event in self.journal.publishable():
+            if not self.watchers:
+                continue
+            frame = turn_event_frame(session_id, event)
+            for outbox, last in self.watchers.items():
+                if outbox in self.catching_up or event.seq <= last:
+                    continue
+                outbox.send_nowait(frame)
+                self.watchers[outbox] = event.seq
 
     def admit(self) -> None:
         """Count one more message to answer (does not wait).
@@ -250,6 +367,12 @@ class _Turn:
     # perf_counter() when the master was invoked; None unless waiting for its reply.
     invoked_at: float | None = None
     answered: bool = False
+    # Cancelled before the master was invoked: answered so once its step is done.
+    cancel_requested: bool = False
+    # A queued turn cancelled before it ran: its message is stored with the reply.
+    store_message: bool = False
+    # Its final event is recorded (the answer is being stored).
+    finishing: bool = False
 
 
 # -- the actor --------------------------------------------------------------------------
@@ -266,15 +389,15 @@ class ChatActor(Actor[ChatMessage]):
     for it answers `ROUTER_UNAVAILABLE` at once (it is watched); neither is a crash.
     An unexpected exception still answers the turn with ``Unexpected error occured.
     Try again later`` and then crashes the actor, which its supervisor restarts with
-    the same room. When the last socket has left and nothing is pending, the actor stops
-    (passivation).
+    the same room. When the last socket has left, nothing is pending and every event is
+    stored, the actor stops (passivation).
 
     Args:
         user_id: The owner.
         session_id: The conversation id.
         deps: Database, master invoker, cipher and settings.
-        room: The subscribed sockets and pending messages, shared with the instances
-            restarted after a crash.
+        room: The subscribed sockets, pending messages and the turn journal, shared
+            with the instances restarted after a crash.
     """
 
     def __init__(
@@ -284,11 +407,17 @@ class ChatActor(Actor[ChatMessage]):
         self.session_id = session_id
         self.deps = deps
         self.room = room
-        self._store = ChatTurnStore(deps.sessionmaker)
+        self._store = ChatTurnStore(deps.sessionmaker, process_id=deps.process_id)
         self._turn: _Turn | None = None
         # The stored provider key of the last turn that reached the master (in a tuple:
         # it may be None); a message whose config still has it needs no separate store.
         self._usable_key: tuple[str | None] | None = None
+        self._flushing = False
+        # Requests cancelled while an external master works on them: its late answer
+        # is kept as an event, not sent.
+        self._abandoned: set[str] = set()
+        # A look-up has found the conversation to be the user's (or created it).
+        self._owned = False
 
     async def on_start(self) -> None:
         master = self.deps.master.ref
@@ -296,6 +425,8 @@ class ChatActor(Actor[ChatMessage]):
             self.watch(master)
         if self.deps.drain is not None:
             self.deps.drain.on_expiry(self, self._expire)
+        if self.room.journal.pending or self.room.journal.last_seq is None:
+            self._schedule_flush()
 
     async def on_stop(self) -> None:
         if self.deps.drain is not None:
@@ -308,7 +439,7 @@ class ChatActor(Actor[ChatMessage]):
             return
         # Stopped (a crash, or the server's last moments) with its turn unanswered.
         if turn.invoked_at is not None:
-            self.deps.master.cancel_master(str(turn.request_id))
+            self._stop_master(turn)
         drain = self.deps.drain
         text = SHUTTING_DOWN if drain is not None and drain.draining else UNEXPECTED
         with (
@@ -322,31 +453,49 @@ class ChatActor(Actor[ChatMessage]):
 
     async def handle(self, message: ChatMessage) -> Any:
         match message:
-            case PostMessage(chat_input):
-                if self._turn is None:
-                    self._start(chat_input)
-                else:
-                    self.stash()  # handled again once the running turn is answered
+            case PostMessage(chat_input, request_id):
+                self._post(chat_input, request_id)
             case MasterReplied(request_id, outcome):
                 turn = self._waiting(request_id)
                 if turn is not None:
                     with turn_context(self.session_id, turn.request_id):
                         self._answer(turn, self._reply_of(turn, outcome))
+                elif request_id in self._abandoned:
+                    self._abandoned.discard(request_id)
+                    self._late_reply(request_id, outcome)
             case _Prepared(request_id, payload):
                 turn = self._turn
-                if turn is not None and turn.request_id == request_id:
+                if turn is not None and turn.request_id == request_id and not turn.answered:
                     with turn_context(self.session_id, request_id):
-                        await self._invoke(turn, payload)
+                        if turn.cancel_requested:
+                            self._answer(turn, error_reply(CANCELLED), TurnStatus.CANCELLED)
+                        else:
+                            await self._invoke(turn, payload)
             case _Answered(request_id):
                 if self._turn is not None and self._turn.request_id == request_id:
+                    if self.deps.directory is not None:
+                        self.deps.directory.forget(request_id)
                     self._turn = None
                     self.unstash_all()
                     self._passivate_if_idle()
-            case Subscribe(outbox):
-                self.room.add(outbox)
+            case TurnStep(request_id, kind, data):
+                turn = self._turn
+                if turn is not None and turn.request_id == request_id and not turn.answered:
+                    self._record(request_id, kind, data)
+            case CancelTurn(request_id):
+                return self._cancel(request_id)
+            case Subscribe(outbox, events, after_seq):
+                self._subscribe(outbox, events=events, after_seq=after_seq)
                 return self.room
             case Unsubscribe(outbox):
                 self.room.remove(outbox)
+                self._passivate_if_idle()
+            case _Attached(outbox, after_seq, found):
+                self._attached(outbox, after_seq, found)
+            case _Flushed():
+                self._flushing = False
+                if self.room.journal.pending:
+                    self._schedule_flush()
                 self._passivate_if_idle()
             case Down(ref):
                 self._router_down(ref)
@@ -359,6 +508,8 @@ class ChatActor(Actor[ChatMessage]):
             self._turn is None
             and not self.room.pending
             and not self.room.live()
+            and not self.room.journal.pending
+            and not self._flushing
             and self.ref.statistics().depth == 0
         ):
             self.stop()
@@ -370,10 +521,199 @@ class ChatActor(Actor[ChatMessage]):
             return None  # a late reply to a turn answered already
         return turn
 
+    # -- events ---------------------------------------------------------------------------
+
+    def _record(
+        self, request_id: uuid.UUID, kind: str, data: Mapping[str, Any] | None = None
+    ) -> None:
+        """Number an event, send it to the watchers, and see that it gets stored."""
+        self.room.journal.record(request_id, kind, data)
+        self.room.publish_ready(self.session_id)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flushing:
+            self._flushing = True
+            self.start_soon(self._flush, name=f"{self.name} flush")
+
+    async def _flush(self) -> None:
+        """Store what no statement of a turn took meanwhile; learn the numbering first
+        if it is not known. Waits out a database that is down, for a while."""
+        journal = self.room.journal
+        pause = _FLUSH_DELAY
+        try:
+            for _ in range(_FLUSH_ATTEMPTS):
+                await anyio.sleep(pause)
+                try:
+                    if journal.last_seq is None:
+                        await self._read_attachment(None, None)
+                    writes = journal.take()
+                    if writes:
+                        try:
+                            await self._store_writes(writes)
+                        except BaseException:
+                            journal.give_back(writes)
+                            raise
+                except Exception as exc:
+                    if not is_database_unavailable(exc):
+                        raise
+                    pause = min(pause * 2, _FLUSH_MAX_PAUSE)
+                    continue
+                return
+            logger.warning(
+                "turn events of session %s not stored: database unavailable", self.session_id
+            )
+            journal.take()
+        finally:
+            with contextlib.suppress(MailboxFullError):
+                self.ref.tell_nowait(_Flushed())
+
+    async def _store_writes(self, writes: TurnWrites) -> None:
+        async with self._store.connect() as db:
+            try:
+                await db.store_writes(self.session_id, owner_id=self.user_id, writes=writes)
+            except NotFoundError:
+                logger.info("turn events dropped: conversation %s is gone", self.session_id)
+
+    def _subscribe(self, outbox: SocketOutbox, *, events: bool, after_seq: int | None) -> None:
+        room = self.room
+        room.add(outbox)
+        if after_seq is not None:
+            room.watchers[outbox] = after_seq
+            room.catching_up.add(outbox)
+        elif events:
+            room.watchers[outbox] = room.journal.last_seq or 0
+        self.start_soon(self._read_attachment, outbox, after_seq, name=f"{self.name} join")
+
+    async def _read_attachment(self, outbox: SocketOutbox | None, after_seq: int | None) -> None:
+        """Read what a joining socket needs (None: only the numbering) and tell it back."""
+        try:
+            async with self._store.connect() as db:
+                found: SessionAttachment | None = await db.attach(
+                    self.session_id,
+                    owner_id=self.user_id,
+                    after_seq=after_seq,
+                    limit=_REPLAY_PAGE,
+                )
+        except Exception as exc:
+            if outbox is None or not is_database_unavailable(exc):
+                raise
+            logger.warning("a socket joined session %s unreplayed: %r", self.session_id, exc)
+            found = None
+        if outbox is None:
+            assert found is not None
+            self.room.journal.know(found.last_seq)
+            self.room.publish_ready(self.session_id)
+            return
+        await self.ref.tell(_Attached(outbox, after_seq, found))
+
+    def _attached(
+        self, outbox: SocketOutbox, after_seq: int | None, found: SessionAttachment | None
+    ) -> None:
+        room = self.room
+        if found is not None:
+            room.journal.know(found.last_seq)
+            room.publish_ready(self.session_id)
+            delivered_here = {
+                request_id for request_id, sent in room.answered_to if id(outbox) in sent
+            }
+            for request_id, frame in found.undelivered:
+                if request_id not in delivered_here:
+                    outbox.send_nowait(frame)
+        if outbox not in room.catching_up:
+            return
+        last = room.watchers.get(outbox, after_seq or 0)
+        if found is not None:
+            for seq, request_id, kind, data, at in found.events:
+                if seq > last:
+                    event = TurnEvent(seq, request_id, kind, at, data)
+                    outbox.send_nowait(turn_event_frame(self.session_id, event))
+                    last = seq
+            oldest = room.journal.oldest_remembered()
+            if len(found.events) >= _REPLAY_PAGE and (oldest is None or oldest > last + 1):
+                # More are stored than one read gives: read on from where this one ended.
+                room.watchers[outbox] = last
+                self.start_soon(self._read_attachment, outbox, last, name=f"{self.name} join")
+                return
+        for event in room.journal.published_since(last):
+            outbox.send_nowait(turn_event_frame(self.session_id, event))
+            last = event.seq
+        room.watchers[outbox] = last
+        room.catching_up.discard(outbox)
+
+    def _late_reply(self, request_id: str, outcome: MasterReply | MasterAgentError) -> None:
+        data: dict[str, Any]
+        if isinstance(outcome, MasterAgentError):
+            data = {"response": {"response": str(outcome), "is_success": False}}
+        else:
+            data = {"response": outcome.response}
+        logger.info("the master answered cancelled request %s: kept as an event", request_id)
+        self._record(uuid.UUID(request_id), "late_reply", data)
+
+    # -- cancelling -----------------------------------------------------------------------
+
+    def _cancel(self, request_id: uuid.UUID) -> CancelOutcome:
+        turn = self._turn
+        if turn is not None and turn.request_id == request_id:
+            if turn.answered:
+                return "unknown"
+            with turn_context(self.session_id, request_id):
+                logger.info("turn cancelled")
+                if turn.invoked_at is None:
+                    turn.cancel_requested = True  # answered once its step is done
+                    return "cancelled"
+                self._stop_master(turn, abandon=True)
+                self._answer(turn, error_reply(CANCELLED), TurnStatus.CANCELLED)
+            return "cancelled"
+        room = self.room
+        queued = room.queued.get(request_id)
+        if queued is not None and request_id not in room.cancelled:
+            # Answered now; its message, still in the stash, is skipped when it comes up.
+            room.cancelled.add(request_id)
+            turn = _Turn(request_id, queued, store_message=True)
+            self.start_soon(
+                self._finish_step,
+                turn,
+                error_reply(CANCELLED),
+                TurnStatus.CANCELLED,
+                name=f"{self.name} cancel",
+            )
+            return "cancelled"
+        return "unknown"
+
+    def _stop_master(self, turn: _Turn, *, abandon: bool = False) -> None:
+        """Stop the master's work on ``turn``: the built-in one is told; an external one
+        cannot be, so with ``abandon`` its late answer is waited for and kept."""
+        request_id = str(turn.request_id)
+        if self.deps.cancel_master_turn is not None:
+            self.deps.cancel_master_turn(request_id)
+        elif abandon:
+            self._abandoned.add(request_id)
+            return
+        self.deps.master.cancel_master(request_id)
+
     # -- steps ----------------------------------------------------------------------------
 
-    def _start(self, chat_input: ChatInput) -> None:
-        turn = self._turn = _Turn(uuid.uuid4(), chat_input)
+    def _post(self, chat_input: ChatInput, request_id: uuid.UUID) -> None:
+        room = self.room
+        if request_id in room.cancelled:
+            room.cancelled.discard(request_id)  # answered when it was cancelled
+            room.queued.pop(request_id, None)
+            return
+        if self._turn is not None:
+            if request_id not in room.queued:
+                room.queued[request_id] = chat_input
+                room.journal.turn(request_id, TurnStatus.QUEUED)
+                self._record(request_id, "accepted", _accepted(chat_input, queued=True))
+            self.stash()  # handled again once the running turn is answered
+            return
+        if room.queued.pop(request_id, None) is None:
+            self._record(request_id, "accepted", _accepted(chat_input, queued=False))
+        room.journal.turn(request_id, TurnStatus.RUNNING)
+        self._record(request_id, "started")
+        turn = self._turn = _Turn(request_id, chat_input)
+        if self.deps.directory is not None:
+            self.deps.directory.register(request_id, self.ref)
         self.start_soon(self._prepare_step, turn, name=f"{self.name} turn")
 
     async def _prepare_step(self, turn: _Turn) -> None:
@@ -401,6 +741,7 @@ class ChatActor(Actor[ChatMessage]):
             self._answer(turn, error_reply(SHUTTING_DOWN))
             return
         started = time.perf_counter()
+        self._record(turn.request_id, "master_invoked", {"master": self.deps.master_kind})
         try:
             await self.deps.master.invoke_master(
                 payload,
@@ -451,14 +792,21 @@ class ChatActor(Actor[ChatMessage]):
             self.deps.master.cancel_master(str(turn.request_id))
             self._answer(turn, error_reply(SHUTTING_DOWN))
 
-    def _answer(self, turn: _Turn, reply: Reply) -> None:
+    def _answer(self, turn: _Turn, reply: Reply, status: TurnStatus | None = None) -> None:
         turn.invoked_at = None
-        self.start_soon(self._finish_step, turn, reply, name=f"{self.name} answer")
+        self.start_soon(self._finish_step, turn, reply, status, name=f"{self.name} answer")
 
-    async def _finish_step(self, turn: _Turn, reply: Reply, *, store: bool = True) -> None:
+    async def _finish_step(
+        self,
+        turn: _Turn,
+        reply: Reply,
+        status: TurnStatus | None = None,
+        *,
+        store: bool = True,
+    ) -> None:
         with turn_context(self.session_id, turn.request_id):
             try:
-                await self._finish(turn, reply, store=store)
+                await self._finish(turn, reply, status, store=store)
             except Exception as exc:
                 if not is_database_unavailable(exc):
                     logger.exception("storing a chat turn failed")
@@ -466,7 +814,8 @@ class ChatActor(Actor[ChatMessage]):
                 # The frame went out; only the history misses this reply.
                 logger.warning("database unavailable: the turn's reply is not stored: %r", exc)
             logger.debug("turn answered")
-        await self.ref.tell(_Answered(turn.request_id))
+        if not turn.store_message:  # a queued turn cancelled: the running one goes on
+            await self.ref.tell(_Answered(turn.request_id))
 
     async def _crash(self, turn: _Turn) -> None:
         """Answer a turn that failed unexpectedly (the caller then re-raises)."""
@@ -521,11 +870,22 @@ class ChatActor(Actor[ChatMessage]):
         if found.stored:
             return None
         if not found.conversation_exists:
-            created = await db.create_conversation(
-                self.session_id, owner_id=self.user_id, title=title_for(chat_input.message)
-            )
+            journal = self.room.journal
+            writes = journal.take()
+            try:
+                created = await db.create_conversation(
+                    self.session_id,
+                    owner_id=self.user_id,
+                    title=title_for(chat_input.message),
+                    writes=writes,
+                )
+            except BaseException:
+                journal.give_back(writes)
+                raise
             if not created:  # taken meanwhile by another user's first message
+                journal.give_back(writes)
                 return error_reply(CHAT_NOT_FOUND.format(self.session_id))
+            self._owned = True
         elif found.conversation_owner != self.user_id:
             return error_reply(CHAT_NOT_FOUND.format(self.session_id))
         return None
@@ -570,22 +930,38 @@ class ChatActor(Actor[ChatMessage]):
         )
 
     async def _look_up(self, db: TurnStatements, chat_input: ChatInput, turn: _Turn) -> TurnLookup:
-        if self._usable_key is None:
-            return await db.look_up(
-                self.session_id,
-                owner_id=self.user_id,
-                llm_name=chat_input.llm_name,
-                provider_name=chat_input.provider,
-            )
-        return await db.look_up_and_store(
-            self.session_id,
-            owner_id=self.user_id,
-            llm_name=chat_input.llm_name,
-            provider_name=chat_input.provider,
-            content=chat_input.message,
-            request_id=turn.request_id,
-            api_key=self._usable_key[0],
-        )
+        """Look up (and store the message when that is safe), storing the journal's
+        writes on the way if the conversation is the user's."""
+        journal = self.room.journal
+        writes = journal.take()
+        try:
+            if self._usable_key is None:
+                found = await db.look_up(
+                    self.session_id,
+                    owner_id=self.user_id,
+                    llm_name=chat_input.llm_name,
+                    provider_name=chat_input.provider,
+                    writes=writes,
+                )
+            else:
+                found = await db.look_up_and_store(
+                    self.session_id,
+                    owner_id=self.user_id,
+                    llm_name=chat_input.llm_name,
+                    provider_name=chat_input.provider,
+                    content=chat_input.message,
+                    request_id=turn.request_id,
+                    api_key=self._usable_key[0],
+                    writes=writes,
+                )
+        except BaseException:
+            journal.give_back(writes)
+            raise
+        if found.conversation_owner == self.user_id:
+            self._owned = True
+        else:  # stored nothing: the conversation is new (or not the user's)
+            journal.give_back(writes)
+        return found
 
     async def _stamp(self, chat_input: ChatInput, turn: _Turn) -> list[dict[str, Any]]:
         """Stamp the message's files with this session and request; return the request's."""
@@ -600,43 +976,109 @@ class ChatActor(Actor[ChatMessage]):
             found = await repo.list_for_request(turn.request_id, owner_id=self.user_id)
         return [file_dto(f) for f in found]
 
-    async def _finish(self, turn: _Turn, reply: Reply, *, store: bool = True) -> None:
+    async def _finish(
+        self,
+        turn: _Turn,
+        reply: Reply,
+        status: TurnStatus | None = None,
+        *,
+        store: bool = True,
+    ) -> None:
         """Store the master's turn (once the user's is stored) and answer every socket.
 
-        The frame goes out even if the database fails; the failure then propagates.
-        Once per turn: a turn answered already is left alone.
+        The turn's final event and status go in the same statement (the event names no
+        files; if the request has some, it is amended and stored again). The frame goes
+        out even if the database fails; the failure then propagates. Once per turn: a
+        turn answered already is left alone.
         """
-        if turn.answered:
+        if turn.answered or turn.finishing:
             return
+        turn.finishing = True
+        journal = self.room.journal
+        status = status or _status_of(reply)
+        body = agent_response_body(
+            reply, request_id=turn.request_id, session_id=self.session_id, files=()
+        )
+        final = journal.record(turn.request_id, status, {"reply": body}, ready=False)
+        journal.turn(turn.request_id, status, delivered=bool(self.room.live()))
         files: list[dict[str, Any]] = []
         try:
             if store:
-                async with self._store.connect() as db:
-                    if turn.user_stored:
-                        found = await db.add_reply(
-                            self.session_id,
-                            content=stored_content(reply),
-                            request_id=turn.request_id,
-                            owner_id=self.user_id,
-                        )
-                    else:
-                        found = await db.files_of_request(turn.request_id, owner_id=self.user_id)
+                writes = journal.take()
+                try:
+                    found = await self._store_final(turn, reply, writes)
+                except BaseException:
+                    journal.give_back(writes)
+                    raise
                 files = [file_dto(f) for f in await self._on_disk(found)]
         finally:
+            if files:
+                body = agent_response_body(
+                    reply, request_id=turn.request_id, session_id=self.session_id, files=files
+                )
+                if final is not None:
+                    journal.amend(final.seq, {"reply": body})
+            if final is not None:
+                journal.ready(final.seq)
             if not turn.answered:
                 turn.answered = True
-                self.room.broadcast(
-                    agent_response_frame(
-                        reply, request_id=turn.request_id, session_id=self.session_id, files=files
-                    )
+                # The final event first: a watcher's log of the turn is whole once the
+                # reply arrives.
+                self.room.publish_ready(self.session_id)
+                frame = json.dumps(body, ensure_ascii=False, default=str, separators=(",", ":"))
+                live = self.room.live()
+                for outbox in live:
+                    outbox.send_nowait(frame)
+                self.room.answered_to.append(
+                    (turn.request_id, frozenset(id(outbox) for outbox in live))
                 )
+                if journal.pending:
+                    self._schedule_flush()
                 self.room.settle()
+
+    async def _store_final(self, turn: _Turn, reply: Reply, writes: TurnWrites) -> list[File]:
+        """Store the reply (or, for a turn that stored no message, nothing but the
+        writes) and return the request's files."""
+        async with self._store.connect() as db:
+            if turn.store_message and self._owned:
+                await db.add_message(
+                    self.session_id, content=turn.input.message, request_id=turn.request_id
+                )
+                turn.user_stored = True
+            if turn.user_stored:
+                return await db.add_reply(
+                    self.session_id,
+                    content=stored_content(reply),
+                    request_id=turn.request_id,
+                    owner_id=self.user_id,
+                    writes=writes,
+                )
+            return await db.files_of_request(
+                turn.request_id, owner_id=self.user_id, session_id=self.session_id, writes=writes
+            )
 
     async def _on_disk(self, files: Sequence[File]) -> list[File]:
         directory = self.deps.files_dir
         if directory is None or not files:
             return list(files)
         return [f for f in files if await anyio.Path(directory / f.internal_name).exists()]
+
+
+def _accepted(chat_input: ChatInput, *, queued: bool) -> dict[str, Any]:
+    return {
+        "message": chat_input.message,
+        "llm_name": chat_input.llm_name,
+        "provider": chat_input.provider,
+        "files": [str(file_id) for file_id in chat_input.files],
+        "queued": queued,
+    }
+
+
+def _status_of(reply: Reply) -> TurnStatus:
+    response = reply.response
+    if isinstance(response, Mapping) and response.get("is_success"):
+        return TurnStatus.ANSWERED
+    return TurnStatus.FAILED
 
 
 def _outcome_kind(outcome: MasterReply | MasterAgentError) -> str:

@@ -12,16 +12,19 @@ if TYPE_CHECKING:
     from persistence import File, ModelChoice
 
 __all__ = [
+    "CANCELLED",
     "CHAT_NOT_FOUND",
     "CONFIG_NOT_FOUND",
     "DATABASE_UNAVAILABLE",
     "DECRYPT_FAILED",
+    "INTERRUPTED",
     "NEW_CHAT_TITLE",
     "PROVIDER_NOT_FOUND",
     "TITLE_LENGTH",
     "UNEXPECTED",
     "ChatInput",
     "Reply",
+    "agent_response_body",
     "agent_response_frame",
     "configs_for",
     "error_reply",
@@ -45,6 +48,8 @@ DECRYPT_FAILED = (
 UNEXPECTED = "Unexpected error occured. Try again later"
 # The REST routes' text for the same condition (their 503 body).
 DATABASE_UNAVAILABLE = "Database unavailable. Try again later"
+CANCELLED = "Turn cancelled"
+INTERRUPTED = "The server stopped before this message was answered. Send it again"
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +174,19 @@ def agent_response_frame(
     files: Iterable[Mapping[str, Any]],
 ) -> str:
     """Render the ``agent_response`` frame (ENDPOINTS.md §9, FE 9) as JSON text."""
-    body = {
+    body = agent_response_body(reply, request_id=request_id, session_id=session_id, files=files)
+    return json.dumps(body, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def agent_response_body(
+    reply: Reply,
+    *,
+    request_id: uuid.UUID,
+    session_id: uuid.UUID,
+    files: Iterable[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Return the ``agent_response`` frame as an object (a final turn event holds it)."""
+    return {
         "type": "agent_response",
         "response": {
             "execution_time": float(reply.execution_time),
@@ -179,7 +196,6 @@ def agent_response_frame(
             "files": list(files),
         },
     }
-    return json.dumps(body, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
 def stored_content(reply: Reply) -> str:

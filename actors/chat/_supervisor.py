@@ -23,7 +23,7 @@ from runtime import (
     RestartIntensity,
 )
 
-from ._actor import ChatActor, PostMessage, Room, Subscribe, Unsubscribe
+from ._actor import CancelTurn, ChatActor, PostMessage, Room, Subscribe, Unsubscribe
 from ._exceptions import ChatBusyError, ChatUnavailableError
 
 if TYPE_CHECKING:
@@ -123,11 +123,15 @@ class ChatSession:
         user_id: uuid.UUID,
         session_id: uuid.UUID,
         outbox: SocketOutbox,
+        subscription: Subscribe | None = None,
     ) -> None:
         self._client = client
         self.user_id = user_id
         self.session_id = session_id
         self.outbox = outbox
+        # How this socket subscribes; later attachments (after a restart of the chat
+        # actor) only ask for what is new.
+        self._subscription = subscription or Subscribe(outbox)
         self._ref: ActorRef[ChatMessage] | None = None
         self._room: Room | None = None
 
@@ -143,7 +147,7 @@ class ChatSession:
         """
         ref, room = self._ref, self._room
         if ref is None or room is None or not ref.is_alive:
-            ref, room = await self._client._attach(self.user_id, self.session_id, self.outbox)
+            ref, room = await self._client._attach(self.user_id, self.session_id, self._again())
             self._ref, self._room = ref, room
         room.admit()
         try:
@@ -151,6 +155,33 @@ class ChatSession:
         except MailboxFullError as exc:
             room.settle()
             raise ChatBusyError(f"too many messages queued for session {self.session_id}") from exc
+
+    async def cancel(self, request_id: uuid.UUID) -> bool:
+        """Cancel a running or queued turn of this session; False if none has that id.
+
+        Raises:
+            ChatUnavailableError: No chat actor can be reached.
+        """
+        ref = self._ref
+        if ref is None or not ref.is_alive:
+            ref, self._room = await self._client._attach(
+                self.user_id, self.session_id, self._again()
+            )
+            self._ref = ref
+        try:
+            outcome: str = await ref.ask(CancelTurn(request_id))
+        except ActorError as exc:
+            raise ChatUnavailableError(f"cannot reach session {self.session_id}") from exc
+        return outcome == "cancelled"
+
+    def _again(self) -> Subscribe:
+        """The subscription of a new attachment: a watcher resumes where it was."""
+        first = self._subscription
+        if not (first.events or first.after_seq is not None):
+            return first
+        room = self._room
+        last = room.watchers.get(self.outbox) if room is not None else None
+        return Subscribe(self.outbox, events=True, after_seq=last)
 
     def send_nowait(self, text: str) -> bool:
         """Queue a frame for this socket only (behind the frames already queued)."""
@@ -197,14 +228,14 @@ class ChatsClient:
         return found
 
     async def _attach(
-        self, user_id: uuid.UUID, session_id: uuid.UUID, outbox: SocketOutbox
+        self, user_id: uuid.UUID, session_id: uuid.UUID, subscription: Subscribe
     ) -> tuple[ActorRef[ChatMessage], Room]:
         # An actor that is passivating when we reach it fails the ask; the next
         # activation then starts a fresh one.
         for _ in range(_ATTACH_ATTEMPTS):
             try:
                 ref = await self._supervisor().activate(user_id, session_id)
-                room: Room = await ref.ask(Subscribe(outbox))
+                room: Room = await ref.ask(subscription)
             except ActivationLimitError as exc:
                 raise ChatUnavailableError(str(exc)) from exc
             except ActorDeadError:
@@ -215,11 +246,36 @@ class ChatsClient:
             return ref, room
         raise ChatUnavailableError(f"cannot reach session {session_id}")
 
+    async def cancel_turn(
+        self, user_id: uuid.UUID, session_id: uuid.UUID, request_id: uuid.UUID
+    ) -> bool:
+        """Cancel ``user_id``'s turn ``request_id`` of ``session_id`` if a live chat actor
+        of this process runs it or has it queued (it then answers it as cancelled)."""
+        try:
+            ref = self._supervisor().get(f"{user_id}:{session_id}")
+        except ChatUnavailableError:
+            return False
+        if ref is None:
+            return False
+        try:
+            outcome: str = await ref.ask(CancelTurn(request_id))
+        except ActorError:
+            return False
+        return outcome == "cancelled"
+
     @contextlib.asynccontextmanager
     async def open_session(
-        self, user_id: uuid.UUID, session_id: uuid.UUID
+        self,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        *,
+        events: bool = False,
+        after_seq: int | None = None,
     ) -> AsyncIterator[ChatSession]:
         """Subscribe a new socket to ``user_id``'s ``session_id`` and its live logs.
+
+        ``events``: the socket also gets ``turn_event`` frames; ``after_seq``: first
+        those numbered after it.
 
         On exit the socket is unsubscribed (even when cancelled); the last socket to
         leave lets the chat actor passivate. A chat actor that cannot be reached now
@@ -228,11 +284,14 @@ class ChatsClient:
         socket sends can still be answered.
         """
         outbox = SocketOutbox(self._outbox_capacity)
-        chat = ChatSession(self, user_id, session_id, outbox)
+        subscription = Subscribe(
+            outbox, events=events or after_seq is not None, after_seq=after_seq
+        )
+        chat = ChatSession(self, user_id, session_id, outbox, subscription)
         fanout = self._fanout
         try:
             try:
-                chat._ref, chat._room = await self._attach(user_id, session_id, outbox)
+                chat._ref, chat._room = await self._attach(user_id, session_id, subscription)
             except ChatUnavailableError as exc:
                 logger.warning("socket of session %s opened unattached: %s", session_id, exc)
             if fanout is not None:

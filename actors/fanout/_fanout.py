@@ -6,7 +6,7 @@ import contextlib
 import functools
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -156,10 +156,16 @@ class LogFanout(Actor[FanoutMessage]):
     Args:
         subscriptions: The subscribed sockets, shared with the instances restarted after
             a crash, so that a restart is invisible to the sockets (a new table if None).
+        observe: Also told every stored log with an owner (the turns' log events).
     """
 
-    def __init__(self, subscriptions: Subscriptions | None = None) -> None:
+    def __init__(
+        self,
+        subscriptions: Subscriptions | None = None,
+        observe: Callable[[LogEntry], None] | None = None,
+    ) -> None:
         self._table = subscriptions if subscriptions is not None else Subscriptions()
+        self._observe = observe
         self.delivered = 0
 
     async def handle(self, message: FanoutMessage) -> Any:
@@ -176,6 +182,8 @@ class LogFanout(Actor[FanoutMessage]):
     def _push(self, log: LogEntry) -> None:
         if log.creator_id is None:
             return
+        if self._observe is not None:
+            self._observe(log)
         targets = self._table.targets((log.creator_id, log.session_id))
         if not targets:
             return
@@ -185,7 +193,9 @@ class LogFanout(Actor[FanoutMessage]):
                 self.delivered += 1
 
 
-def log_fanout_spec(name: str = "fanout") -> ChildSpec:
+def log_fanout_spec(
+    name: str = "fanout", *, observe: Callable[[LogEntry], None] | None = None
+) -> ChildSpec:
     """Return the child spec of the permanent `LogFanout` actor.
 
     Every instance the spec starts shares one `Subscriptions`, so the sockets subscribed
@@ -194,7 +204,7 @@ def log_fanout_spec(name: str = "fanout") -> ChildSpec:
     subscriptions = Subscriptions()
     return ChildSpec(
         name,
-        functools.partial(LogFanout, subscriptions),
+        functools.partial(LogFanout, subscriptions, observe),
         restart=Restart.PERMANENT,
         capacity=_CAPACITY,
     )

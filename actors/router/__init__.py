@@ -88,6 +88,7 @@ from ._server import open_router as open_router
 from ._switchboard import Outbox as Outbox
 from ._switchboard import Switchboard as Switchboard
 from ._table import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME_BYTES
+from ._table import AgentStepObserver as AgentStepObserver
 from ._table import Deliver as Deliver
 from ._table import RoutingTable as RoutingTable
 from ._table import TableStatistics as TableStatistics
@@ -101,6 +102,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "DEFAULT_PORT",
     "AbandonConnection",
+    "AgentStepObserver",
     "AgentVerifier",
     "ApiKeys",
     "ClientKind",

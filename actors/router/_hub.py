@@ -35,7 +35,7 @@ from ._connection import (
     serve_connection,
 )
 from ._switchboard import Switchboard
-from ._table import DEFAULT_MAX_FRAME_BYTES, RoutingTable
+from ._table import DEFAULT_MAX_FRAME_BYTES, AgentStepObserver, RoutingTable
 from ._verify import TokenChecks
 
 if TYPE_CHECKING:
@@ -100,6 +100,7 @@ class RouterConfig:
             (capped by ``net.core.somaxconn``).
         sweep_interval: Seconds between two sweeps of closed sockets whose close did
             not reach the hub (see `Switchboard.sweep`).
+        observe: Told what agents do for a turn (see `AgentStepObserver`).
     """
 
     host: str = "127.0.0.1"
@@ -115,6 +116,7 @@ class RouterConfig:
     hub_capacity: int = 10_000
     listen_backlog: int = 4096
     sweep_interval: float = 1.0
+    observe: AgentStepObserver | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -196,6 +198,7 @@ class RouterHub(Actor[HubMessage]):
                 log_limits=config.log_limits,
                 max_frame_bytes=config.max_frame_bytes,
                 replay_registrations=config.replay_registrations,
+                observe=config.observe,
             )
         )
         supervisors: list[DynamicSupervisor] = []

@@ -31,6 +31,7 @@ import dataclasses
 import itertools
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._budget import LogBudget, LogLimits
@@ -49,11 +50,20 @@ from ._exceptions import FrameTooLargeError, InvalidFrameError
 from ._identity import MASTER_SERVER_BE, MASTER_SERVER_ML, ApiKeys, ClientKind
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from ._identity import Identity
 
-__all__ = ["DEFAULT_MAX_FRAME_BYTES", "Deliver", "RoutingTable", "TableStatistics"]
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "AgentStepObserver",
+    "Deliver",
+    "RoutingTable",
+    "TableStatistics",
+]
+
+AgentStepObserver = Callable[[str, str, Mapping[str, Any]], None]
+"""Told ``(request_id, kind, data)`` of what the router sees agents do for a turn:
+``agent_invoked``, ``agent_answered``, ``agent_failed`` (``data``: ``agent_id``,
+``agent_name``, and ``error`` for a failure)."""
 
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
 """1 MiB: the library's own ``websockets`` client refuses larger frames (close 1009)."""
@@ -118,6 +128,9 @@ class _Connection:
     # Connections this one has invoked and not yet heard back from.
     callees: Counter[str] = dataclasses.field(default_factory=Counter)
     registration: Frame | None = None
+    # With an observer: the request ids of this connection's calls to each agent, in
+    # the order made (an agent answers a connection's calls in order).
+    turns: dict[str, collections.deque[str]] = dataclasses.field(default_factory=dict)
 
 
 DEFAULT_BACKEND_BACKLOG = 64 * 1024 * 1024
@@ -153,6 +166,7 @@ class RoutingTable:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         replay_registrations: bool = True,
         backend_backlog: int = DEFAULT_BACKEND_BACKLOG,
+        observe: AgentStepObserver | None = None,
     ) -> None:
         self.keys = keys or ApiKeys()
         self.authenticate = authenticate
@@ -171,6 +185,7 @@ class RoutingTable:
         self._clients: dict[str, str] = {}
         self._ids = itertools.count(1)
         self._refused = 0
+        self._observe = observe
 
     # -- queries -----------------------------------------------------------------
 
@@ -305,6 +320,8 @@ class RoutingTable:
             if caller is not None:
                 del caller.callees[conn_id]
                 out.append(Deliver(caller_id, gone))
+                while self._observe is not None and caller.turns.get(conn_id):
+                    self._observe_answer(caller, conn, None)
         for callee_id in conn.callees:
             callee = self._connections.get(callee_id)
             if callee is not None:
@@ -422,7 +439,38 @@ class RoutingTable:
         frame["invoked_by"] = sender.conn_id
         callee.callers[sender.conn_id] += 1
         sender.callees[target_conn_id] += 1
+        if self._observe is not None and callee.identity.kind is ClientKind.AGENT:
+            self._observe_invoke(sender, callee, frame)
         return [Deliver(target_conn_id, frame)]
+
+    def _observe_invoke(self, sender: _Connection, callee: _Connection, frame: Frame) -> None:
+        assert self._observe is not None
+        metadata = frame.get("request_metadata")
+        request_id = metadata.get("request_id") if isinstance(metadata, dict) else None
+        if not isinstance(request_id, str) or not request_id:
+            return
+        sender.turns.setdefault(callee.conn_id, collections.deque()).append(request_id)
+        self._observe(request_id, "agent_invoked", _agent_of(callee))
+
+    def _observe_answer(
+        self, caller: _Connection, callee: _Connection, frame: Frame | None
+    ) -> None:
+        """Report the answer (``frame``; None: the agent went away) to the oldest call."""
+        assert self._observe is not None
+        pending = caller.turns.get(callee.conn_id)
+        if not pending:
+            return
+        request_id = pending.popleft()
+        if not pending:
+            del caller.turns[callee.conn_id]
+        data = _agent_of(callee)
+        if frame is not None and frame.get("message_type") == str(MessageType.AGENT_RESPONSE):
+            self._observe(request_id, "agent_answered", data)
+            return
+        error = frame.get("error") if frame is not None else AGENT_UNREGISTERED
+        if isinstance(error, dict):
+            error = error.get("error_message", error)
+        self._observe(request_id, "agent_failed", {**data, "error": str(error)})
 
     def _respond(self, sender: _Connection, message_type: str, frame: Frame) -> list[Deliver]:
         invoked_by = frame.pop("invoked_by", None)
@@ -433,6 +481,8 @@ class RoutingTable:
             self._counts["stray_replies"] += 1
             return []
         frame["message_type"] = message_type
+        if self._observe is not None:
+            self._observe_answer(self._connections[caller_id], sender, frame)
         return [Deliver(caller_id, frame)]
 
     def _log(self, sender: _Connection, frame: Frame, size: int) -> list[Deliver]:
@@ -540,6 +590,16 @@ class RoutingTable:
 def _size(data: str | bytes | Frame) -> int:
     # Frames from our own process are objects, and none of them is an agent's log.
     return len(data) if isinstance(data, (str, bytes)) else 0
+
+
+def _agent_of(conn: _Connection) -> dict[str, Any]:
+    registration = conn.registration or {}
+    payload = registration.get("request_payload", registration)
+    name = payload.get("agent_name") if isinstance(payload, dict) else None
+    return {
+        "agent_id": conn.identity.client_id,
+        "agent_name": name if isinstance(name, str) else None,
+    }
 
 
 def _not_active() -> Frame:

@@ -29,8 +29,11 @@ from .turn_history import TurnHistory as TurnHistory
 from .turn_history import TurnRecord as TurnRecord
 from .turns import ChatTurnStore as ChatTurnStore
 from .turns import ModelChoice as ModelChoice
+from .turns import SessionAttachment as SessionAttachment
 from .turns import TurnLookup as TurnLookup
+from .turns import TurnRowWrite as TurnRowWrite
 from .turns import TurnStatements as TurnStatements
+from .turns import TurnWrites as TurnWrites
 from .users import ProfileRepository as ProfileRepository
 from .users import UserRepository as UserRepository
 
@@ -54,12 +57,15 @@ __all__ = [
     "ProfileRepository",
     "ProviderRepository",
     "ReplyFor",
+    "SessionAttachment",
     "ToolSourceUrls",
     "TurnEventRecord",
     "TurnHistory",
     "TurnLookup",
     "TurnRecord",
+    "TurnRowWrite",
     "TurnStatements",
+    "TurnWrites",
     "UserRepository",
     "distinct_urls",
     "flow_item_ids",

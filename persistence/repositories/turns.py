@@ -16,6 +16,7 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -27,7 +28,15 @@ from .._models import File, SenderType, utcnow
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-__all__ = ["ChatTurnStore", "ModelChoice", "TurnLookup", "TurnStatements"]
+__all__ = [
+    "ChatTurnStore",
+    "ModelChoice",
+    "SessionAttachment",
+    "TurnLookup",
+    "TurnRowWrite",
+    "TurnStatements",
+    "TurnWrites",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,6 +76,116 @@ class TurnLookup:
     stored: bool = False
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class TurnRowWrite:
+    """A turn's row as it should be: inserted, or its status moved on (a final status
+    is never changed again)."""
+
+    request_id: uuid.UUID
+    status: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    delivered: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TurnWrites:
+    """Turn rows and events a statement of the turn stores on the way.
+
+    ``events`` are ``(seq, request_id, kind, data as JSON text, created_at)``. They are
+    stored only for a conversation of the statement's user; an event stored again
+    replaces its data.
+    """
+
+    events: list[tuple[int, uuid.UUID, str, str, datetime]] = dataclasses.field(
+        default_factory=list
+    )
+    turns: list[TurnRowWrite] = dataclasses.field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.turns)
+
+    def parameters(self, process_id: uuid.UUID | None) -> tuple[Any, ...]:
+        """The eleven parameters of `_writes`, in order."""
+        events, turns = self.events, self.turns
+        return (
+            [e[0] for e in events],
+            [e[1] for e in events],
+            [e[2] for e in events],
+            [e[3] for e in events],
+            [e[4] for e in events],
+            [t.request_id for t in turns],
+            [t.status for t in turns],
+            [t.created_at for t in turns],
+            [t.started_at for t in turns],
+            [t.finished_at for t in turns],
+            [t.delivered for t in turns],
+            process_id,
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionAttachment:
+    """What a socket joining a conversation is given.
+
+    Attributes:
+        last_seq: The conversation's last stored event number (0: none).
+        events: The user's events after the number asked for, ``(seq, request_id, kind,
+            data as JSON text, created_at)`` in order (none if none was asked for).
+        undelivered: The replies of finished turns that reached no socket, as
+            ``(request_id, frame object as JSON text)``; they count as delivered now.
+    """
+
+    last_seq: int
+    events: list[tuple[int, uuid.UUID, str, str, datetime]]
+    undelivered: list[tuple[uuid.UUID, str]]
+
+
+_FINAL = "('answered', 'failed', 'cancelled', 'interrupted')"
+
+
+def _writes(first: int, condition: str) -> str:
+    """The CTEs that store a `TurnWrites` (parameters ``$first`` on, see `parameters`)
+    when ``condition`` holds; the conversation is ``$1`` and the user ``$2``."""
+    n = [f"${first + i}" for i in range(12)]
+    return f"""
+written_events AS (
+    INSERT INTO chatturnevents (session_id, seq, request_id, user_id, kind, data, created_at)
+    SELECT $1, e.seq, e.request_id, $2, e.kind, e.data, e.at
+    FROM unnest({n[0]}::bigint[], {n[1]}::uuid[], {n[2]}::text[], {n[3]}::jsonb[],
+        {n[4]}::timestamp[]) AS e(seq, request_id, kind, data, at)
+    WHERE {condition}
+    -- An event stored again carries amended data (never another turn's number).
+    ON CONFLICT (session_id, seq) DO UPDATE SET data = EXCLUDED.data
+    WHERE chatturnevents.request_id = EXCLUDED.request_id
+),
+written_turns AS (
+    INSERT INTO chatturns (request_id, session_id, user_id, status, created_at, started_at,
+        finished_at, delivered, process_id)
+    SELECT t.request_id, $1, $2, t.status, t.created_at, t.started_at, t.finished_at,
+        t.delivered, {n[11]}
+    FROM unnest({n[5]}::uuid[], {n[6]}::text[], {n[7]}::timestamp[], {n[8]}::timestamp[],
+        {n[9]}::timestamp[], {n[10]}::boolean[])
+        AS t(request_id, status, created_at, started_at, finished_at, delivered)
+    WHERE {condition}
+    ON CONFLICT (request_id) DO UPDATE SET
+        status = EXCLUDED.status,
+        started_at = coalesce(chatturns.started_at, EXCLUDED.started_at),
+        finished_at = EXCLUDED.finished_at,
+        delivered = chatturns.delivered OR EXCLUDED.delivered
+    -- A final status stays; a queued one only ever inserts (a flush that carried it
+    -- may commit after the turn's own statement said it runs).
+    WHERE chatturns.status NOT IN {_FINAL} AND chatturns.user_id = $2
+        AND EXCLUDED.status <> 'queued'
+)"""
+
+
+# Writes go only into a conversation of the statement's user.
+_OWNED = "EXISTS (SELECT FROM chatconversations WHERE session_id = $1 AND creator_id = $2)"
+
+_STORE_WRITES = f"WITH {_writes(3, _OWNED)} SELECT 1"
+
 _CHOICE_COLUMNS = """
     c.name, c.model, c.temperature, c.system_prompt, c.user_prompt, c.max_last_messages,
     c.credentials, p.name AS provider_name, p.api_key, p.provider_metadata
@@ -103,16 +222,28 @@ LEFT JOIN modelproviders p ON p.id = c.provider_id
 """
 
 
+def _looked_up(look_up: str, first: int) -> str:
+    """``look_up``, storing the turn's writes (parameters from ``$first``) in the same
+    statement when the conversation is the user's."""
+    return f"""
+WITH found AS ({look_up}),
+{_writes(first, "EXISTS (SELECT FROM found WHERE found.owner = $2)")}
+SELECT found.*, false AS stored FROM found
+"""
+
+
 def _looked_up_and_stored(look_up: str, first: int) -> str:
     """``look_up``, storing the user's message in the same statement when the owner's
     conversation and config are found and the provider's key is the one given.
 
     Its parameters follow the look-up's, from ``$first``: message id, request id,
-    content, time, expected key.
+    content, time, expected key; then the turn's writes (stored when the conversation
+    is the user's).
     """
     n = [f"${first + i}" for i in range(5)]
     return f"""
 WITH found AS ({look_up}),
+{_writes(first + 5, "EXISTS (SELECT FROM found WHERE found.owner = $2)")},
 stored AS (
     INSERT INTO chatmessages
         (id, request_id, sender_type, content, created_at, updated_at, conversation_id)
@@ -125,14 +256,21 @@ SELECT found.*, EXISTS (SELECT FROM stored) AS stored FROM found
 """
 
 
+_LOOK_UP_WRITING = _looked_up(_LOOK_UP, 5)
+_LOOK_UP_BY_NAME_WRITING = _looked_up(_LOOK_UP_BY_NAME, 4)
 _LOOK_UP_AND_STORE = _looked_up_and_stored(_LOOK_UP, 5)
 _LOOK_UP_BY_NAME_AND_STORE = _looked_up_and_stored(_LOOK_UP_BY_NAME, 4)
 
-_CREATE_CONVERSATION = """
-INSERT INTO chatconversations (session_id, title, creator_id, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $4)
-ON CONFLICT (session_id) DO NOTHING
-RETURNING session_id
+# The turn's writes go in with the new conversation ($2 is its owner).
+_CREATE_CONVERSATION = f"""
+WITH created AS (
+    INSERT INTO chatconversations (session_id, title, creator_id, created_at, updated_at)
+    VALUES ($1, $3, $2, $4, $4)
+    ON CONFLICT (session_id) DO NOTHING
+    RETURNING session_id
+),
+{_writes(5, "EXISTS (SELECT FROM created)")}
+SELECT session_id FROM created
 """
 
 _ADD_MESSAGE = """
@@ -146,15 +284,47 @@ _FILE_COLUMNS = """
     internal_id, from_agent
 """
 
+# The request's files, and the turn's writes. $1 conversation, $2 owner, $3 request.
 _FILES_OF_REQUEST = f"""
-SELECT {_FILE_COLUMNS} FROM files WHERE request_id = $1 AND creator_id = $2 ORDER BY id
+WITH {_writes(4, _OWNED)}
+SELECT {_FILE_COLUMNS} FROM files WHERE request_id = $3 AND creator_id = $2 ORDER BY id
 """
 
-# The reply, and the request's files as they are once it is stored (agents upload them
-# during the turn), in one statement.
+# The reply, the turn's writes, and the request's files as they are once it is stored
+# (agents upload them during the turn), in one statement. $1 conversation, $2 owner,
+# $3 request, $4 message id, $5 content, $6 time.
 _ADD_REPLY = f"""
-WITH reply AS ({_ADD_MESSAGE} RETURNING id)
-SELECT {_FILE_COLUMNS} FROM files WHERE request_id = $2 AND creator_id = $7 ORDER BY id
+WITH reply AS (
+    INSERT INTO chatmessages
+        (id, request_id, sender_type, content, created_at, updated_at, conversation_id)
+    VALUES ($4, $3, 'master_agent'::sendertype, $5, $6, $6, $1)
+    RETURNING id
+),
+{_writes(7, _OWNED)}
+SELECT {_FILE_COLUMNS} FROM files WHERE request_id = $3 AND creator_id = $2 ORDER BY id
+"""
+
+# A socket joins: the last number, the user's events after $3 (none if $3 is null),
+# and the undelivered replies, marked delivered by the same statement.
+_ATTACH = f"""
+WITH undelivered AS (
+    UPDATE chatturns SET delivered = true
+    WHERE session_id = $1 AND user_id = $2 AND NOT delivered AND status IN {_FINAL}
+    RETURNING request_id
+)
+SELECT 0 AS part, coalesce(max(seq), 0) AS seq, NULL::uuid AS request_id, NULL AS kind,
+    NULL AS data, NULL::timestamp AS created_at
+FROM chatturnevents WHERE session_id = $1
+UNION ALL (
+    SELECT 1, seq, request_id, kind, data::text, created_at FROM chatturnevents
+    WHERE session_id = $1 AND user_id = $2 AND seq > $3
+    ORDER BY seq LIMIT $4
+)
+UNION ALL
+SELECT 2, e.seq, e.request_id, e.kind, (e.data -> 'reply')::text, e.created_at
+FROM chatturnevents e JOIN undelivered u ON u.request_id = e.request_id
+WHERE e.session_id = $1 AND e.kind IN {_FINAL}
+ORDER BY part, seq
 """
 
 
@@ -163,25 +333,36 @@ class ChatTurnStore:
 
     Args:
         sessionmaker: Where connections come from (the server's pool).
+        process_id: This server process, written on the turns it runs.
     """
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        process_id: uuid.UUID | None = None,
+    ) -> None:
         self._engine = bound_engine(sessionmaker)
+        self._process_id = process_id
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[TurnStatements]:
         """Check a pooled connection out for the statements of one step of a turn."""
         async with open_driver_connection(self._engine) as driver:
-            yield TurnStatements(driver)
+            yield TurnStatements(driver, self._process_id)
 
 
 class TurnStatements:
-    """A turn's statements on one checked-out connection; each commits on its own."""
+    """A turn's statements on one checked-out connection; each commits on its own.
 
-    __slots__ = ("_driver",)
+    Those given `TurnWrites` store them in the same statement (see `TurnWrites`).
+    """
 
-    def __init__(self, driver: Any) -> None:
+    __slots__ = ("_driver", "_process_id")
+
+    def __init__(self, driver: Any, process_id: uuid.UUID | None = None) -> None:
         self._driver = driver
+        self._process_id = process_id
 
     async def look_up(
         self,
@@ -190,9 +371,20 @@ class TurnStatements:
         owner_id: uuid.UUID,
         llm_name: str,
         provider_name: str | None,
+        writes: TurnWrites | None = None,
     ) -> TurnLookup:
         """Find the conversation and the user's model config named by a message."""
-        if provider_name is None:
+        if writes:
+            tail = writes.parameters(self._process_id)
+            if provider_name is None:
+                row = await self._driver.fetchrow(
+                    _LOOK_UP_BY_NAME_WRITING, session_id, owner_id, llm_name, *tail
+                )
+            else:
+                row = await self._driver.fetchrow(
+                    _LOOK_UP_WRITING, session_id, owner_id, llm_name, provider_name, *tail
+                )
+        elif provider_name is None:
             row = await self._driver.fetchrow(_LOOK_UP_BY_NAME, session_id, owner_id, llm_name)
         else:
             row = await self._driver.fetchrow(
@@ -210,6 +402,7 @@ class TurnStatements:
         content: str,
         request_id: uuid.UUID,
         api_key: str | None,
+        writes: TurnWrites | None = None,
     ) -> TurnLookup:
         """Look up as :meth:`look_up` does and, in the same round trip, store the user's
         message if the conversation is the owner's, the config is found and its
@@ -220,25 +413,39 @@ class TurnStatements:
             NotFoundError: The conversation went away under the statement.
         """
         message = (uuid.uuid4(), request_id, content, utcnow(), api_key)
+        tail = (writes or TurnWrites()).parameters(self._process_id)
         try:
             if provider_name is None:
                 row = await self._driver.fetchrow(
-                    _LOOK_UP_BY_NAME_AND_STORE, session_id, owner_id, llm_name, *message
+                    _LOOK_UP_BY_NAME_AND_STORE, session_id, owner_id, llm_name, *message, *tail
                 )
             else:
                 row = await self._driver.fetchrow(
-                    _LOOK_UP_AND_STORE, session_id, owner_id, llm_name, provider_name, *message
+                    _LOOK_UP_AND_STORE,
+                    session_id,
+                    owner_id,
+                    llm_name,
+                    provider_name,
+                    *message,
+                    *tail,
                 )
         except asyncpg.ForeignKeyViolationError as exc:
             raise NotFoundError(f"conversation {session_id} not found") from exc
         return dataclasses.replace(_lookup(row), stored=row["stored"])
 
     async def create_conversation(
-        self, session_id: uuid.UUID, *, owner_id: uuid.UUID, title: str
+        self,
+        session_id: uuid.UUID,
+        *,
+        owner_id: uuid.UUID,
+        title: str,
+        writes: TurnWrites | None = None,
     ) -> bool:
-        """Create the conversation; return False if its id is taken (by anyone)."""
+        """Create the conversation with the turn's writes; return False if its id is
+        taken (by anyone): then nothing is stored."""
+        tail = (writes or TurnWrites()).parameters(self._process_id)
         created = await self._driver.fetchval(
-            _CREATE_CONVERSATION, session_id, title, owner_id, utcnow()
+            _CREATE_CONVERSATION, session_id, owner_id, title, utcnow(), *tail
         )
         return created is not None
 
@@ -262,24 +469,24 @@ class TurnStatements:
             raise NotFoundError(f"conversation {session_id} not found") from exc
 
     async def add_reply(
-        self, session_id: uuid.UUID, *, content: str, request_id: uuid.UUID, owner_id: uuid.UUID
+        self,
+        session_id: uuid.UUID,
+        *,
+        content: str,
+        request_id: uuid.UUID,
+        owner_id: uuid.UUID,
+        writes: TurnWrites | None = None,
     ) -> list[File]:
-        """Store the master's message and return the owner's files of the request.
+        """Store the master's message with the turn's writes; return the owner's files
+        of the request.
 
         Raises:
             NotFoundError: The conversation does not exist (any more); nothing is stored.
         """
-        args = (
-            uuid.uuid4(),
-            request_id,
-            SenderType.MASTER_AGENT.value,
-            content,
-            utcnow(),
-            session_id,
-            owner_id,
-        )
+        tail = (writes or TurnWrites()).parameters(self._process_id)
+        args = (session_id, owner_id, request_id, uuid.uuid4(), content, utcnow())
         try:
-            rows = await self._driver.fetch(_ADD_REPLY, *args)
+            rows = await self._driver.fetch(_ADD_REPLY, *args, *tail)
         except asyncpg.ForeignKeyViolationError as exc:
             raise NotFoundError(f"conversation {session_id} not found") from exc
         return [File(**dict(row)) for row in rows]
@@ -296,10 +503,66 @@ class TurnStatements:
         )
         return [(SenderType(row["sender_type"]), row["content"]) for row in rows]
 
-    async def files_of_request(self, request_id: uuid.UUID, *, owner_id: uuid.UUID) -> list[File]:
-        """Return the owner's files of one request (for a turn that stored no message)."""
-        rows = await self._driver.fetch(_FILES_OF_REQUEST, request_id, owner_id)
+    async def files_of_request(
+        self,
+        request_id: uuid.UUID,
+        *,
+        owner_id: uuid.UUID,
+        session_id: uuid.UUID,
+        writes: TurnWrites | None = None,
+    ) -> list[File]:
+        """Return the owner's files of one request (for a turn that stored no message),
+        storing the turn's writes on the way."""
+        tail = (writes or TurnWrites()).parameters(self._process_id)
+        try:
+            rows = await self._driver.fetch(
+                _FILES_OF_REQUEST, session_id, owner_id, request_id, *tail
+            )
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFoundError(f"conversation {session_id} not found") from exc
         return [File(**dict(row)) for row in rows]
+
+    async def store_writes(
+        self, session_id: uuid.UUID, *, owner_id: uuid.UUID, writes: TurnWrites
+    ) -> None:
+        """Store turn writes alone (nothing if the conversation is not the user's).
+
+        Raises:
+            NotFoundError: The conversation went away under the statement.
+        """
+        try:
+            await self._driver.execute(
+                _STORE_WRITES, session_id, owner_id, *writes.parameters(self._process_id)
+            )
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFoundError(f"conversation {session_id} not found") from exc
+
+    async def attach(
+        self, session_id: uuid.UUID, *, owner_id: uuid.UUID, after_seq: int | None, limit: int
+    ) -> SessionAttachment:
+        """Read what a socket joining the conversation needs (see `SessionAttachment`);
+        ``after_seq`` None asks for no events. At most ``limit`` events."""
+        rows = await self._driver.fetch(
+            _ATTACH,
+            session_id,
+            owner_id,
+            -1 if after_seq is None else after_seq,
+            0 if after_seq is None else limit,
+        )
+        last_seq = 0
+        events: list[tuple[int, uuid.UUID, str, str, datetime]] = []
+        undelivered: list[tuple[uuid.UUID, str]] = []
+        for row in rows:
+            part = row["part"]
+            if part == 0:
+                last_seq = row["seq"]
+            elif part == 1:
+                events.append(
+                    (row["seq"], row["request_id"], row["kind"], row["data"], row["created_at"])
+                )
+            elif row["data"] is not None:
+                undelivered.append((row["request_id"], row["data"]))
+        return SessionAttachment(last_seq, events, undelivered)
 
 
 _LAST_MESSAGES = """

@@ -188,9 +188,12 @@ class TestMessages:
         assert [(f.id, f.original_name, f.from_agent, f.session_id) for f in files] == [
             (mine.id, "a.txt", True, sid)
         ]
-        assert [f.id for f in await _db(store).files_of_request(request_id, owner_id=alice.id)] == [
-            mine.id
-        ]
+        assert [
+            f.id
+            for f in await _db(store).files_of_request(
+                request_id, owner_id=alice.id, session_id=sid
+            )
+        ] == [mine.id]
 
         async with sessionmaker() as session:
             page = await ChatRepository(session).page_messages(sid, owner_id=alice.id)

@@ -403,6 +403,30 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         400,
         _detail(lambda v: f"Chat with session_id: '{v.session_id}' does not exist"),
     ),
+    Endpoint(
+        "GET",
+        "/api/chat/turns",
+        Auth.USER,
+        lambda v, a: Probe("/api/chat/turns", query={"session_id": v.session_id}),
+        200,
+        lambda v: {"turns": []},
+    ),
+    Endpoint(
+        "GET",
+        "/api/chat/turns/<request_id>",
+        Auth.USER,
+        lambda v, a: Probe(f"/api/chat/turns/{v.request_id}"),
+        404,
+        _detail(lambda v: "Turn not found"),
+    ),
+    Endpoint(
+        "POST",
+        "/api/chat/turns/<request_id>/cancel",
+        Auth.USER,
+        lambda v, a: Probe(f"/api/chat/turns/{v.request_id}/cancel"),
+        404,
+        _detail(lambda v: "Turn not found"),
+    ),
     # -- files
     Endpoint(
         "POST",
@@ -472,6 +496,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         exempt="the docs pages' packaged scripts and styles",
     ),
     Endpoint("GET", "/openapi.json", Auth.NONE, exempt="the schema, the same for everyone"),
+    Endpoint("GET", "/asyncapi.json", Auth.NONE, exempt="the event schema, the same for everyone"),
+    Endpoint("GET", "/asyncapi", Auth.NONE, exempt="the event schema's page"),
     Endpoint("GET", "/static/<path:filename>", Auth.NONE, exempt="Quart's static folder"),
 )
 

@@ -34,6 +34,11 @@ FRAME_LIMIT = 64 * 1024
 ROUTER_TRANSPORT_LIMIT = 4 * 1024 * 1024  # four times the router's 1 MiB frame limit
 
 CORPUS: list[str | bytes] = [
+    '{"type": "cancel"}',
+    '{"type": "cancel", "request_id": "not-a-uuid"}',
+    '{"type": "cancel", "request_id": null}',
+    b'{"type": "cancel", "request_id": 7}',
+    '{"type": "cancel", "request_id": "00000000-0000-0000-0000-000000000000"}',
     "",
     " ",
     "{",
@@ -188,7 +193,14 @@ class TestFrontendSocket:
                     assert reply["response"]["response"]["is_success"] is False, (frame, reply)
                 else:
                     assert reply["type"] == "error", (frame, reply)
-                    assert reply["error"] == "Message validation failed", (frame, reply)
+                    # A well-formed cancel of a turn that is not there is told so.
+                    expected = (
+                        "Turn not found"
+                        if b'"cancel", "request_id": "0'
+                        in (frame if isinstance(frame, bytes) else frame.encode())
+                        else "Message validation failed"
+                    )
+                    assert reply["error"] == expected, (frame, reply)
             await _still_answers_chat(ws)
             await _still_answers_chat(bystander)
         await _server_still_serves(live, token)

@@ -32,8 +32,9 @@ closed with 1013 at once, before its token is looked at.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID, uuid4
 
 import anyio
@@ -41,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from quart import Blueprint, websocket
 
 from actors.chat import (
+    DATABASE_UNAVAILABLE,
     SHUTTING_DOWN,
     ChatBusyError,
     ChatDrain,
@@ -51,6 +53,7 @@ from actors.chat import (
     agent_response_frame,
     error_reply,
 )
+from persistence import TurnHistory, is_database_unavailable
 
 from ..auth import resolve_token
 from ..errors import format_error
@@ -67,6 +70,7 @@ __all__ = [
     "TOO_MANY_HANDSHAKES",
     "TOO_MANY_SOCKETS",
     "UNSTORABLE",
+    "CancelMessage",
     "IncomingMessage",
     "blueprint",
     "parse_message",
@@ -81,6 +85,10 @@ CLOSE_INTERNAL = 1011
 CLOSE_GOING_AWAY = 1001
 BAD_TOKEN = "JWT token is expired or invalid"
 BAD_SESSION = "session_id is not a valid UUID"
+BAD_AFTER_SEQ = "after_seq must be a non-negative integer"
+BAD_EVENTS = "events must be 0 or 1"
+TURN_NOT_FOUND = "Turn not found"
+TURN_FINISHED = "Turn is already finished"
 VALIDATION_FAILED = "Message validation failed"
 SERVER_STOPPING = "Server is shutting down"
 BUSY = "Too many messages are waiting in this chat. Try again later"
@@ -119,8 +127,24 @@ class IncomingMessage(BaseModel):
         return ChatInput(self.message, llm_name, provider, tuple(self.files or ()))
 
 
-def parse_message(data: str | bytes) -> ChatInput | dict[str, Any]:
-    """Return the chat input of one frame, or the Q3 error frame for an invalid one."""
+class CancelMessage(BaseModel):
+    """Cancel a running or queued turn of this socket's conversation."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["cancel"]
+    request_id: UUID
+
+
+def parse_message(data: str | bytes) -> ChatInput | CancelMessage | dict[str, Any]:
+    """Return the chat input or the cancel of one frame, or the Q3 error frame for an
+    invalid one."""
+    if (isinstance(data, str) and '"cancel"' in data) or (
+        isinstance(data, bytes) and b'"cancel"' in data
+    ):
+        # Only a frame that names it can be a cancel; a chat message never has a type.
+        with contextlib.suppress(ValidationError):
+            return CancelMessage.model_validate_json(data)
     try:
         found = IncomingMessage.model_validate_json(data).to_input()
     except ValidationError as exc:
@@ -172,6 +196,11 @@ async def frontend_ws() -> None:
     except ValueError:
         await websocket.close(CLOSE_POLICY, BAD_SESSION)
         return
+    watch = _watch_options(websocket.args.get("events"), websocket.args.get("after_seq"))
+    if isinstance(watch, str):
+        await websocket.close(CLOSE_POLICY, watch)
+        return
+    events, after_seq = watch
     drain = services().drain
     await websocket.accept()
     if drain is not None and drain.draining:
@@ -183,7 +212,9 @@ async def frontend_ws() -> None:
         return
     try:
         async with (
-            services().chats.open_session(caller.user_id, session_id) as chat,
+            services().chats.open_session(
+                caller.user_id, session_id, events=events, after_seq=after_seq
+            ) as chat,
             anyio.create_task_group() as tg,
         ):
             tg.start_soon(_write, chat, tg.cancel_scope)
@@ -192,6 +223,39 @@ async def frontend_ws() -> None:
             await _read(chat)
     finally:
         sockets.release(caller.user_id)
+
+
+def _watch_options(events: str | None, after_seq: str | None) -> tuple[bool, int | None] | str:
+    """Read ``events`` and ``after_seq``; return the close reason of a bad one."""
+    if events not in (None, "0", "1", "true", "false"):
+        return BAD_EVENTS
+    after: int | None = None
+    if after_seq is not None:
+        if not after_seq.isascii() or not after_seq.isdigit() or len(after_seq) > 18:
+            return BAD_AFTER_SEQ
+        after = int(after_seq)
+    return events in ("1", "true") or after is not None, after
+
+
+async def _cancel(chat: ChatSession, request_id: UUID) -> None:
+    """Cancel a turn of the socket's conversation, or say why it cannot be."""
+    try:
+        if await chat.cancel(request_id):
+            return  # its one reply follows, as for any turn
+    except ChatUnavailableError:
+        chat.send_nowait(_error_frame(CHAT_UNAVAILABLE))
+        return
+    try:
+        turn = await TurnHistory(services().sessionmaker).get_turn(chat.user_id, request_id)
+    except Exception as exc:
+        if not is_database_unavailable(exc):
+            raise
+        chat.send_nowait(_error_frame(DATABASE_UNAVAILABLE))
+        return
+    if turn is not None and turn.session_id == chat.session_id and turn.is_final:
+        chat.send_nowait(_error_frame(TURN_FINISHED))
+    else:
+        chat.send_nowait(_error_frame(TURN_NOT_FOUND))
 
 
 async def _close_when_drained(chat: ChatSession, drain: ChatDrain) -> None:
@@ -205,6 +269,9 @@ async def _read(chat: ChatSession) -> None:
         if isinstance(parsed, dict):
             # ASCII escapes: an echoed lone surrogate has no UTF-8 form to send.
             chat.send_nowait(json.dumps(parsed, default=str))
+            continue
+        if isinstance(parsed, CancelMessage):
+            await _cancel(chat, parsed.request_id)
             continue
         if _unstorable(parsed):
             chat.send_nowait(_refusal(UNSTORABLE, chat.session_id))

@@ -16,7 +16,18 @@ def test_all_names_are_exported_and_public() -> None:
 def test_public_surface_is_pinned() -> None:
     assert sorted(actors.chat.__all__) == sorted(
         [
+            "CANCELLED",
             "DATABASE_UNAVAILABLE",
+            "INTERRUPTED",
+            "CancelOutcome",
+            "CancelTurn",
+            "TurnDirectory",
+            "TurnEvent",
+            "TurnJournal",
+            "TurnStep",
+            "agent_response_body",
+            "stored_content",
+            "turn_event_frame",
             "DEFAULT_CHAT_INTENSITY",
             "DEFAULT_MASTER_TIMEOUT",
             "DEFAULT_QUEUED_MESSAGES",

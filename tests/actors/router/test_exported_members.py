@@ -38,6 +38,7 @@ EXPECTED = [
     "MessageType",
     "OpenConnection",
     "AbandonConnection",
+    "AgentStepObserver",
     "AgentVerifier",
     "LogLimits",
     "Outbox",
