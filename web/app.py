@@ -53,7 +53,14 @@ def create_app(
     install_docs_assets(app)
     QuartSchema(
         app,
-        info=Info(title="GenAI AgentOS back-end", version="0.1.0"),
+        info=Info(
+            title="GenAI AgentOS back-end",
+            version="0.1.0",
+            description=(
+                "The WebSockets (`/frontend/ws` and the router's) and their frames: "
+                "[/asyncapi](/asyncapi) ([AsyncAPI 3 document](/asyncapi.json))."
+            ),
+        ),
         redoc_ui_path="/redoc",
         scalar_ui_path=None,
         security_schemes=SECURITY_SCHEMES,

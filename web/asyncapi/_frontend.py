@@ -52,7 +52,7 @@ class FrontendQuery(BaseModel):
     session_id: UUID | None = Field(
         None, description="The conversation to join; a new one (uuid4) when absent."
     )
-    events: Literal["1"] | None = Field(
+    events: Literal["0", "1"] | None = Field(
         None, description="`1` opts in to `turn_event` frames; without it frames are as before."
     )
     after_seq: Annotated[int, Field(ge=0)] | None = Field(
@@ -63,7 +63,8 @@ class FrontendQuery(BaseModel):
 
 
 class CancelMessage(BaseModel):
-    """Cancel a running or queued turn of this socket's session.
+    """Cancel a running or queued turn of this socket's session (the socket validates
+    cancels with this model).
 
     The turn is then answered once, with an ``agent_response`` whose ``is_success`` is
     false and whose text is ``Turn cancelled``. A turn that is not this user's, not in

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID, uuid4
 
 import anyio
@@ -55,6 +55,7 @@ from actors.chat import (
 )
 from persistence import TurnHistory, is_database_unavailable
 
+from ..asyncapi import CancelMessage
 from ..auth import resolve_token
 from ..errors import format_error
 from ..services import services
@@ -125,15 +126,6 @@ class IncomingMessage(BaseModel):
             return None
         provider = self.provider if self.provider is not None else older.provider
         return ChatInput(self.message, llm_name, provider, tuple(self.files or ()))
-
-
-class CancelMessage(BaseModel):
-    """Cancel a running or queued turn of this socket's conversation."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    type: Literal["cancel"]
-    request_id: UUID
 
 
 def parse_message(data: str | bytes) -> ChatInput | CancelMessage | dict[str, Any]:
@@ -227,14 +219,14 @@ async def frontend_ws() -> None:
 
 def _watch_options(events: str | None, after_seq: str | None) -> tuple[bool, int | None] | str:
     """Read ``events`` and ``after_seq``; return the close reason of a bad one."""
-    if events not in (None, "0", "1", "true", "false"):
+    if events not in (None, "0", "1"):
         return BAD_EVENTS
     after: int | None = None
     if after_seq is not None:
         if not after_seq.isascii() or not after_seq.isdigit() or len(after_seq) > 18:
             return BAD_AFTER_SEQ
         after = int(after_seq)
-    return events in ("1", "true") or after is not None, after
+    return events == "1" or after is not None, after
 
 
 async def _cancel(chat: ChatSession, request_id: UUID) -> None:
