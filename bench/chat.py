@@ -31,7 +31,11 @@ history and tool reads, two model calls over HTTP and one agent call through the
 ``builtin_server_cpu_ms_per_turn_*`` is its server CPU per turn; next to it,
 ``builtin_cpu_budget_ms_*`` is the external master's turn plus the agent call itself
 (``server_cpu_ms_per_turn`` + ``floor_server_cpu_ms`` at as many sessions): the target
-is to stay under it. The external scripted master connects after those phases and takes
+is to stay under it. ``builtin_http_floor_ms_httpx2`` and
+``builtin_http_floor_ms_provider_transport``: the floor of its two model calls, the same
+two exchanges with the fake provider per turn made from the server process by a bare
+``httpx2`` client (no ``openai`` client, no master) on ``httpx2``'s transport and on the
+built-in master's. The external scripted master connects after those phases and takes
 ``master_server_ml`` over (the router routes it to its newest connection).
 
 The master, the echo agent, the fake provider and the clients run in a child process (``python -m
@@ -59,8 +63,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
+import openai
 from websockets.asyncio.client import ClientConnection, connect
 
+from actors.master._http import ProviderTransport
 from persistence import DatabaseSettings
 from web import Settings
 from web._server import open_server
@@ -255,6 +262,9 @@ async def _drive() -> None:
             started = time.perf_counter()
             phases[f"builtin_{name}"] = {"chat": await _chat(base, token, sessions, count)}
             phases[f"builtin_{name}"]["chat_seconds"] = time.perf_counter() - started
+        # The server makes the bare exchanges itself; the fake provider answers them.
+        print("ready http 1", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         async with connect(
             router_url, additional_headers={"API-KEY": plan["master_key"]}
         ) as master:
@@ -291,6 +301,48 @@ async def _external_phases(
         phases[name] = phase
     print("ready end 0", flush=True)
     answering.cancel()
+
+
+def _turn_bodies() -> tuple[bytes, bytes]:
+    """The two request bodies of a built-in turn: the tool call's, then the answer's."""
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "hi"},
+    ]
+    first = {"model": "m", "messages": messages, "tools": [ECHO_SCHEMA]}
+    call = _model_reply(first)["choices"][0]["message"]
+    messages = [
+        *messages,
+        call,
+        {"role": "tool", "tool_call_id": "call_bench", "content": '"echo"'},
+    ]
+    second = {"model": "m", "messages": messages, "tools": [ECHO_SCHEMA]}
+    return json.dumps(first).encode(), json.dumps(second).encode()
+
+
+async def _bare_exchanges(port: int, turns: int) -> dict[str, float]:
+    """The floor of a built-in turn's two model calls: the same two exchanges with the
+    fake provider made by a bare ``httpx2`` client (no ``openai`` client), on
+    ``httpx2``'s own transport and on the built-in master's; server CPU per turn (ms).
+    """
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    headers = {"authorization": "Bearer sk", "content-type": "application/json"}
+    bodies = _turn_bodies()
+    transports: dict[str, httpx2.AsyncBaseTransport | None] = {
+        "httpx2": None,
+        "provider_transport": ProviderTransport(limits=openai.DEFAULT_CONNECTION_LIMITS),
+    }
+    results: dict[str, float] = {}
+    for name, transport in transports.items():
+        async with httpx2.AsyncClient(transport=transport, timeout=None) as http:
+            for _ in range(20):  # warm-up: the connection, the first calls
+                (await http.post(url, content=bodies[0], headers=headers)).json()
+            started = time.process_time()
+            for _ in range(turns):
+                for body in bodies:
+                    (await http.post(url, content=body, headers=headers)).json()
+            results[name] = (time.process_time() - started) * 1000 / turns
+    return results
 
 
 async def run(database_url: str, turns: int) -> dict[str, float]:
@@ -362,6 +414,14 @@ async def run(database_url: str, turns: int) -> dict[str, float]:
                 profile.dump_stats(PROFILE)
             if kind == "end":
                 break
+            if kind == "http":
+                running = ""
+                bare = await _bare_exchanges(provider_port, turns)
+                for name, ms in bare.items():
+                    results[f"builtin_http_floor_ms_{name}"] = ms
+                driver.stdin.write(b"go\n")
+                await driver.stdin.drain()
+                continue
             running, started = f"{kind}_{sessions}", time.process_time()
             if running == PROFILE_PHASE and profile is not None:
                 profile.enable()
