@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -42,7 +42,7 @@ from actors.chat import (
     stored_content,
 )
 from actors.janitor import janitor_spec
-from actors.master import LoopSettings, MasterConfig, master_agent_spec
+from actors.master import CancelMasterTurn, LoopSettings, MasterConfig, master_agent_spec
 from actors.registry import agent_verifier
 from actors.router import (
     ApiKeys,
@@ -67,8 +67,10 @@ from persistence import (
     upgrade_to_head,
 )
 from runtime import (
+    ActorDeadError,
     ActorSystem,
     ChildSpec,
+    MailboxFullError,
     RestartIntensity,
     Strategy,
     Supervisor,
@@ -382,6 +384,7 @@ async def _start_tree(
         observe=master.observe,
         directory=directory,
         master_kind="builtin" if settings.builtin_master else "external",
+        cancel_master_turn=_master_canceller(system) if settings.builtin_master else None,
         process_id=services.process_id,
     )
     await system.start(chat_supervisor_spec(deps))
@@ -469,6 +472,17 @@ def _interrupted_reply(request_id: uuid.UUID, session_id: uuid.UUID) -> tuple[st
     reply = error_reply(INTERRUPTED)
     body = agent_response_body(reply, request_id=request_id, session_id=session_id, files=())
     return stored_content(reply), body
+
+
+def _master_canceller(system: ActorSystem) -> Callable[[str], None]:
+    """Tell the built-in master to stop a turn (dropped if it is down or full: its own
+    deadline then ends the turn)."""
+
+    def cancel(request_id: str) -> None:
+        with contextlib.suppress(ActorDeadError, MailboxFullError, KeyError):
+            system.ref_of("router.master").tell_nowait(CancelMasterTurn(request_id))
+
+    return cancel
 
 
 def _report_log(directory: TurnDirectory, log: LogEntry) -> None:

@@ -14,6 +14,7 @@ agents with the ``a2a-sdk`` client, and answers
 
 from __future__ import annotations
 
+from ._actor import CancelMasterTurn as CancelMasterTurn
 from ._actor import GetMasterStatus as GetMasterStatus
 from ._actor import MasterAgent as MasterAgent
 from ._actor import MasterConfig as MasterConfig
@@ -39,6 +40,7 @@ from ._tools import ToolCatalogue as ToolCatalogue
 __all__ = [
     "AgentCallError",
     "AgentReply",
+    "CancelMasterTurn",
     "GetMasterStatus",
     "LoopSettings",
     "MasterAgent",

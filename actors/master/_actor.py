@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from ..tools import OutboundPolicy
 
 __all__ = [
+    "CancelMasterTurn",
     "GetMasterStatus",
     "MasterAgent",
     "MasterConfig",
@@ -94,7 +95,15 @@ class GetMasterStatus:
     """Ask for a `MasterStatus`."""
 
 
-MasterMessage = GetMasterStatus
+@dataclasses.dataclass(frozen=True, slots=True)
+class CancelMasterTurn:
+    """Stop the turn of ``request_id`` (its model call, its agent calls); no answer is
+    sent for it: its caller has stopped waiting."""
+
+    request_id: str
+
+
+MasterMessage = GetMasterStatus | CancelMasterTurn
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -142,6 +151,8 @@ class MasterAgent(Actor[MasterMessage]):
         self._running = 0
         self._answered = 0
         self._failed = 0
+        # The cancel scope of each running turn, by request id.
+        self._turns: dict[str, anyio.CancelScope] = {}
 
     async def on_start(self) -> None:
         try:
@@ -165,6 +176,11 @@ class MasterAgent(Actor[MasterMessage]):
                 return MasterStatus(
                     self._main is not None, self._running, self._answered, self._failed
                 )
+            case CancelMasterTurn(request_id):
+                scope = self._turns.get(request_id)
+                if scope is not None:
+                    logger.info("master turn %s cancelled by its caller", request_id)
+                    scope.cancel()
         return None
 
     # -- the connection ------------------------------------------------------------------
@@ -220,8 +236,11 @@ class MasterAgent(Actor[MasterMessage]):
         request = invocation.request
         started = time.perf_counter()
         self._running += 1
+        scope = anyio.CancelScope()
+        if request.request_id:
+            self._turns[request.request_id] = scope
         try:
-            with _turn_ids(request):
+            with scope, _turn_ids(request):
                 with anyio.move_on_after(self.config.turn_timeout):
                     result = await self._runner.run(request)
                     await self._answer(conn, invocation, result, started)
@@ -247,6 +266,8 @@ class MasterAgent(Actor[MasterMessage]):
             raise
         finally:
             self._running -= 1
+            if self._turns.get(request.request_id) is scope:
+                del self._turns[request.request_id]
 
     async def _answer(
         self,

@@ -16,6 +16,7 @@ def test_public_surface_is_pinned() -> None:
         [
             "AgentCallError",
             "AgentReply",
+            "CancelMasterTurn",
             "GetMasterStatus",
             "LoopSettings",
             "MasterAgent",
