@@ -38,6 +38,11 @@ two exchanges with the fake provider per turn made from the server process by a 
 built-in master's. The external scripted master connects after those phases and takes
 ``master_server_ml`` over (the router routes it to its newest connection).
 
+``events_1`` and ``events_20``: the same closed-loop chat through the external master
+with sockets that watch their turns (``events=1``: four ``turn_event`` frames a turn);
+``events_cpu_ratio_*`` is its server CPU per turn over the unwatched phase's, measured
+right before it (target: at most 1.2).
+
 The master, the echo agent, the fake provider and the clients run in a child process (``python -m
 bench.chat --drive``), so that their CPU is not the server's. ``server_cpu_ms_per_turn``
 is the server process's CPU time over a chat phase per turn (``floor_server_cpu_ms``:
@@ -177,13 +182,20 @@ async def _think(mean: float) -> None:
 
 
 async def _chat(
-    http_base: str, token: str, sessions: int, turns: int, think: float = 0.0
+    http_base: str,
+    token: str,
+    sessions: int,
+    turns: int,
+    think: float = 0.0,
+    *,
+    events: bool = False,
 ) -> list[float]:
     host = http_base.removeprefix("http://")
     message = json.dumps({"message": "hi", "llm_name": "gpt", "provider": "openai"})
+    watch = "&events=1" if events else ""
 
     async def one() -> list[float]:
-        url = f"ws://{host}/frontend/ws?token={token}&session_id={uuid.uuid4()}"
+        url = f"ws://{host}/frontend/ws?token={token}&session_id={uuid.uuid4()}{watch}"
         samples = []
         async with connect(url, compression=None) as ws:
             for _ in range(turns):
@@ -286,13 +298,16 @@ async def _external_phases(
     for name, sessions, think in (("1", 1, 0.0), ("20", 20, 0.0), ("paced", 20, THINK)):
         count = turns if sessions == 1 else max(20, turns // 4)
         phase: dict[str, Any] = {}
-        for kind in ("chat", "floor"):
+        kinds = ("chat", "floor") if name == "paced" else ("chat", "events", "floor")
+        for kind in kinds:
             # The server measures its CPU time from our signal to the next one.
             print(f"ready {kind} {name}", flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
             started = time.perf_counter()
-            if kind == "chat":
-                phase[kind] = await _chat(base, token, sessions, count, think)
+            if kind in ("chat", "events"):
+                phase[kind] = await _chat(
+                    base, token, sessions, count, think, events=kind == "events"
+                )
             else:
                 phase[kind] = await _floor(
                     router_url, plan["master_key"], agent_id, sessions, count, think
@@ -454,6 +469,19 @@ async def run(database_url: str, turns: int) -> dict[str, float]:
             f"server_cpu_ms_per_turn_{sessions}": cpu[f"chat_{sessions}"] * 1000 / len(chat),
             f"floor_server_cpu_ms_{sessions}": cpu[f"floor_{sessions}"] * 1000 / len(floor),
         }
+        if "events" in phase:
+            watched = phase["events"]
+            e50, e99 = _percentiles(watched)
+            per_turn = cpu[f"events_{sessions}"] * 1000 / len(watched)
+            results |= {
+                f"events_turns_per_s_{sessions}": len(watched) / phase["events_seconds"],
+                f"events_p50_ms_{sessions}": e50,
+                f"events_p99_ms_{sessions}": e99,
+                f"events_server_cpu_ms_per_turn_{sessions}": per_turn,
+                f"events_cpu_ratio_{sessions}": (
+                    per_turn / results[f"server_cpu_ms_per_turn_{sessions}"]
+                ),
+            }
     for sessions in ("1", "20"):
         results[f"builtin_cpu_budget_ms_{sessions}"] = (
             results[f"server_cpu_ms_per_turn_{sessions}"]
