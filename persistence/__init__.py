@@ -29,6 +29,7 @@ from ._migrations import upgrade_to_head as upgrade_to_head
 from ._models import A2ACard as A2ACard
 from ._models import Agent as Agent
 from ._models import AgentFlow as AgentFlow
+from ._models import BackendProcess as BackendProcess
 from ._models import Base as Base
 from ._models import ChatConversation as ChatConversation
 from ._models import ChatMessage as ChatMessage
@@ -56,6 +57,7 @@ from ._settings import to_async_url as to_async_url
 from .repositories import A2ARepository as A2ARepository
 from .repositories import AgentListing as AgentListing
 from .repositories import AgentRepository as AgentRepository
+from .repositories import Beat as Beat
 from .repositories import ChatRepository as ChatRepository
 from .repositories import ChatTurnStore as ChatTurnStore
 from .repositories import CleanUp as CleanUp
@@ -69,6 +71,9 @@ from .repositories import MessagePage as MessagePage
 from .repositories import ModelChoice as ModelChoice
 from .repositories import NewLog as NewLog
 from .repositories import NewTool as NewTool
+from .repositories import ProcessIdentity as ProcessIdentity
+from .repositories import ProcessRecord as ProcessRecord
+from .repositories import ProcessTable as ProcessTable
 from .repositories import ProfileRepository as ProfileRepository
 from .repositories import ProviderRepository as ProviderRepository
 from .repositories import ReplyFor as ReplyFor
@@ -107,7 +112,9 @@ __all__ = [
     "AlreadyExistsError",
     "ApiKeyCipher",
     "ApiKeyDecryptionError",
+    "BackendProcess",
     "Base",
+    "Beat",
     "CatalogueVersions",
     "ChatConversation",
     "ChatMessage",
@@ -141,6 +148,9 @@ __all__ = [
     "NewTool",
     "NotFoundError",
     "PersistenceError",
+    "ProcessIdentity",
+    "ProcessRecord",
+    "ProcessTable",
     "ProfileRepository",
     "Project",
     "ProviderRepository",

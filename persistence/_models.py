@@ -26,6 +26,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
     Uuid,
     func,
@@ -41,6 +42,7 @@ __all__ = [
     "A2ACard",
     "Agent",
     "AgentFlow",
+    "BackendProcess",
     "Base",
     "ChatConversation",
     "ChatMessage",
@@ -450,3 +452,22 @@ AgentflowProjectAssociation = _association(
     ("flow_id", "agentworkflows.id"),
     ("project_id", "projects.id"),
 )
+
+
+class BackendProcess(Base):
+    """One running server process and the last time it said so (ours; the original has none).
+
+    Each ``serve`` process writes its row at start and moves ``last_seen`` forward every
+    ``HEARTBEAT_SECONDS`` (the database's clock, naive UTC); a row that stopped moving is
+    a process that died, whose peers finish its open chat turns and delete the row.
+    """
+
+    __tablename__ = "backendprocesses"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_seen: Mapped[datetime] = mapped_column(server_default=func.now())
+    http_url: Mapped[str | None] = mapped_column(Text())
+    owns_router: Mapped[bool] = mapped_column(server_default="false")
+    pid: Mapped[int | None]
+    hostname: Mapped[str | None] = mapped_column(Text())

@@ -13,6 +13,10 @@ from .flows import is_eligible as is_eligible
 from .logs import LogEntry as LogEntry
 from .logs import LogRepository as LogRepository
 from .logs import NewLog as NewLog
+from .processes import Beat as Beat
+from .processes import ProcessIdentity as ProcessIdentity
+from .processes import ProcessRecord as ProcessRecord
+from .processes import ProcessTable as ProcessTable
 from .providers import ConfigRepository as ConfigRepository
 from .providers import ProviderRepository as ProviderRepository
 from .tools import A2ARepository as A2ARepository
@@ -41,6 +45,7 @@ __all__ = [
     "A2ARepository",
     "AgentListing",
     "AgentRepository",
+    "Beat",
     "ChatRepository",
     "ChatTurnStore",
     "CleanUp",
@@ -54,6 +59,9 @@ __all__ = [
     "ModelChoice",
     "NewLog",
     "NewTool",
+    "ProcessIdentity",
+    "ProcessRecord",
+    "ProcessTable",
     "ProfileRepository",
     "ProviderRepository",
     "ReplyFor",

@@ -4,9 +4,11 @@ The chat actor writes a turn's row and events as the turn runs (`ChatTurnStore`)
 module reads them for the REST API and for a socket's replay, hands out replies that
 reached no socket, finishes turns that no live chat actor will finish (a process that
 died or stopped under them, or a cancel with nobody to take it), and deletes what is
-past its retention. None of it is on a turn's hot path, but it is written as the hot
-paths are: straight on the driver's connection, each method its own transaction(s), so
-the caller needs no session.
+past its retention. With several processes on one database, the turns of a process that
+died are finished by its peers (`TurnHistory.finish_turns_of`, see ``processes.py``).
+None of it is on a turn's hot path, but it is written as the hot paths are: straight
+on the driver's connection, each method its own transaction(s), so the caller needs no
+session.
 
 Sequence numbers: a conversation's events are numbered from 1, gap-free, increasing,
 and a new event takes the conversation's highest number plus one. The clean-up
@@ -117,6 +119,26 @@ WHERE status = ANY($1::text[]) AND ($2::uuid IS NULL OR process_id IS DISTINCT F
 ORDER BY created_at, request_id
 LIMIT $3
 FOR UPDATE SKIP LOCKED
+"""
+
+# The open turns of the processes listed, and (when $3 is not null) those of no process
+# seen within $3 seconds: NULL, a process without a row, or one whose row is that old.
+# Locked and skipped as above, so that several peers finishing one dead process's turns
+# at once finish each turn once.
+_LOCK_TURNS_OF = """
+SELECT t.request_id, t.session_id, t.user_id FROM chatturns t
+WHERE t.status = ANY($1::text[])
+    AND (
+        t.process_id = ANY($2::uuid[])
+        OR ($3::float8 IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM backendprocesses p
+            WHERE p.id = t.process_id
+                AND p.last_seen >= (now() AT TIME ZONE 'utc') - make_interval(secs => $3)
+        ))
+    )
+ORDER BY t.created_at, t.request_id
+LIMIT $4
+FOR UPDATE OF t SKIP LOCKED
 """
 
 # One turn, waiting for whoever holds it (the chat actor may be finishing it right now).
@@ -296,6 +318,52 @@ class TurnHistory:
         while True:
             async with self._connect() as driver, driver.transaction():
                 rows = await driver.fetch(_LOCK_ORPHANS, _OPEN, process_id, _ORPHAN_BATCH)
+                for row in rows:
+                    await _finish(driver, row["request_id"], status, reply_for)
+            finished += len(rows)
+            if len(rows) < _ORPHAN_BATCH:
+                return finished
+
+    async def finish_turns_of(
+        self,
+        process_ids: Iterable[uuid.UUID],
+        *,
+        status: TurnStatus = TurnStatus.INTERRUPTED,
+        reply_for: ReplyFor,
+        unowned_after: float | None = None,
+    ) -> int:
+        """End the open turns of processes that are gone, as :meth:`finish_orphans` does.
+
+        For several processes on one database: a process finishes the turns of the peers
+        it found gone (``backendprocesses``), never those of a live one. Idempotent;
+        several callers may run at once (each turn is finished by one of them).
+
+        Turns without a process (``process_id`` NULL: written by a caller that gave none,
+        such as an older release) belong to no live process that could be told apart, so
+        they count as unowned: they are finished with the turns of processes that have
+        no row, only when ``unowned_after`` is given — the sweep a process makes once at
+        its start, which replaces the single-process `finish_orphans`.
+
+        Args:
+            process_ids: The processes found gone.
+            status: The final status, normally ``interrupted``.
+            reply_for: Builds each turn's stored content and frame (see `ReplyFor`).
+            unowned_after: Also finish the turns whose process has not beaten within
+                this many seconds: NULL, without a row, or with a row that old; None:
+                only those of ``process_ids``.
+
+        Returns:
+            How many turns this call finished.
+        """
+        _check_final(status)
+        ids = list(process_ids)
+        if not ids and unowned_after is None:
+            return 0
+        after = None if unowned_after is None else float(unowned_after)
+        finished = 0
+        while True:
+            async with self._connect() as driver, driver.transaction():
+                rows = await driver.fetch(_LOCK_TURNS_OF, _OPEN, ids, after, _ORPHAN_BATCH)
                 for row in rows:
                     await _finish(driver, row["request_id"], status, reply_for)
             finished += len(rows)
