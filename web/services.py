@@ -61,6 +61,9 @@ class AppServices:
     """Failed logins per username and address; made from the settings on first use."""
     process_id: uuid.UUID = field(default_factory=uuid.uuid4)
     """This server process: written on the chat turns it runs."""
+    cluster: Any = None
+    """The heartbeat's client (``actors.cluster.HeartbeatClient``): this process and its
+    peers on the same database, shown in ``/health``."""
 
     def api_key_cipher(self) -> ApiKeyCipher:
         """Return the provider API-key cipher, built from the settings on first use.

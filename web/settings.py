@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from persistence import ApiKeyCipher
@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     # which looks for them this often (seconds).
     TURN_RETENTION_HOURS: float = Field(168.0, gt=0)
     TURN_JANITOR_INTERVAL_SECONDS: float = Field(600.0, gt=0)
+    # Several processes on one database: each writes its heartbeat row this often
+    # (seconds), and a peer whose row has not moved for PEER_TIMEOUT_SECONDS is taken for
+    # dead (its open chat turns are answered as interrupted). The timeout must exceed
+    # twice the interval, so that one late beat is not a death.
+    HEARTBEAT_SECONDS: float = Field(2.0, gt=0)
+    PEER_TIMEOUT_SECONDS: float = Field(10.0, gt=0)
 
     ROUTER_WS_URL: str | None = None
     ROUTER_HOST: str = "0.0.0.0"
@@ -161,6 +167,15 @@ class Settings(BaseSettings):
             return [str(item).strip() for item in parsed if str(item).strip()]
         text = text.removeprefix("[").removesuffix("]")
         return [part.strip().strip('"') for part in text.split(",") if part.strip().strip('"')]
+
+    @model_validator(mode="after")
+    def _check_peer_timeout(self) -> Settings:
+        if self.PEER_TIMEOUT_SECONDS <= 2 * self.HEARTBEAT_SECONDS:
+            raise ValueError(
+                f"PEER_TIMEOUT_SECONDS ({self.PEER_TIMEOUT_SECONDS}) must exceed twice "
+                f"HEARTBEAT_SECONDS ({self.HEARTBEAT_SECONDS})"
+            )
+        return self
 
     @property
     def builtin_master(self) -> bool:

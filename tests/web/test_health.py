@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import anyio
 import pytest
+from pydantic import ValidationError
 from quart import Quart
 from quart.testing import QuartClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.chat import ChatDrain
+from actors.cluster import HeartbeatClient, heartbeat_spec, process_identity
+from persistence import ProcessIdentity, ProcessTable
 from runtime import Actor, ActorSystem, ChildSpec, RestartIntensity, open_actor_system
 from web import AppServices, Settings, create_app
 
@@ -169,6 +174,65 @@ class TestHealth:
     async def test_documented_in_openapi(self, client: QuartClient) -> None:
         paths = (await (await client.get("/openapi.json")).get_json())["paths"]
         assert {"/health", "/health/live", "/health/ready"} <= set(paths)
+
+
+class TestProcesses:
+    async def test_identity_and_peers_from_the_heartbeat(
+        self,
+        client: QuartClient,
+        services: AppServices,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        peer = ProcessIdentity(uuid.uuid4(), http_url="http://10.0.0.2:8000")
+        await ProcessTable(sessionmaker).beat(peer)
+        me = process_identity(
+            services.process_id, http_url="http://127.0.0.1:8000", owns_router=True
+        )
+        spec = heartbeat_spec(sessionmaker, me, reply_for=_no_reply, interval=3600, timeout=9000)
+        async with open_actor_system(spec) as heartbeat:
+            services.cluster = HeartbeatClient(heartbeat.ref_of("heartbeat"))
+            body = await (await client.get("/health")).get_json()
+        process = body["process"]
+        assert process["id"] == str(services.process_id)
+        assert process["owns_router"] is True
+        assert datetime.fromisoformat(process["started_at"])
+        (seen,) = body["peers"]
+        assert (seen["id"], seen["http_url"]) == (str(peer.id), "http://10.0.0.2:8000")
+        assert 0 <= seen["last_seen_seconds_ago"] < 60
+        # The rest keeps its shape.
+        assert body["status"] == "ok" and body["tree"]["children"][0]["name"] == "idle"
+
+    async def test_without_a_heartbeat(self, client: QuartClient) -> None:
+        body = await (await client.get("/health")).get_json()
+        assert (body["process"], body["peers"]) == (None, [])
+
+    async def test_a_heartbeat_that_does_not_answer(
+        self, client: QuartClient, services: AppServices
+    ) -> None:
+        class Down:
+            async def status(self) -> Any:
+                raise RuntimeError("restarting")
+
+        services.cluster = Down()
+        response = await client.get("/health")
+        assert response.status_code == 200
+        body = await response.get_json()
+        assert body["process"] == {
+            "id": str(services.process_id),
+            "detail": "RuntimeError: restarting",
+        }
+        assert body["peers"] == []
+
+    def test_peer_timeout_must_exceed_twice_the_interval(self) -> None:
+        with pytest.raises(ValidationError, match="PEER_TIMEOUT_SECONDS"):
+            Settings(HEARTBEAT_SECONDS=5, PEER_TIMEOUT_SECONDS=10)
+        settings = Settings(HEARTBEAT_SECONDS=1, PEER_TIMEOUT_SECONDS=3)
+        assert (settings.HEARTBEAT_SECONDS, settings.PEER_TIMEOUT_SECONDS) == (1, 3)
+        assert (Settings().HEARTBEAT_SECONDS, Settings().PEER_TIMEOUT_SECONDS) == (2, 10)
+
+
+def _no_reply(request_id: uuid.UUID, session_id: uuid.UUID) -> tuple[str, dict[str, Any]]:
+    return "", {}
 
 
 class TestMetrics:

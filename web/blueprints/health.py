@@ -76,6 +76,17 @@ class Health(BaseModel):
     )
     tree: dict[str, Any] | None = Field(description="The supervision tree snapshot")
     dead_letters: list[dict[str, Any]]
+    process: dict[str, Any] | None = Field(
+        None,
+        description="This server process: `id` (written on the chat turns it runs), "
+        "`started_at` (its first heartbeat, UTC) and `owns_router` (the embedded router "
+        "runs in it); null without a heartbeat",
+    )
+    peers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The other processes on the same database that beat within the peer "
+        "timeout: `id`, `http_url` and `last_seen_seconds_ago`",
+    )
 
 
 async def _database() -> Check:
@@ -113,6 +124,20 @@ async def _registry() -> dict[str, Any]:
             return await probe()
     except Exception as exc:  # a registry restarting has nothing to show
         return {"detail": f"{type(exc).__name__}: {exc}"[:300]}
+
+
+async def _cluster() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Return this process's identity and its live peers, as the heartbeat last saw them."""
+    cluster = services().cluster
+    if cluster is None:
+        return None, []
+    try:
+        with anyio.fail_after(HEALTH_TIMEOUT):
+            shown: dict[str, Any] = (await cluster.status()).to_dict()
+    except Exception as exc:  # a heartbeat restarting has no peers to show
+        detail = f"{type(exc).__name__}: {exc}"[:300]
+        return {"id": str(services().process_id), "detail": detail}, []
+    return shown["process"], shown["peers"]
 
 
 def _draining() -> bool:
@@ -167,6 +192,7 @@ async def health() -> Any:
         status = "degraded"
     else:
         status = "ok" if ready.ready else "degraded"
+    process, peers = await _cluster()
     letters = [
         {"actor": letter.actor, "reason": letter.reason, "message": letter.message}
         for letter in (system.recent_dead_letters() if system is not None else ())
@@ -181,6 +207,8 @@ async def health() -> Any:
         registry=await _registry(),
         tree=tree.to_dict() if tree is not None else None,
         dead_letters=letters,
+        process=process,
+        peers=peers,
     )
     return json_response(body)
 
