@@ -480,7 +480,8 @@ class ChatActor(Actor[ChatMessage]):
                     self._passivate_if_idle()
             case TurnStep(request_id, kind, data):
                 turn = self._turn
-                if turn is not None and turn.request_id == request_id and not turn.answered:
+                # Nothing after its final event: a late log stays in the logs alone.
+                if turn is not None and turn.request_id == request_id and not turn.finishing:
                     self._record(request_id, kind, data)
             case CancelTurn(request_id):
                 return self._cancel(request_id)
