@@ -16,6 +16,7 @@ from ._registry import RegistryConfig as RegistryConfig
 from ._registry import RegistryMessage as RegistryMessage
 from ._registry import RegistryStatistics as RegistryStatistics
 from ._registry import registry_spec as registry_spec
+from ._reset import mark_agents_inactive as mark_agents_inactive
 from ._rules import MAX_NAME_LENGTH as MAX_NAME_LENGTH
 from ._rules import decode_agent_jwt as decode_agent_jwt
 from ._rules import next_alias as next_alias
@@ -35,6 +36,7 @@ __all__ = [
     "RegistryStatistics",
     "agent_verifier",
     "decode_agent_jwt",
+    "mark_agents_inactive",
     "next_alias",
     "normalise_name",
     "registry_spec",

@@ -30,9 +30,14 @@ the same way, up to ``event_batch_size``, each agent at most once per batch (see
 made 1,000 reconnecting agents wait seconds to be active. A batch the database refuses
 (an alias taken, a row it cannot store) is applied again one event at a time.
 
-At start every agent is marked inactive, as upstream does: the first queued job, so a
-start needs no database. Place it with `registry_spec`; it must start before the router
-session.
+At start every agent is marked inactive, as upstream does, but only by a process that
+owns the router its session uses (``RegistryConfig.owns_router``: the embedded router,
+which no agent can have reached before this process started it). It is the first
+queued job, so a start needs no database. A back-end on another process's router (an
+upstream ``ROUTER_WS_URL``, a standby) leaves the agents as they are: they are still
+connected to that router, and whoever runs it resets them when it starts (the
+standalone ``genai-backend router`` with a database, or the back-end embedding it).
+Place it with `registry_spec`; it must start before the router session.
 """
 
 from __future__ import annotations
@@ -118,6 +123,10 @@ class RegistryConfig:
             unreachable; more are dropped and counted (``events_overflowed``). Room
             for a disconnect and a registration of 10,000 agents reconnecting at once.
         retry: Pause between attempts while the database is unreachable or refuses.
+        owns_router: Whether this process owns the router its session uses (the
+            embedded one): only then is every agent marked inactive at start. False
+            for a back-end on another process's router, whose agents stay connected
+            while this process starts and stops.
     """
 
     jwt_secret: str
@@ -127,6 +136,7 @@ class RegistryConfig:
     event_batch_size: int = 1000
     event_limit: int = 20_000
     retry: Backoff = _RETRY
+    owns_router: bool = True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -225,8 +235,9 @@ class RegistryActor(Actor[RegistryMessage]):
     async def on_start(self) -> None:
         # Queued rather than done here, so that the registry starts (and the tree with
         # it) while the database is down; registrations queue behind it. Once per
-        # process: after a restart the agents marked active are still connected.
-        if not self._accepted.reset:
+        # process: after a restart the agents marked active are still connected. Only
+        # the router's owner may: another process's router still holds its agents.
+        if self.config.owns_router and not self._accepted.reset:
             self._accepted.reset = True
             self._jobs.appendleft(ResetAgents())
         for lane, pending, apply, drop in (

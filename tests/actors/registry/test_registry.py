@@ -217,6 +217,30 @@ class TestRegistration:
             # needs no database.
             await wait_active(sessionmaker, agent_id, False, within=10)
 
+    async def test_a_registry_on_another_process_router_leaves_the_agents_as_they_are(
+        self, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        # Agent A is connected to a router this process does not own: neither this
+        # process's start nor its stop may touch its row.
+        connected, _, _ = await add_agent(sessionmaker)
+        async with sessionmaker.begin() as db:
+            await AgentRepository(db).set_active(connected, True)
+        newcomer, _, token = await add_agent(sessionmaker)
+        config = RegistryConfig(SECRET, owns_router=False)
+        async with open_stack(sessionmaker, config=config) as stack:
+            session = library_session(stack.url, token)
+            session.bind(name="my_agent", description="d")(handlers.echo)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(session.process_events)
+                # The agent events are applied in order: once B's registration is in,
+                # a start-up reset queued before it would have been too.
+                await wait_active(sessionmaker, newcomer, True, within=FAST)
+                assert stack.registry.statistics().pending_events == 0
+                assert await is_active(sessionmaker, connected)
+                tg.cancel_scope.cancel()
+            await wait_active(sessionmaker, newcomer, False, within=FAST)
+        assert await is_active(sessionmaker, connected)
+
     @pytest.mark.parametrize("problem", ["bad signature", "unknown agent", "wrong owner"])
     async def test_bad_jwt_stops_the_agent(
         self, sessionmaker: async_sessionmaker[AsyncSession], python: Path | str, problem: str
