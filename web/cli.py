@@ -1,4 +1,4 @@
-"""The ``genai-backend`` command line: ``serve`` and ``migrate``."""
+"""The ``genai-backend`` command line: ``serve``, ``router`` and ``migrate``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--migrate",
         action="store_true",
         help="apply pending migrations to an external database before serving",
+    )
+    sub.add_parser(
+        "router",
+        help="run only the agent router, for back-ends started with ROUTER_WS_URL",
+        description=(
+            "Run only the agent router on ROUTER_HOST:ROUTER_PORT. With a database "
+            "(DATABASE_URL or POSTGRES_*) agent tokens are checked against it and the "
+            "agents are marked inactive when the router starts and stops; without one "
+            "the token's sub is trusted."
+        ),
     )
     sub.add_parser("migrate", help="apply database migrations up to head")
     return parser
@@ -53,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "migrate":
             return asyncio.run(_migrate(db_settings))
+        if args.command == "router":
+            from ._router_server import serve_router
+
+            return asyncio.run(serve_router(settings, db_settings))
         from ._server import serve
 
         return asyncio.run(serve(settings, db_settings, migrate=args.migrate))
