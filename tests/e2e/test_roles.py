@@ -108,14 +108,19 @@ async def logged_once(sessionmaker: async_sessionmaker[AsyncSession], request_id
     assert len(logs) == len(set(logs)), logs
 
 
-async def chat(world: World, backend: Backend) -> None:
-    """One chat turn on ``backend``: the master's answer comes back to its socket."""
+async def chat(world: World, backend: Backend) -> str:
+    """One chat turn on ``backend``: the master's answer comes back to its socket.
+
+    Returns:
+        The turn's session id.
+    """
     session_id = uuid.uuid4()
     ws_base = backend.base.replace("http://", "ws://")
     async with connect(f"{ws_base}/frontend/ws?token={world.token}&session_id={session_id}") as ws:
         await ws.send(world.message("hello"))
         frame = await receive(ws)
     assert frame["response"]["response"]["response"] == f"answer for {session_id}", frame
+    return str(session_id)
 
 
 class Running:
@@ -175,13 +180,16 @@ class TestStandaloneRouter:
                 await start_agent(sys.executable, "echo", router.url, agent.jwt, processes)
                 await wait_active(sessionmaker, agent.id)
                 # The first back-end to connect gets the agents' events; the other waits.
+                with anyio.fail_after(10):
+                    # Counted just after the commit that the row shows.
+                    while await registered(one) == 0:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
                 assert (await registered(one), await registered(two)) == (1, 0)
                 await logged_once(sessionmaker, await invoke(router.url, first, agent.id))
 
                 # A turn through either back-end reaches the master and comes back to it.
-                await chat(world, one)
-                await chat(world, two)
-                assert master.answered == 2
+                asked = [await chat(world, one), await chat(world, two)]
+                assert {sid: master.seen[sid] for sid in asked} == {sid: 1 for sid in asked}
 
                 # The first stops: the agent stays active, and the other back-end takes
                 # its events over (sent the registrations the router holds).
