@@ -41,6 +41,7 @@ from actors.chat import (
     error_reply,
     stored_content,
 )
+from actors.cluster import HeartbeatClient, heartbeat_spec, process_identity
 from actors.janitor import janitor_spec
 from actors.master import CancelMasterTurn, LoopSettings, MasterConfig, master_agent_spec
 from actors.registry import agent_verifier
@@ -55,13 +56,10 @@ from actors.session import WebSocketConnector
 from actors.tools import ToolRefresherClient, tool_refresher_spec
 from persistence import (
     DatabaseSettings,
-    TurnHistory,
-    TurnStatus,
     bound_engine,
     create_engine,
     create_sessionmaker,
     head_revision,
-    is_database_unavailable,
     is_up_to_date,
     open_embedded_postgres,
     upgrade_to_head,
@@ -297,13 +295,30 @@ async def _start_tree(
         else str(settings.ROUTER_WS_URL)
     )
     directory = TurnDirectory()
-    await _finish_interrupted_turns(sessionmaker, services)
+    # This process's row comes before anything else: its first beat also answers, as
+    # interrupted, the open turns of processes that are gone or have no live row.
+    await system.start(
+        heartbeat_spec(
+            sessionmaker,
+            process_identity(
+                services.process_id,
+                http_url=f"http://{settings.HTTP_HOST}:{settings.HTTP_PORT}",
+                owns_router=embedded_router,
+            ),
+            reply_for=_interrupted_reply,
+            interval=settings.HEARTBEAT_SECONDS,
+            timeout=settings.PEER_TIMEOUT_SECONDS,
+        )
+    )
+    services.cluster = HeartbeatClient(system.ref_of("heartbeat"))
     fanout = LogFanoutClient(system)
     await system.start(log_fanout_spec(observe=lambda log: _report_log(directory, log)))
     await system.start(catalogue_watcher_spec(bound_engine(sessionmaker).url, services.catalogue))
     await system.start(
         registry_spec(
-            RegistryConfig(settings.JWT_SECRET_KEY, settings.HASH_ALGORITHM),
+            RegistryConfig(
+                settings.JWT_SECRET_KEY, settings.HASH_ALGORITHM, owns_router=embedded_router
+            ),
             sessionmaker,
             sink=fanout,
         )
@@ -443,29 +458,6 @@ async def _start_tree(
         )
     )
     return router_url
-
-
-async def _finish_interrupted_turns(sessionmaker: Any, services: AppServices) -> None:
-    """Answer the turns a process that is gone left open: each is ``interrupted``, its
-    reply stored and sent to the conversation's next socket.
-
-    One process owns the database here, so every open turn is another's (an earlier
-    run of this server that did not stop cleanly). A database that cannot be reached
-    now leaves them for the next start.
-    """
-    try:
-        finished = await TurnHistory(sessionmaker).finish_orphans(
-            process_id=services.process_id,
-            status=TurnStatus.INTERRUPTED,
-            reply_for=_interrupted_reply,
-        )
-    except Exception as exc:
-        if not is_database_unavailable(exc):
-            raise
-        logger.warning("open chat turns left as they are: %r", exc)
-        return
-    if finished:
-        logger.warning("%d chat turns were interrupted by the last stop", finished)
 
 
 def _interrupted_reply(request_id: uuid.UUID, session_id: uuid.UUID) -> tuple[str, dict[str, Any]]:

@@ -294,7 +294,9 @@ class Heartbeat(Actor[HeartbeatMessage]):
         self._started_at = beat.started_at
         self._beats += 1
         self._waiting = False
-        gone = await self.table.gone(self.timeout)
+        silent = await self.table.gone(self.timeout)
+        dead = [peer for peer in await self._dead_here() if peer not in silent]
+        gone = silent + dead
         if gone or not self._swept_unowned:
             finished = await self.history.finish_turns_of(
                 gone,
@@ -309,7 +311,9 @@ class Heartbeat(Actor[HeartbeatMessage]):
                     "%d chat turns of processes that are gone were interrupted", finished
                 )
         if gone:
-            forgotten = await self.table.forget(gone, older_than=self.timeout)
+            # A silent one only if it is still silent (it may have come back meanwhile).
+            forgotten = await self.table.forget(silent, older_than=self.timeout)
+            forgotten += await self.table.forget(dead)
             self._forgotten += forgotten
             if forgotten:  # a peer that found them at the same time logs nothing
                 logger.warning(
@@ -319,6 +323,34 @@ class Heartbeat(Actor[HeartbeatMessage]):
                 )
         self._peers = await self.table.peers(self.timeout, exclude=self.process.id)
         self._peers_at = time.monotonic()
+
+    async def _dead_here(self) -> list[uuid.UUID]:
+        """The peers on this machine whose operating-system process is gone.
+
+        A server that is started again after a crash finds its former run this way at
+        once, instead of after the timeout, so the turns that run left are answered
+        before its first socket is accepted. A reused pid only delays that to the
+        timeout.
+        """
+        hostname = self.process.hostname
+        if hostname is None:
+            return []
+        peers = await self.table.peers(self.timeout, exclude=self.process.id)
+        return [
+            peer.id
+            for peer in peers
+            if peer.hostname == hostname and peer.pid is not None and not _pid_alive(peer.pid)
+        ]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
 
 class HeartbeatClient:

@@ -8,18 +8,15 @@ leaves the agents of the router as they are.
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import pytest
 from sqlalchemy import select, text
 from websockets.asyncio.client import connect
 
-import web._server
 from actors.registry import RegistryClient
 from persistence import AgentRepository, Log
 
@@ -37,10 +34,6 @@ if TYPE_CHECKING:
     from web import Settings
 
     from ..faults.conftest import World
-
-# The composition root tells the registry whether this process owns its router; until
-# it does, every back-end's start marks all agents inactive, as one process alone may.
-_WIRED = "owns_router" in inspect.getsource(web._server)
 
 
 async def is_active(sessionmaker: async_sessionmaker[AsyncSession], agent_id: str) -> bool:
@@ -207,11 +200,6 @@ class TestStandaloneRouter:
 
 
 class TestBackendOnAnotherBackendsRouter:
-    @pytest.mark.xfail(
-        not _WIRED,
-        reason="web/_server.py does not pass RegistryConfig(owns_router=...) yet",
-        strict=True,
-    )
     async def test_its_start_and_stop_change_no_agent_row(
         self, tmp_path: Path, database_url: str, processes: list[Process]
     ) -> None:

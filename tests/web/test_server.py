@@ -55,7 +55,17 @@ class TestOpenServer:
                 assert docs.status_code == 200
                 health = (await http.get("/health")).json()
             names = [child["name"] for child in health["tree"]["children"]]
-            assert names == ["fanout", "catalogue", "registry", "router", "chats", "janitor", "tools", "http"]
+            assert names == [
+                "heartbeat",
+                "fanout",
+                "catalogue",
+                "registry",
+                "router",
+                "chats",
+                "janitor",
+                "tools",
+                "http",
+            ]
             assert health["database"]["ok"] is True
             async with connect(
                 server.router_url,
