@@ -15,7 +15,7 @@ runtime keeps stashed messages across a restart, so a crash loses none.
 Every step of a turn is an event of the conversation's `TurnJournal` (accepted, started,
 master invoked, what agents did, the reply), numbered and sent at once to the sockets
 that watch (``events=1``), and stored on the way by the turn's own statements, or by a
-flush of the actor when none comes soon (`_FLUSH_DELAY`). A socket that joins is sent
+flush of the actor's own when none comes within `_FLUSH_DELAY`. A socket that joins is sent
 the replies no socket received, and, if it asks, the events after a number it saw.
 A turn can be cancelled (`CancelTurn`), running or queued.
 """
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -71,6 +70,7 @@ from ._frames import (
     ChatInput,
     Reply,
     agent_response_body,
+    compact_json,
     configs_for,
     error_reply,
     file_dto,
@@ -116,10 +116,14 @@ DEFAULT_MASTER_TIMEOUT = 300.0
 # A turn the actor stops under (a crash) is answered within this, stored if possible.
 _STOP_ANSWER_SECONDS = 1.0
 # Events wait this long for a statement of their turn to carry them before a flush of
-# their own stores them: a quick turn stores its events in no extra round trip.
-_FLUSH_DELAY = 0.1
-# While the database cannot take them, flushes are tried again with a doubling pause up
-# to this, and given up (logged) after this many attempts, so the actor can passivate.
+# their own stores them: a turn shorter than this (most, even on a busy server) stores
+# its events in no round trip of their own. It is also what a server killed outright
+# may lose of them (the turn itself is answered as interrupted).
+_FLUSH_DELAY = 1.0
+# While the database cannot take them, flushes are tried again with a doubling pause
+# from the first to the second, and given up (logged) after this many attempts, so the
+# actor can passivate.
+_FLUSH_RETRY = 0.1
 _FLUSH_MAX_PAUSE = 5.0
 _FLUSH_ATTEMPTS = 30
 # Events a joining socket is replayed from the database per read.
@@ -412,7 +416,9 @@ class ChatActor(Actor[ChatMessage]):
         # The stored provider key of the last turn that reached the master (in a tuple:
         # it may be None); a message whose config still has it needs no separate store.
         self._usable_key: tuple[str | None] | None = None
-        self._flushing = False
+        # Set when something waits to be stored; the flusher task waits for it.
+        self._flush_wanted = anyio.Event()
+        self._storing = False
         # Requests cancelled while an external master works on them: its late answer
         # is kept as an event, not sent.
         self._abandoned: set[str] = set()
@@ -425,12 +431,17 @@ class ChatActor(Actor[ChatMessage]):
             self.watch(master)
         if self.deps.drain is not None:
             self.deps.drain.on_expiry(self, self._expire)
+        self.start_soon(self._flusher, name=f"{self.name} flush")
         if self.room.journal.pending or self.room.journal.last_seq is None:
             self._schedule_flush()
 
     async def on_stop(self) -> None:
         if self.deps.drain is not None:
             self.deps.drain.forget(self)
+        if self.room.journal.pending and self._turn is None:
+            # What the flusher had not stored yet (a server that stops, mostly).
+            with anyio.move_on_after(_STOP_ANSWER_SECONDS):
+                await self._flush_now(attempts=1)
         master = self.deps.master.ref
         if master is not None:
             self.unwatch(master)
@@ -494,9 +505,6 @@ class ChatActor(Actor[ChatMessage]):
             case _Attached(outbox, after_seq, found):
                 self._attached(outbox, after_seq, found)
             case _Flushed():
-                self._flushing = False
-                if self.room.journal.pending:
-                    self._schedule_flush()
                 self._passivate_if_idle()
             case Down(ref):
                 self._router_down(ref)
@@ -510,7 +518,7 @@ class ChatActor(Actor[ChatMessage]):
             and not self.room.pending
             and not self.room.live()
             and not self.room.journal.pending
-            and not self._flushing
+            and not self._storing
             and self.ref.statistics().depth == 0
         ):
             self.stop()
@@ -533,41 +541,52 @@ class ChatActor(Actor[ChatMessage]):
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
-        if not self._flushing:
-            self._flushing = True
-            self.start_soon(self._flush, name=f"{self.name} flush")
+        self._flush_wanted.set()
 
-    async def _flush(self) -> None:
-        """Store what no statement of a turn took meanwhile; learn the numbering first
-        if it is not known. Waits out a database that is down, for a while."""
+    async def _flusher(self) -> None:
+        """Store, `_FLUSH_DELAY` after it is asked, what no statement of a turn took
+        meanwhile (the actor's task for its whole life)."""
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted = anyio.Event()
+            await anyio.sleep(_FLUSH_DELAY)
+            if await self._flush_now(attempts=_FLUSH_ATTEMPTS):
+                with contextlib.suppress(MailboxFullError):
+                    self.ref.tell_nowait(_Flushed())  # a passivation may have waited
+
+    async def _flush_now(self, *, attempts: int) -> bool:
+        """Store what waits, learning the numbering first if it is not known; wait out
+        a database that is down for ``attempts`` tries. Returns whether it stored."""
         journal = self.room.journal
-        pause = _FLUSH_DELAY
-        try:
-            for _ in range(_FLUSH_ATTEMPTS):
-                await anyio.sleep(pause)
-                try:
-                    if journal.last_seq is None:
-                        await self._read_attachment(None, None)
-                    writes = journal.take()
-                    if writes:
-                        try:
-                            await self._store_writes(writes)
-                        except BaseException:
-                            journal.give_back(writes)
-                            raise
-                except Exception as exc:
-                    if not is_database_unavailable(exc):
+        pause = _FLUSH_RETRY
+        for attempt in range(attempts):
+            if not journal.pending and journal.last_seq is not None:
+                return False
+            self._storing = True
+            try:
+                if journal.last_seq is None:
+                    await self._read_attachment(None, None)
+                writes = journal.take()
+                if writes:
+                    try:
+                        await self._store_writes(writes)
+                    except BaseException:
+                        journal.give_back(writes)
                         raise
+                return True
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                if attempt + 1 < attempts:
+                    await anyio.sleep(pause)
                     pause = min(pause * 2, _FLUSH_MAX_PAUSE)
-                    continue
-                return
-            logger.warning(
-                "turn events of session %s not stored: database unavailable", self.session_id
-            )
-            journal.take()
-        finally:
-            with contextlib.suppress(MailboxFullError):
-                self.ref.tell_nowait(_Flushed())
+            finally:
+                self._storing = False
+        logger.warning(
+            "turn events of session %s not stored: database unavailable", self.session_id
+        )
+        journal.take()
+        return False
 
     async def _store_writes(self, writes: TurnWrites) -> None:
         async with self._store.connect() as db:
@@ -1026,7 +1045,7 @@ class ChatActor(Actor[ChatMessage]):
                 # The final event first: a watcher's log of the turn is whole once the
                 # reply arrives.
                 self.room.publish_ready(self.session_id)
-                frame = json.dumps(body, ensure_ascii=False, default=str, separators=(",", ":"))
+                frame = compact_json(body)
                 live = self.room.live()
                 for outbox in live:
                     outbox.send_nowait(frame)

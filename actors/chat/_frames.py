@@ -26,6 +26,7 @@ __all__ = [
     "Reply",
     "agent_response_body",
     "agent_response_frame",
+    "compact_json",
     "configs_for",
     "error_reply",
     "file_dto",
@@ -35,6 +36,9 @@ __all__ = [
     "stored_content",
     "title_for",
 ]
+
+compact_json = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).encode
+"""Frames' JSON text (one encoder for all: ``json.dumps`` with options builds one a call)."""
 
 TITLE_LENGTH = 20
 NEW_CHAT_TITLE = "New Chat"
@@ -175,7 +179,7 @@ def agent_response_frame(
 ) -> str:
     """Render the ``agent_response`` frame (ENDPOINTS.md §9, FE 9) as JSON text."""
     body = agent_response_body(reply, request_id=request_id, session_id=session_id, files=files)
-    return json.dumps(body, ensure_ascii=False, default=str, separators=(",", ":"))
+    return compact_json(body)
 
 
 def agent_response_body(

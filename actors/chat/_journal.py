@@ -14,7 +14,6 @@ conversation is replayed what the database has not stored yet.
 from __future__ import annotations
 
 import collections
-import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ from datetime import datetime
 from typing import Any
 
 from persistence import TurnRowWrite, TurnStatus, TurnWrites, utcnow
+
+from ._frames import compact_json as _encode
 
 __all__ = [
     "FINAL_KINDS",
@@ -34,6 +35,7 @@ __all__ = [
 # What a reconnecting socket can be replayed from memory; older events come from the
 # database (they are stored long before this many newer ones exist).
 RECENT_EVENTS = 512
+
 
 FINAL_KINDS = frozenset(
     {TurnStatus.ANSWERED, TurnStatus.FAILED, TurnStatus.CANCELLED, TurnStatus.INTERRUPTED}
@@ -53,7 +55,7 @@ class TurnEvent:
 
 def turn_event_frame(session_id: uuid.UUID, event: TurnEvent) -> str:
     """Render the ``turn_event`` frame of ``event`` as JSON text."""
-    head = json.dumps(
+    head = _encode(
         {
             "type": "turn_event",
             "session_id": str(session_id),
@@ -61,8 +63,7 @@ def turn_event_frame(session_id: uuid.UUID, event: TurnEvent) -> str:
             "seq": event.seq,
             "kind": event.kind,
             "at": event.at.isoformat(),
-        },
-        separators=(",", ":"),
+        }
     )
     # The data is JSON text already: spliced in, not parsed and encoded again.
     return f'{head[:-1]},"data":{event.data}}}'
@@ -124,7 +125,7 @@ class TurnJournal:
         An event recorded not ``ready`` (its data may still change, `amend`) holds the
         ones after it back from the watchers until it is made `ready`.
         """
-        text = json.dumps(data or {}, ensure_ascii=False, default=str, separators=(",", ":"))
+        text = _encode(data or {})
         at = utcnow()
         if self.last_seq is None:
             self._held.append((request_id, kind, text, at))
@@ -139,7 +140,7 @@ class TurnJournal:
 
     def amend(self, seq: int, data: Mapping[str, Any]) -> None:
         """Change the data of event ``seq``; it is stored again if it was already."""
-        text = json.dumps(data, ensure_ascii=False, default=str, separators=(",", ":"))
+        text = _encode(data)
         for index, event in enumerate(self.recent):
             if event.seq == seq:
                 amended = TurnEvent(seq, event.request_id, event.kind, event.at, text)
@@ -164,7 +165,7 @@ class TurnJournal:
 
     def published_since(self, seq: int) -> Iterator[TurnEvent]:
         """Yield the remembered events after ``seq`` that watchers have been sent."""
-        return (event for event in self.recent if seq < event.seq <= self.published)
+        return (event for event in self.since(seq) if event.seq <= self.published)
 
     def _number(self, request_id: uuid.UUID, kind: str, data: str, at: datetime) -> TurnEvent:
         assert self.last_seq is not None
@@ -176,7 +177,13 @@ class TurnJournal:
 
     def since(self, seq: int) -> Iterator[TurnEvent]:
         """Yield the remembered events numbered after ``seq``, in order."""
-        return (event for event in self.recent if event.seq > seq)
+        recent = self.recent
+        if not recent:
+            return iter(())
+        # Their numbers follow each other: the first one wanted is found by its number,
+        # not by a scan (a deque is indexed cheaply near its ends).
+        start = max(seq + 1 - recent[0].seq, 0)
+        return (recent[index] for index in range(start, len(recent)))
 
     def oldest_remembered(self) -> int | None:
         """The number of the oldest event in memory (None: none)."""

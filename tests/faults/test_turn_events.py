@@ -240,7 +240,13 @@ class TestCancelling:
                 while True:
                     extra = json.loads(await ws.recv())
                     assert extra.get("type") != "agent_response", extra
-        body = await served.wait_status(request_id, "cancelled")
+        await served.wait_status(request_id, "cancelled")
+        with anyio.fail_after(10):  # the late answer is stored by the chat's own flush
+            while True:
+                body = (await served.turn(request_id)).json()
+                if body["events"][-1]["kind"] == "late_reply":
+                    break
+                await anyio.sleep(0.1)
         assert [e["kind"] for e in body["events"]][-2:] == ["cancelled", "late_reply"]
 
     async def test_a_queued_turn_is_cancelled_and_the_running_one_goes_on(
