@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from actors.registry import agent_verifier, mark_agents_inactive
-from actors.router import ApiKeys, LogLimits, RouterConfig, RouterHub, router_children
+from actors.router import RouterHub, router_children
 from persistence import create_engine, create_sessionmaker
 from runtime import ChildSpec, Strategy, Supervisor, open_actor_system
 
@@ -41,6 +41,7 @@ from ._server import (
     _cancel_on_next_signal,
     _safe_url,
     _wait_for_stop,
+    router_config_of,
 )
 
 if TYPE_CHECKING:
@@ -119,20 +120,7 @@ async def _reset(sessionmaker: async_sessionmaker[AsyncSession], when: str) -> N
 async def _open_tree(
     settings: Settings, database: str | None, verify: AgentVerifier | None = None
 ) -> AsyncIterator[RunningRouterServer]:
-    config = RouterConfig(
-        host=settings.ROUTER_HOST,
-        port=settings.ROUTER_PORT,
-        keys=ApiKeys(
-            master_be=settings.MASTER_BE_API_KEY, master_agent=settings.MASTER_AGENT_API_KEY
-        ),
-        verify_agent=verify,
-        log_limits=LogLimits(
-            rate=settings.ROUTER_LOG_RATE,
-            burst=settings.ROUTER_LOG_BURST,
-            bytes_rate=settings.ROUTER_LOG_BYTES_RATE,
-            bytes_burst=settings.ROUTER_LOG_BYTES_BURST,
-        ),
-    )
+    config = router_config_of(settings, verify_agent=verify)
     # The hub knows the port it bound (ROUTER_PORT=0 picks one); keep each instance.
     hubs: list[RouterHub] = []
 

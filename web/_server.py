@@ -84,6 +84,7 @@ from .services import AppServices
 if TYPE_CHECKING:
     from quart import Quart
 
+    from actors.router import AgentStepObserver, AgentVerifier
     from actors.session import MasterReplied
     from persistence import LogEntry
     from runtime import ActorRef
@@ -325,24 +326,15 @@ async def _start_tree(
     )
     router_specs: list[ChildSpec] = []
     if embedded_router:
-        keys = ApiKeys(
-            master_be=settings.MASTER_BE_API_KEY, master_agent=settings.MASTER_AGENT_API_KEY
-        )
-        router_config = RouterConfig(
-            host=settings.ROUTER_HOST,
-            port=settings.ROUTER_PORT,
-            keys=keys,
+        router_config = router_config_of(
+            settings,
             verify_agent=agent_verifier(
                 settings.JWT_SECRET_KEY, settings.HASH_ALGORITHM, sessionmaker
             ),
-            log_limits=LogLimits(
-                rate=settings.ROUTER_LOG_RATE,
-                burst=settings.ROUTER_LOG_BURST,
-                bytes_rate=settings.ROUTER_LOG_BYTES_RATE,
-                bytes_burst=settings.ROUTER_LOG_BYTES_BURST,
-            ),
             observe=directory.report,
         )
+        keys = router_config.keys
+        assert keys is not None
         router_specs += router_children(router_config)
     connector = None
     if embedded_router:
@@ -481,6 +473,31 @@ def _report_log(directory: TurnDirectory, log: LogEntry) -> None:
     if len(directory):
         data = {"agent_id": log.agent_id, "log_type": log.log_level, "message": log.message}
         directory.report(str(log.request_id), "agent_log", data)
+
+
+def router_config_of(
+    settings: Settings,
+    *,
+    verify_agent: AgentVerifier | None,
+    observe: AgentStepObserver | None = None,
+) -> RouterConfig:
+    """The router's listener, keys and log budgets from the settings (the embedded
+    router's and the standalone one's alike)."""
+    return RouterConfig(
+        host=settings.ROUTER_HOST,
+        port=settings.ROUTER_PORT,
+        keys=ApiKeys(
+            master_be=settings.MASTER_BE_API_KEY, master_agent=settings.MASTER_AGENT_API_KEY
+        ),
+        verify_agent=verify_agent,
+        log_limits=LogLimits(
+            rate=settings.ROUTER_LOG_RATE,
+            burst=settings.ROUTER_LOG_BURST,
+            bytes_rate=settings.ROUTER_LOG_BYTES_RATE,
+            bytes_burst=settings.ROUTER_LOG_BYTES_BURST,
+        ),
+        observe=observe,
+    )
 
 
 async def _router_status(session: RouterSessionClient) -> dict[str, Any]:
