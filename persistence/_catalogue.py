@@ -15,13 +15,11 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
-from ._settings import to_async_url
+from ._notify import listen
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -98,32 +96,9 @@ async def listen_for_catalogue_changes(
     Raises:
         OSError, asyncpg.PostgresError: The database cannot be reached.
     """
-    # A connection of its own, outside the pool: it is held for as long as we listen.
-    engine = create_async_engine(to_async_url(url), poolclass=NullPool)
-    lost = anyio.Event()
-
-    def on_notification(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        versions.heard(payload)
-
-    try:
-        connection = await engine.connect()
+    async with listen(url, CATALOGUE_CHANNEL, versions.heard) as lost:
+        versions.listening()
         try:
-            raw = await connection.get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
-            driver.add_termination_listener(lambda _conn: lost.set())
-            await driver.add_listener(CATALOGUE_CHANNEL, on_notification)
-            versions.listening()
             yield lost
         finally:
             versions.deaf()
-            # A lost connection may fail to close; it is gone either way.
-            with (
-                anyio.CancelScope(shield=True),
-                anyio.move_on_after(1.0),
-                contextlib.suppress(Exception),
-            ):
-                await connection.close()
-    finally:
-        with anyio.CancelScope(shield=True):
-            await engine.dispose()

@@ -3,7 +3,9 @@
 `LogFanout` (started with `log_fanout_spec`) pushes each stored agent log as an
 ``agent_log`` frame to the sockets that the log's owner (``creator_id``) has open on the
 log's session, and to no one else. The registry reports stored logs through the
-`LogSink` port, which `LogFanoutClient` implements.
+`LogSink` port, which `LogFanoutClient` implements. `LogRelay` (``log_relay_spec``)
+brings it the logs that other processes stored (``NOTIFY genai_logs``), for the sockets
+subscribed in this one.
 """
 
 from __future__ import annotations
@@ -19,17 +21,27 @@ from ._fanout import log_fanout_spec as log_fanout_spec
 from ._fanout import log_frame as log_frame
 from ._outbox import DEFAULT_OUTBOX_CAPACITY as DEFAULT_OUTBOX_CAPACITY
 from ._outbox import SocketOutbox as SocketOutbox
+from ._relay import GAP_ROWS as GAP_ROWS
+from ._relay import GAP_SECONDS as GAP_SECONDS
+from ._relay import LogRelay as LogRelay
+from ._relay import RelayCursor as RelayCursor
+from ._relay import log_relay_spec as log_relay_spec
 
 __all__ = [
     "DEFAULT_OUTBOX_CAPACITY",
+    "GAP_ROWS",
+    "GAP_SECONDS",
     "LogFanout",
     "LogFanoutClient",
+    "LogRelay",
     "LogSink",
     "LogsStored",
+    "RelayCursor",
     "SocketOutbox",
     "SubscribeLogs",
     "Subscriptions",
     "UnsubscribeLogs",
     "log_fanout_spec",
     "log_frame",
+    "log_relay_spec",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import json
@@ -103,15 +104,43 @@ def log_frame(log: LogEntry) -> str:
 _Key = tuple[uuid.UUID, uuid.UUID]
 
 
+# Ids of pushed logs remembered, so that none reaches a socket twice (a log read again
+# after a listener's outage, or notified twice by a batch stored twice around a lost
+# commit answer). Far more than a gap's read (`actors.fanout._relay`) brings.
+_PUSHED_WINDOW = 50_000
+
+
 class Subscriptions:
-    """Who listens to which (owner, session); no I/O.
+    """Who listens to which (owner, session), and which logs were pushed lately; no I/O.
 
     It lives outside the `LogFanout` instance, as a chat actor's `Room` does: the sockets
-    subscribe once, so a fan-out restarted after a crash must still know them.
+    subscribe once, so a fan-out restarted after a crash must still know them. The log
+    relay of the process reads it too, to fetch only the logs someone here waits for.
+
+    Args:
+        window: How many of the last pushed logs' ids to remember.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, window: int = _PUSHED_WINDOW) -> None:
         self._outboxes: dict[_Key, list[SocketOutbox]] = {}
+        self._pushed: set[int] = set()
+        self._order: collections.deque[int] = collections.deque()
+        self._window = window
+
+    def first_push(self, log_id: int) -> bool:
+        """Note that log ``log_id`` is being pushed; False if it was already."""
+        if log_id in self._pushed:
+            return False
+        self._pushed.add(log_id)
+        self._order.append(log_id)
+        if len(self._order) > self._window:
+            self._pushed.discard(self._order.popleft())
+        return True
+
+    def keys(self) -> set[_Key]:
+        """Every (owner, session) with a socket subscribed (closed ones included until
+        the next log prunes them)."""
+        return set(self._outboxes)
 
     def add(self, key: _Key, outbox: SocketOutbox) -> None:
         found = self._outboxes.setdefault(key, [])
@@ -150,7 +179,9 @@ class LogFanout(Actor[FanoutMessage]):
     """Route each stored log to the sockets its owner has open on its session.
 
     A log goes to the outboxes subscribed under (``log.creator_id``, ``log.session_id``)
-    and to no one else; a log without an owner goes nowhere. A full outbox closes itself
+    and to no one else; a log without an owner goes nowhere. Logs come from this
+    process's registry and from its log relay (those other processes stored); a log
+    already pushed (same id) is not pushed again. A full outbox closes itself
     (its socket is too slow), it never holds the fan-out up.
 
     Args:
@@ -182,9 +213,11 @@ class LogFanout(Actor[FanoutMessage]):
     def _push(self, log: LogEntry) -> None:
         if log.creator_id is None:
             return
+        targets = self._table.targets((log.creator_id, log.session_id))
+        if targets and not self._table.first_push(log.id):
+            return
         if self._observe is not None:
             self._observe(log)
-        targets = self._table.targets((log.creator_id, log.session_id))
         if not targets:
             return
         text = log_frame(log)
@@ -194,14 +227,19 @@ class LogFanout(Actor[FanoutMessage]):
 
 
 def log_fanout_spec(
-    name: str = "fanout", *, observe: Callable[[LogEntry], None] | None = None
+    name: str = "fanout",
+    *,
+    observe: Callable[[LogEntry], None] | None = None,
+    subscriptions: Subscriptions | None = None,
 ) -> ChildSpec:
     """Return the child spec of the permanent `LogFanout` actor.
 
-    Every instance the spec starts shares one `Subscriptions`, so the sockets subscribed
-    before a crash go on receiving logs after the restart.
+    Every instance the spec starts shares one `Subscriptions` (``subscriptions``, or a
+    new one), so the sockets subscribed before a crash go on receiving logs after the
+    restart. Give the same one to the process's `log_relay_spec`.
     """
-    subscriptions = Subscriptions()
+    if subscriptions is None:
+        subscriptions = Subscriptions()
     return ChildSpec(
         name,
         functools.partial(LogFanout, subscriptions, observe),

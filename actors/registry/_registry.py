@@ -127,6 +127,9 @@ class RegistryConfig:
             embedded one): only then is every agent marked inactive at start. False
             for a back-end on another process's router, whose agents stay connected
             while this process starts and stops.
+        process_id: This process's identity: when given, every committed batch of logs
+            notifies ``genai_logs`` with its ids in the same transaction, so that the
+            other processes push them to their own sockets (`actors.fanout.LogRelay`).
     """
 
     jwt_secret: str
@@ -137,6 +140,7 @@ class RegistryConfig:
     event_limit: int = 20_000
     retry: Backoff = _RETRY
     owns_router: bool = True
+    process_id: uuid.UUID | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -563,7 +567,12 @@ class RegistryActor(Actor[RegistryMessage]):
             self._accepted.batch = (batch, ids)
         batch, ids = self._accepted.batch
         async with self.sessionmaker.begin() as db:
-            entries = await LogRepository(db).add_many(batch, ids=ids)
+            logs = LogRepository(db)
+            entries = await logs.add_many(batch, ids=ids)
+            if self.config.process_id is not None:
+                # Sent with the commit, and only if it commits: the other processes
+                # hear exactly the batches that are stored.
+                await logs.notify_stored(self.config.process_id, [e.id for e in entries])
         self._take(len(batch))
         self._count(written=len(entries), batches=1)
         if self.sink is not None:

@@ -1,19 +1,43 @@
-"""Agent logs: batched inserts and owner-scoped reads."""
+"""Agent logs: batched inserts, owner-scoped reads, and the notices that tell other
+processes which logs were stored (``genai_logs``)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import ColumnElement, String, case, cast, func, select, text
 from sqlalchemy.orm import aliased
 
 from .._models import Agent, ChatConversation, Log, utcnow
+from .._notify import listen
 from ._base import Repository
 
-__all__ = ["LogEntry", "LogRepository", "NewLog"]
+if TYPE_CHECKING:
+    import anyio
+    from sqlalchemy.engine import URL
+
+__all__ = [
+    "LOGS_CHANNEL",
+    "LogEntry",
+    "LogNotice",
+    "LogRepository",
+    "NewLog",
+    "id_ranges",
+    "listen_for_logs",
+    "log_notices",
+]
+
+LOGS_CHANNEL = "genai_logs"
+
+# PostgreSQL refuses a payload of 8000 bytes or more; a notice stays far below.
+_NOTICE_BYTES = 4000
+
+IdRange = tuple[int, int]
 
 # One statement for any number of rows: the columns travel as seven arrays, so the
 # statement text (and its prepared plan) is the same for every batch and there is no
@@ -62,6 +86,129 @@ _INSERT_MANY = text(
     LEFT JOIN agents a ON CAST(a.id AS text) = s.agent_id
     """
 )
+
+
+# The reads' owner rule (see `LogRepository`) in SQL, over ``logs l``.
+_OWNED = """
+    SELECT l.id, l.session_id, l.request_id, l.agent_id, l.log_level, l.message,
+           CASE WHEN c.session_id IS NOT NULL THEN c.creator_id
+                ELSE coalesce(a.creator_id, l.creator_id) END,
+           l.created_at, l.updated_at
+    FROM logs l
+    LEFT JOIN chatconversations c ON c.session_id = l.session_id
+    LEFT JOIN agents a ON CAST(a.id AS text) = l.agent_id
+"""
+
+# The bounds let the (session_id, id) index find the rows; the ranges keep only the
+# notified ids (other processes' ids may lie between them).
+_IN_RANGES = text(
+    _OWNED
+    + """
+    WHERE l.session_id = ANY(CAST(:sessions AS uuid[]))
+      AND l.id BETWEEN :low AND :high
+      AND EXISTS (
+          SELECT 1 FROM unnest(CAST(:firsts AS bigint[]), CAST(:lasts AS bigint[])) AS r(f, t)
+          WHERE l.id BETWEEN r.f AND r.t
+      )
+    ORDER BY l.id
+    """
+)
+
+_SINCE = text(
+    "SELECT * FROM ("
+    + _OWNED
+    + """
+    WHERE l.session_id = ANY(CAST(:sessions AS uuid[]))
+      AND l.id > :after
+      AND l.created_at >= (now() AT TIME ZONE 'UTC') - make_interval(secs => :seconds)
+    ORDER BY l.id DESC
+    LIMIT :limit
+    ) AS newest ORDER BY id
+    """
+)
+
+_NOTIFY = text(
+    "SELECT pg_notify('" + LOGS_CHANNEL + "', p) FROM unnest(CAST(:payloads AS text[])) AS p"
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogNotice:
+    """One ``genai_logs`` notification: ``process`` stored the logs of these id ranges.
+
+    The payload is ``<process id>:<ranges>``, each range ``first-last`` or a lone id,
+    comma-separated (``6f0c…:120-163,170``): ids only, never rows, so that it stays far
+    under PostgreSQL's 8000-byte limit (`log_notices` splits a batch if needed).
+    """
+
+    process: uuid.UUID
+    ranges: tuple[IdRange, ...]
+
+    @classmethod
+    def parse(cls, payload: str) -> LogNotice:
+        """Read a payload.
+
+        Raises:
+            ValueError: It is not a notice.
+        """
+        process, _, body = payload.partition(":")
+        ranges: list[IdRange] = []
+        for part in body.split(","):
+            first, dash, last = part.partition("-")
+            low = int(first)
+            high = int(last) if dash else low
+            if high < low:
+                raise ValueError(f"empty range {part!r}")
+            ranges.append((low, high))
+        return cls(uuid.UUID(process), tuple(ranges))
+
+    @property
+    def last(self) -> int:
+        """The highest id it names."""
+        return max(high for _, high in self.ranges)
+
+
+def id_ranges(ids: Iterable[int]) -> list[IdRange]:
+    """Return the sorted ids as ranges of consecutive ids."""
+    ranges: list[IdRange] = []
+    for log_id in sorted(set(ids)):
+        if ranges and ranges[-1][1] == log_id - 1:
+            ranges[-1] = (ranges[-1][0], log_id)
+        else:
+            ranges.append((log_id, log_id))
+    return ranges
+
+
+def log_notices(process: uuid.UUID, ids: Iterable[int]) -> list[str]:
+    """Return the payloads that tell of the stored ``ids`` (usually one: a batch draws
+    consecutive ids unless another process draws at the same instant)."""
+    prefix = f"{process}:"
+    payloads: list[str] = []
+    parts: list[str] = []
+    size = len(prefix)
+    for low, high in id_ranges(ids):
+        part = str(low) if low == high else f"{low}-{high}"
+        if parts and size + len(part) + 1 > _NOTICE_BYTES:
+            payloads.append(prefix + ",".join(parts))
+            parts, size = [], len(prefix)
+        parts.append(part)
+        size += len(part) + 1
+    if parts:
+        payloads.append(prefix + ",".join(parts))
+    return payloads
+
+
+@contextlib.asynccontextmanager
+async def listen_for_logs(
+    url: str | URL, on_notice: Callable[[str], None]
+) -> AsyncIterator[anyio.Event]:
+    """Hear ``genai_logs`` on a connection of its own (see `persistence._notify.listen`).
+
+    Yields:
+        An event set when the connection is lost.
+    """
+    async with listen(url, LOGS_CHANNEL, on_notice) as lost:
+        yield lost
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -167,6 +314,52 @@ class LogRepository(Repository):
             for log_id, log, stamp in zip(given, batch, stamps, strict=True)
             if log_id in owner_of
         ]
+
+    async def notify_stored(self, process: uuid.UUID, ids: Iterable[int]) -> None:
+        """Tell every listening process, when the transaction commits, that ``process``
+        stored the logs of ``ids`` (nothing is sent if it rolls back)."""
+        payloads = log_notices(process, ids)
+        if payloads:
+            await self.session.execute(_NOTIFY, {"payloads": payloads})
+
+    async def in_ranges(
+        self, ranges: Sequence[IdRange], sessions: Iterable[uuid.UUID]
+    ) -> list[LogEntry]:
+        """Return the logs of these id ranges and sessions, oldest first, each with its
+        owner as ``creator_id`` (one statement)."""
+        wanted = list(sessions)
+        if not ranges or not wanted:
+            return []
+        result = await self.session.execute(
+            _IN_RANGES,
+            {
+                "sessions": wanted,
+                "low": min(low for low, _ in ranges),
+                "high": max(high for _, high in ranges),
+                "firsts": [low for low, _ in ranges],
+                "lasts": [high for _, high in ranges],
+            },
+        )
+        return [LogEntry(*row) for row in result.all()]
+
+    async def since(
+        self, after: int, sessions: Iterable[uuid.UUID], *, limit: int, seconds: float
+    ) -> list[LogEntry]:
+        """Return the newest logs of these sessions whose id is above ``after``: at most
+        ``limit``, stored within the last ``seconds`` (by the database's clock), oldest
+        first, each with its owner as ``creator_id``."""
+        wanted = list(sessions)
+        if not wanted or limit <= 0:
+            return []
+        result = await self.session.execute(
+            _SINCE, {"sessions": wanted, "after": after, "limit": limit, "seconds": seconds}
+        )
+        return [LogEntry(*row) for row in result.all()]
+
+    async def last_id(self) -> int:
+        """Return the highest id stored (0 if none)."""
+        found = await self.session.scalar(select(func.coalesce(func.max(Log.id), 0)))
+        return int(found or 0)
 
     async def list_for_request(
         self, request_id: uuid.UUID, *, owner_id: uuid.UUID

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -11,15 +12,19 @@ from typing import Any
 import anyio
 import pytest
 
-from actors.fanout import LogFanoutClient, SocketOutbox, log_fanout_spec
+from actors.fanout import LogFanoutClient, SocketOutbox, Subscriptions, log_fanout_spec
 from persistence import LogEntry
 from runtime import ActorState, ActorSystem, open_actor_system
 
+_ids = itertools.count(1)
 
-def entry(owner: uuid.UUID | None, session_id: uuid.UUID, message: str = "m") -> LogEntry:
+
+def entry(
+    owner: uuid.UUID | None, session_id: uuid.UUID, message: str = "m", log_id: int | None = None
+) -> LogEntry:
     at = datetime(2026, 1, 2, 3, 4, 5, 6)
     return LogEntry(
-        id=1,
+        id=next(_ids) if log_id is None else log_id,
         session_id=session_id,
         request_id=uuid.UUID(int=7),
         agent_id="master_server_ml",
@@ -153,3 +158,24 @@ async def test_a_restart_after_a_crash_keeps_every_subscription(
             await anyio.sleep(0.01)
     await fanout.logs_stored([entry(alice, session, "after the restart")])
     assert [f["log"]["message"] for f in await drained(outbox)] == ["after the restart"]  # type: ignore[index]
+
+
+async def test_a_log_pushed_again_reaches_no_socket_twice(fanout: LogFanoutClient) -> None:
+    # The same stored log may come twice (a relay's read after an outage overlapping
+    # the notices; a batch notified twice around a lost commit answer).
+    alice, session = uuid.uuid4(), uuid.uuid4()
+    outbox = SocketOutbox()
+    await fanout.subscribe(alice, session, outbox)
+    first, second = entry(alice, session, "one"), entry(alice, session, "two")
+    await fanout.logs_stored([first])
+    await fanout.logs_stored([first, second])
+    await fanout.logs_stored([second])
+    assert [f["log"]["message"] for f in await drained(outbox)] == ["one", "two"]  # type: ignore[index]
+
+
+def test_the_pushed_window_forgets_the_oldest() -> None:
+    table = Subscriptions(window=2)
+    assert [table.first_push(i) for i in (1, 2, 1, 3)] == [True, True, False, True]
+    # 1 left the window when 3 came: it would be pushed again.
+    assert table.first_push(1)
+    assert not table.first_push(3)
