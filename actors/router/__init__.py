@@ -46,6 +46,12 @@ invocations it sends; replies are routed by it. Unlike upstream, a closing socke
 its client id only if it still owns it, invoke sockets cause no ``agent_unregister``,
 and "Agent has been unregistered" goes to exactly the connections with calls pending on
 the closed one.
+
+Our extension, for our back-ends only: the handshake response says
+``X-GenAI-Router: correlation`` (`FEATURES_HEADER`), and a back-end connection's
+``agent_invoke`` carrying ``"correlation_id": "<str>"`` is answered on that same
+connection with the ``correlation_id`` added back, so a back-end needs no socket per
+call. The callee sees an ordinary invocation.
 """
 
 from __future__ import annotations
@@ -64,7 +70,9 @@ from ._envelope import MessageType as MessageType
 from ._exceptions import FrameTooLargeError as FrameTooLargeError
 from ._exceptions import InvalidFrameError as InvalidFrameError
 from ._exceptions import RouterError as RouterError
+from ._hub import CORRELATION_FEATURE as CORRELATION_FEATURE
 from ._hub import DEFAULT_PORT as DEFAULT_PORT
+from ._hub import FEATURES_HEADER as FEATURES_HEADER
 from ._hub import AbandonConnection as AbandonConnection
 from ._hub import CloseConnection as CloseConnection
 from ._hub import GetStatistics as GetStatistics
@@ -87,6 +95,7 @@ from ._server import RunningRouter as RunningRouter
 from ._server import open_router as open_router
 from ._switchboard import Outbox as Outbox
 from ._switchboard import Switchboard as Switchboard
+from ._table import CORRELATION_ID as CORRELATION_ID
 from ._table import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME_BYTES
 from ._table import AgentStepObserver as AgentStepObserver
 from ._table import Deliver as Deliver
@@ -99,8 +108,11 @@ __all__ = [
     "CLOSE_INVALID_TOKEN",
     "CLOSE_MISSING_IDENTITY",
     "CLOSE_OUTBOX_OVERFLOW",
+    "CORRELATION_FEATURE",
+    "CORRELATION_ID",
     "DEFAULT_MAX_FRAME_BYTES",
     "DEFAULT_PORT",
+    "FEATURES_HEADER",
     "AbandonConnection",
     "AgentStepObserver",
     "AgentVerifier",

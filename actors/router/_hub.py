@@ -49,7 +49,9 @@ if TYPE_CHECKING:
     from ._table import TableStatistics
 
 __all__ = [
+    "CORRELATION_FEATURE",
     "DEFAULT_PORT",
+    "FEATURES_HEADER",
     "TRANSPORT_LIMIT_FACTOR",
     "WS_PATH",
     "AbandonConnection",
@@ -69,6 +71,14 @@ WS_PATH = "/ws"
 TRANSPORT_LIMIT_FACTOR = 4
 """Frames up to this many times the frame limit are read and refused with an error
 frame; larger ones make the transport close the socket with code 1009."""
+
+FEATURES_HEADER = "X-GenAI-Router"
+"""The handshake response header in which our router names the extensions it serves
+(comma-separated); the original router sends none, and clients ignore it."""
+
+CORRELATION_FEATURE = "correlation"
+"""A back-end connection may carry many invocations at once, told apart by their
+``correlation_id`` (see `RoutingTable`)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -224,6 +234,7 @@ class RouterHub(Actor[HubMessage]):
             config.host,
             config.port,
             process_request=_only_ws_path,
+            process_response=_name_features,
             compression=None,
             max_size=config.max_frame_bytes * TRANSPORT_LIMIT_FACTOR,
             ping_interval=config.ping_interval,
@@ -308,3 +319,9 @@ def _only_ws_path(ws: ServerConnection, request: Request) -> Response | None:
     if request.path.partition("?")[0] != WS_PATH:
         return ws.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
     return None
+
+
+def _name_features(ws: ServerConnection, request: Request, response: Response) -> None:
+    # Only on a socket that opens: a refusal (404) says nothing about extensions.
+    if response.status_code == HTTPStatus.SWITCHING_PROTOCOLS:
+        response.headers[FEATURES_HEADER] = CORRELATION_FEATURE

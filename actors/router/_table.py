@@ -22,6 +22,15 @@ In every table, a reply reaches only a connection that invoked its sender and st
 waits for it, and only the oldest live back-end connection receives the agents' events:
 a later one waits, as a standby, until it closes (then it is sent what the first one
 missed, as a back-end that reconnects is).
+
+Correlated invocations (our extension, between our router and our back-ends only): an
+``agent_invoke`` from a back-end connection that carries ``"correlation_id": "<str>"``
+is forwarded without it, with an ``invoked_by`` of its own,
+``"<conn id>~<correlation id>"``; every frame that answers it (the callee's reply, the
+router's refusal, "Agent has been unregistered" when the callee goes) reaches the
+back-end with the ``correlation_id`` added back. So one back-end connection carries any
+number of calls at once, where the protocol needs a socket per call. The callee sees an
+ordinary invocation: ``invoked_by`` is opaque to agents, which echo it back.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ if TYPE_CHECKING:
     from ._identity import Identity
 
 __all__ = [
+    "CORRELATION_ID",
     "DEFAULT_MAX_FRAME_BYTES",
     "AgentStepObserver",
     "Deliver",
@@ -67,6 +77,9 @@ AgentStepObserver = Callable[[str, str, Mapping[str, Any]], None]
 
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
 """1 MiB: the library's own ``websockets`` client refuses larger frames (close 1009)."""
+
+CORRELATION_ID = "correlation_id"
+"""The key of a back-end's correlated invocation and of every frame that answers it."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -131,6 +144,20 @@ class _Connection:
     # With an observer: the request ids of this connection's calls to each agent, in
     # the order made (an agent answers a connection's calls in order).
     turns: dict[str, collections.deque[str]] = dataclasses.field(default_factory=dict)
+    # Correlated calls (their invoked_by) this connection must answer, and has made.
+    owed: set[str] = dataclasses.field(default_factory=set)
+    awaited: set[str] = dataclasses.field(default_factory=set)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Correlated:
+    """One correlated call in flight: who made it, who owes the answer, and its ids."""
+
+    caller_id: str
+    callee_id: str
+    correlation_id: str
+    request_id: str | None
+    """For the observer: the turn it belongs to (calls to agents only)."""
 
 
 DEFAULT_BACKEND_BACKLOG = 64 * 1024 * 1024
@@ -183,6 +210,7 @@ class RoutingTable:
         self._backlog_dropped = 0
         self._connections: dict[str, _Connection] = {}
         self._clients: dict[str, str] = {}
+        self._correlated: dict[str, _Correlated] = {}
         self._ids = itertools.count(1)
         self._refused = 0
         self._observe = observe
@@ -206,7 +234,8 @@ class RoutingTable:
             registered_agents=sum(
                 1 for c in self._connections.values() if c.registration is not None
             ),
-            pending_invocations=sum(c.callers.total() for c in self._connections.values()),
+            pending_invocations=sum(c.callers.total() for c in self._connections.values())
+            + len(self._correlated),
             refused_frames=self._refused,
             backend_backlog=len(self._backlog),
             backlog_dropped=self._backlog_dropped,
@@ -326,6 +355,20 @@ class RoutingTable:
             callee = self._connections.get(callee_id)
             if callee is not None:
                 del callee.callers[conn_id]
+        for token in conn.owed:
+            call = self._correlated.pop(token)
+            caller = self._connections.get(call.caller_id)
+            if caller is not None:
+                caller.awaited.discard(token)
+                out.append(Deliver(call.caller_id, {**gone, CORRELATION_ID: call.correlation_id}))
+                if self._observe is not None and call.request_id is not None:
+                    self._observe_outcome(call.request_id, conn, None)
+        for token in conn.awaited:
+            # A back-end that went away wants no answers: the callee's are strays now.
+            made = self._correlated.pop(token, None)  # None: it called itself, done above
+            callee = self._connections.get(made.callee_id) if made is not None else None
+            if callee is not None:
+                callee.owed.discard(token)
         return out
 
     def receive(self, conn_id: str, data: str | bytes | Frame) -> list[Deliver]:
@@ -406,28 +449,34 @@ class RoutingTable:
         return self._to_backend(forward, replayed=self.replay_registrations)
 
     def _invoke(self, sender: _Connection, target: Any, frame: Frame) -> list[Deliver]:
+        correlation_id: str | None = None
+        if sender.identity.kind is ClientKind.BACKEND and isinstance(
+            frame.get(CORRELATION_ID), str
+        ):
+            correlation_id = frame.pop(CORRELATION_ID)
         payload = frame.get("request_payload")
         if payload is None and target is None:
             # Upstream sends both errors; the second ends a waiting send().
             return [
-                self._reply(
+                _answer(
                     sender.conn_id,
                     router_error(
                         "Missing request payload or agent UUID", ErrorType.NO_REQUEST_PAYLOAD
                     ),
+                    correlation_id,
                 ),
-                self._reply(sender.conn_id, _not_active()),
+                _answer(sender.conn_id, _not_active(), correlation_id),
             ]
         target_conn_id = self._clients.get(target) if isinstance(target, str) else None
         if target_conn_id is None or (
             target == MASTER_SERVER_ML and not sender.identity.may_invoke_master(self.keys)
         ):
-            return [self._reply(sender.conn_id, _not_active())]
+            return [_answer(sender.conn_id, _not_active(), correlation_id)]
         callee = self._connections[target_conn_id]
         if not self._may_invoke(sender.identity, callee.identity):
             # As if it were not there: another user's agent ids are not to be probed.
             self._counts["refused_invocations"] += 1
-            return [self._reply(sender.conn_id, _not_active())]
+            return [_answer(sender.conn_id, _not_active(), correlation_id)]
         if (
             isinstance(payload, dict)
             and "error_message" in payload
@@ -436,6 +485,8 @@ class RoutingTable:
             # The back-end tells an agent to go away (a bad JWT at registration).
             error = {**payload, "message_type": str(MessageType.AGENT_ERROR)}
             return [Deliver(target_conn_id, {"error": error})]
+        if correlation_id is not None:
+            return self._invoke_correlated(sender, callee, frame, correlation_id)
         frame["invoked_by"] = sender.conn_id
         callee.callers[sender.conn_id] += 1
         sender.callees[target_conn_id] += 1
@@ -443,11 +494,45 @@ class RoutingTable:
             self._observe_invoke(sender, callee, frame)
         return [Deliver(target_conn_id, frame)]
 
+    def _invoke_correlated(
+        self, sender: _Connection, callee: _Connection, frame: Frame, correlation_id: str
+    ) -> list[Deliver]:
+        token = f"{sender.conn_id}~{correlation_id}"
+        if token in self._correlated:
+            # Its answer could not tell the two calls apart.
+            error = agent_error(
+                f"Correlation id already in use: {correlation_id}",
+                error_type=str(ErrorType.AGENT_GENERAL_ERROR),
+            )
+            return [_answer(sender.conn_id, error, correlation_id)]
+        request_id: str | None = None
+        if self._observe is not None and callee.identity.kind is ClientKind.AGENT:
+            request_id = _request_id(frame)
+            if request_id is not None:
+                self._observe(request_id, "agent_invoked", _agent_of(callee))
+        self._correlated[token] = _Correlated(
+            sender.conn_id, callee.conn_id, correlation_id, request_id
+        )
+        sender.awaited.add(token)
+        callee.owed.add(token)
+        frame["invoked_by"] = token
+        return [Deliver(callee.conn_id, frame)]
+
+    def _settle_correlated(self, token: Any, callee: _Connection) -> _Correlated | None:
+        """Take the correlated call ``token`` as answered by ``callee``; ``None`` if
+        ``token`` names none that ``callee`` owes."""
+        call = self._correlated.get(token) if isinstance(token, str) else None
+        if call is None or call.callee_id != callee.conn_id:
+            return None
+        del self._correlated[token]
+        callee.owed.discard(token)
+        self._connections[call.caller_id].awaited.discard(token)
+        return call
+
     def _observe_invoke(self, sender: _Connection, callee: _Connection, frame: Frame) -> None:
         assert self._observe is not None
-        metadata = frame.get("request_metadata")
-        request_id = metadata.get("request_id") if isinstance(metadata, dict) else None
-        if not isinstance(request_id, str) or not request_id:
+        request_id = _request_id(frame)
+        if request_id is None:
             return
         sender.turns.setdefault(callee.conn_id, collections.deque()).append(request_id)
         self._observe(request_id, "agent_invoked", _agent_of(callee))
@@ -463,6 +548,11 @@ class RoutingTable:
         request_id = pending.popleft()
         if not pending:
             del caller.turns[callee.conn_id]
+        self._observe_outcome(request_id, callee, frame)
+
+    def _observe_outcome(self, request_id: str, callee: _Connection, frame: Frame | None) -> None:
+        """Report the answer (``frame``; None: the agent went away) to call ``request_id``."""
+        assert self._observe is not None
         data = _agent_of(callee)
         if frame is not None and frame.get("message_type") == str(MessageType.AGENT_RESPONSE):
             self._observe(request_id, "agent_answered", data)
@@ -474,6 +564,12 @@ class RoutingTable:
 
     def _respond(self, sender: _Connection, message_type: str, frame: Frame) -> list[Deliver]:
         invoked_by = frame.pop("invoked_by", None)
+        if sender.owed and (call := self._settle_correlated(invoked_by, sender)) is not None:
+            frame["message_type"] = message_type
+            frame[CORRELATION_ID] = call.correlation_id
+            if self._observe is not None and call.request_id is not None:
+                self._observe_outcome(call.request_id, sender, frame)
+            return [Deliver(call.caller_id, frame)]
         caller_id = self._resolve(invoked_by)
         if caller_id is None or not self._settle(caller_id, sender):
             # Only a connection that invoked this one, and still waits, gets a reply:
@@ -524,15 +620,15 @@ class RoutingTable:
         except InvalidFrameError:
             return out
         if frame.get("message_type") in (MessageType.AGENT_RESPONSE, MessageType.AGENT_ERROR):
-            caller_id = self._resolve(frame.get("invoked_by"))
+            message = f"Response refused by the router: {exc}"
+            error = agent_error(message, error_type=str(ErrorType.AGENT_GENERAL_ERROR))
+            invoked_by = frame.get("invoked_by")
+            if (call := self._settle_correlated(invoked_by, sender)) is not None:
+                out.append(_answer(call.caller_id, error, call.correlation_id))
+                return out
+            caller_id = self._resolve(invoked_by)
             if caller_id is not None and self._settle(caller_id, sender):
-                message = f"Response refused by the router: {exc}"
-                out.append(
-                    self._reply(
-                        caller_id,
-                        agent_error(message, error_type=str(ErrorType.AGENT_GENERAL_ERROR)),
-                    )
-                )
+                out.append(self._reply(caller_id, error))
         return out
 
     # -- helpers -----------------------------------------------------------------
@@ -585,6 +681,19 @@ class RoutingTable:
     @staticmethod
     def _reply(conn_id: str, frame: Frame) -> Deliver:
         return Deliver(conn_id, frame)
+
+
+def _answer(conn_id: str, frame: Frame, correlation_id: str | None) -> Deliver:
+    """Send ``frame`` to ``conn_id``, as the answer to its correlated call if it is one."""
+    if correlation_id is not None:
+        frame[CORRELATION_ID] = correlation_id
+    return Deliver(conn_id, frame)
+
+
+def _request_id(frame: Frame) -> str | None:
+    metadata = frame.get("request_metadata")
+    request_id = metadata.get("request_id") if isinstance(metadata, dict) else None
+    return request_id if isinstance(request_id, str) and request_id else None
 
 
 def _size(data: str | bytes | Frame) -> int:
