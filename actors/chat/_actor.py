@@ -105,6 +105,7 @@ __all__ = [
     "ChatMessage",
     "PostMessage",
     "Room",
+    "Rooms",
     "Subscribe",
     "TurnObserver",
     "Unsubscribe",
@@ -157,6 +158,8 @@ class ChatDeps:
         cancel_master_turn: Stops the built-in master's work on a request (None: the
             master cannot be told, as the external one cannot).
         process_id: This server process, written on the turns it runs.
+        rooms: The rooms of the process's open conversations, shared by the sockets
+            and the actors (see `Rooms`).
     """
 
     sessionmaker: async_sessionmaker[AsyncSession]
@@ -171,6 +174,7 @@ class ChatDeps:
     master_kind: str = "external"
     cancel_master_turn: Callable[[str], None] | None = None
     process_id: uuid.UUID | None = None
+    rooms: Rooms = field(default_factory=lambda: Rooms())
 
 
 # -- messages ---------------------------------------------------------------------------
@@ -275,7 +279,12 @@ ChatMessage = (
 
 
 class Room:
-    """The sockets and admitted messages of one activation; it survives restarts.
+    """The sockets and admitted messages of one conversation of this process.
+
+    It lives in `Rooms` from the first socket of the conversation until its last one
+    has left and no chat actor runs it: a socket joins it without a chat actor, the
+    actor is started for the first message (or a watcher), and the actor's restarts
+    and later activations find the same room.
 
     Args:
         limit: Messages that may be admitted and unanswered at once (the one running
@@ -303,6 +312,19 @@ class Room:
             maxlen=32
         )
         """The last turns answered, with the sockets (``id()``) their frame went to."""
+        self.actor_running = False
+        """A chat actor runs this conversation (from its start to its passivation)."""
+        self.activating = 0
+        """Activations of a chat actor under way (the room must stay registered)."""
+        self.passivating: anyio.Event | None = None
+        """Set while the chat actor is passivating; fires once it has stopped."""
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing holds the room: no open socket, message or chat actor."""
+        return (
+            not self.live() and not self.pending and not self.actor_running and not self.activating
+        )
 
     def add(self, outbox: SocketOutbox) -> None:
         if outbox not in self._outboxes:
@@ -361,6 +383,33 @@ class Room:
         self.pending -= 1
         if self._drain is not None:
             self._drain.settle()
+
+
+class Rooms:
+    """The `Room` of every conversation of this process with a socket or a chat actor,
+    by ``(user id, session id)``."""
+
+    def __init__(self) -> None:
+        self._rooms: dict[tuple[uuid.UUID, uuid.UUID], Room] = {}
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def get(self, key: tuple[uuid.UUID, uuid.UUID]) -> Room | None:
+        """Return the registered room of ``key``, if any."""
+        return self._rooms.get(key)
+
+    def setdefault(self, key: tuple[uuid.UUID, uuid.UUID], make: Callable[[], Room]) -> Room:
+        """Return the room of ``key``, registering ``make()`` if there is none."""
+        room = self._rooms.get(key)
+        if room is None:
+            room = self._rooms[key] = make()
+        return room
+
+    def release(self, key: tuple[uuid.UUID, uuid.UUID], room: Room) -> None:
+        """Forget ``room`` if it is still the one of ``key`` and nothing holds it."""
+        if self._rooms.get(key) is room and room.idle:
+            del self._rooms[key]
 
 
 @dataclass(slots=True)
@@ -424,8 +473,12 @@ class ChatActor(Actor[ChatMessage]):
         self._abandoned: set[str] = set()
         # A look-up has found the conversation to be the user's (or created it).
         self._owned = False
+        # Stopping by itself, its room left idle (not a crash: a restart would follow).
+        self._passivating = False
 
     async def on_start(self) -> None:
+        self.room.actor_running = True
+        self.room.passivating = None
         master = self.deps.master.ref
         if master is not None:
             self.watch(master)
@@ -436,6 +489,17 @@ class ChatActor(Actor[ChatMessage]):
             self._schedule_flush()
 
     async def on_stop(self) -> None:
+        try:
+            await self._stop()
+        finally:
+            if self._passivating:
+                room = self.room
+                room.actor_running = False
+                self.deps.rooms.release((self.user_id, self.session_id), room)
+                if room.passivating is not None:
+                    room.passivating.set()
+
+    async def _stop(self) -> None:
         if self.deps.drain is not None:
             self.deps.drain.forget(self)
         if self.room.journal.pending and self._turn is None:
@@ -521,6 +585,10 @@ class ChatActor(Actor[ChatMessage]):
             and not self._storing
             and self.ref.statistics().depth == 0
         ):
+            # A socket that posts from now on waits for this one to stop and starts
+            # the next one (a message sent to it now would be lost).
+            self._passivating = True
+            self.room.passivating = anyio.Event()
             self.stop()
 
     def _waiting(self, request_id: str) -> _Turn | None:

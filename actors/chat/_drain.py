@@ -39,6 +39,7 @@ class ChatDrain:
         self._admitted = 0
         self._expired = False
         self._on_expiry: dict[object, Callable[[], None]] = {}
+        self._on_closed: dict[object, Callable[[], None]] = {}
 
     @property
     def draining(self) -> bool:
@@ -87,6 +88,22 @@ class ChatDrain:
         """Remove the callback registered under ``key``, if any."""
         self._on_expiry.pop(key, None)
 
+    def on_closed(self, key: object, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (sync, must not wait) once `drain` has finished, under ``key``
+        (at once if it has). `forget_closed` removes it.
+
+        What a socket registers instead of a task waiting in `wait_closed`: an idle
+        socket holds no task for the stop.
+        """
+        if self.closed:
+            callback()
+        else:
+            self._on_closed[key] = callback
+
+    def forget_closed(self, key: object) -> None:
+        """Remove the callback registered under ``key`` by `on_closed`, if any."""
+        self._on_closed.pop(key, None)
+
     async def wait_closed(self) -> None:
         """Wait until `drain` has finished: the sockets should flush and close."""
         await self._closed.wait()
@@ -108,3 +125,6 @@ class ChatDrain:
         with anyio.move_on_after(_FINISH_SECONDS):
             await self._idle.wait()
         self._closed.set()
+        callbacks, self._on_closed = self._on_closed, {}
+        for callback in callbacks.values():
+            callback()

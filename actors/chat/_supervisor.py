@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import anyio.lowlevel
 
 from actors.fanout import DEFAULT_OUTBOX_CAPACITY, SocketOutbox
+from persistence import ChatTurnStore, is_database_unavailable
 from runtime import (
     ActivationLimitError,
     ActorDeadError,
@@ -53,6 +54,8 @@ _MAILBOX_CAPACITY = 256
 DEFAULT_CHAT_INTENSITY = RestartIntensity(max_restarts=50, period=10.0)
 
 _ATTACH_ATTEMPTS = 5
+# Waiting for a passivating actor to stop may take a few rounds of the loop.
+_ACTIVATE_ATTEMPTS = 20
 
 
 class ChatSupervisor(DynamicSupervisor):
@@ -87,22 +90,40 @@ class ChatSupervisor(DynamicSupervisor):
         self.deps = deps
         self.queued_messages = queued_messages
 
+    def room_of(self, user_id: uuid.UUID, session_id: uuid.UUID) -> Room:
+        """Return the room of ``user_id``'s ``session_id``, registering a new one if needed."""
+        deps = self.deps
+        return deps.rooms.setdefault(
+            (user_id, session_id),
+            lambda: Room(limit=self.queued_messages + 1, drain=deps.drain),
+        )
+
+    def live(self, user_id: uuid.UUID, session_id: uuid.UUID) -> ActorRef[ChatMessage] | None:
+        """Return the running chat actor of ``user_id``'s ``session_id``, if any."""
+        ref: ActorRef[ChatMessage] | None = self.get(f"{user_id}:{session_id}")
+        return ref
+
     async def activate(self, user_id: uuid.UUID, session_id: uuid.UUID) -> ActorRef[ChatMessage]:
         """Return the chat actor of ``user_id``'s ``session_id``, starting it if needed.
+
+        It runs the conversation's registered room (`room_of`).
 
         Raises:
             ActivationLimitError: ``max_children`` conversations are live.
             ActorDeadError: The supervisor is not running.
         """
         deps = self.deps
-        # One per activation, shared by the restarts of that activation (a room made
-        # here for a session that is live already is dropped unused).
-        room = Room(limit=self.queued_messages + 1, drain=deps.drain)
+        room = self.room_of(user_id, session_id)
 
         def factory() -> ChatActor:
             return ChatActor(user_id, session_id, deps, room)
 
-        ref: ActorRef[ChatMessage] = await self.get_or_start(f"{user_id}:{session_id}", factory)
+        room.activating += 1
+        try:
+            ref: ActorRef[ChatMessage] = await self.get_or_start(f"{user_id}:{session_id}", factory)
+        finally:
+            room.activating -= 1
+            deps.rooms.release((user_id, session_id), room)  # a start that failed
         return ref
 
 
@@ -114,7 +135,9 @@ def chat_supervisor_spec(deps: ChatDeps, *, name: str = "chats", **options: Any)
 class ChatSession:
     """One socket's handle on its conversation: post messages, read frames from `outbox`.
 
-    Create it with `ChatsClient.open_session`.
+    Create it with `ChatsClient.open_session`. A socket that does not watch the turn
+    events joins the conversation's `Room` without a chat actor: the actor is started
+    for its first message. A watcher subscribes to the actor from the start.
     """
 
     def __init__(
@@ -129,16 +152,16 @@ class ChatSession:
         self.user_id = user_id
         self.session_id = session_id
         self.outbox = outbox
-        # How this socket subscribes; later attachments (after a restart of the chat
-        # actor) only ask for what is new.
-        self._subscription = subscription or Subscribe(outbox)
+        # How a watcher subscribes; later attachments (after a restart of the chat
+        # actor) only ask for what is new. None: a plain socket, in the room only.
+        self._subscription = subscription
         self._ref: ActorRef[ChatMessage] | None = None
         self._room: Room | None = None
 
     async def post(self, chat_input: ChatInput) -> None:
         """Queue one message for its turn; the answer arrives on `outbox`.
 
-        Waits only if the chat actor has to be started again.
+        Waits only if the chat actor has to be started.
 
         Raises:
             ChatBusyError: Too many messages of this session are queued already.
@@ -146,9 +169,8 @@ class ChatSession:
             ChatUnavailableError: No chat actor can be reached.
         """
         ref, room = self._ref, self._room
-        if ref is None or room is None or not ref.is_alive:
-            ref, room = await self._client._attach(self.user_id, self.session_id, self._again())
-            self._ref, self._room = ref, room
+        if ref is None or room is None or not ref.is_alive or room.passivating is not None:
+            ref, room = await self._reach()
         room.admit()
         try:
             ref.tell_nowait(PostMessage(chat_input))
@@ -159,28 +181,43 @@ class ChatSession:
     async def cancel(self, request_id: uuid.UUID) -> bool:
         """Cancel a running or queued turn of this session; False if none has that id.
 
+        A plain socket starts no chat actor for it: with none running, no turn runs.
+
         Raises:
             ChatUnavailableError: No chat actor can be reached.
         """
         ref = self._ref
         if ref is None or not ref.is_alive:
-            ref, self._room = await self._client._attach(
-                self.user_id, self.session_id, self._again()
-            )
-            self._ref = ref
+            if self._subscription is None:
+                ref = self._client._supervisor().live(self.user_id, self.session_id)
+                if ref is None:
+                    return False
+            else:
+                ref, self._room = await self._reach()
         try:
             outcome: str = await ref.ask(CancelTurn(request_id))
+        except ActorDeadError:
+            return False  # it has just passivated: nothing ran
         except ActorError as exc:
             raise ChatUnavailableError(f"cannot reach session {self.session_id}") from exc
         return outcome == "cancelled"
 
+    async def _reach(self) -> tuple[ActorRef[ChatMessage], Room]:
+        client = self._client
+        if self._subscription is not None:
+            found = await client._attach(self.user_id, self.session_id, self._again())
+        else:
+            found = await client._activate(self)
+        self._ref, self._room = found
+        return found
+
     def _again(self) -> Subscribe:
         """The subscription of a new attachment: a watcher resumes where it was."""
         first = self._subscription
-        if not (first.events or first.after_seq is not None):
+        assert first is not None
+        if self._room is None:
             return first
-        room = self._room
-        last = room.watchers.get(self.outbox) if room is not None else None
+        last = self._room.watchers.get(self.outbox)
         return Subscribe(self.outbox, events=True, after_seq=last)
 
     def send_nowait(self, text: str) -> bool:
@@ -189,10 +226,22 @@ class ChatSession:
 
     def _detach(self) -> None:
         self.outbox.discard()
-        if self._ref is not None:
-            # Only a hint: the actor forgets closed outboxes by itself after a turn.
+        room, ref = self._room, self._ref
+        if room is not None:
+            room.remove(self.outbox)
+        try:
+            supervisor = self._client._supervisor()
+        except ChatUnavailableError:
+            return
+        if ref is None:
+            ref = supervisor.live(self.user_id, self.session_id)
+        if ref is not None:
+            # Only a hint, so that the last socket to leave lets the actor passivate:
+            # the actor forgets closed outboxes by itself after a turn.
             with contextlib.suppress(MailboxFullError):
-                self._ref.tell_nowait(Unsubscribe(self.outbox))
+                ref.tell_nowait(Unsubscribe(self.outbox))
+        if room is not None:
+            supervisor.deps.rooms.release((self.user_id, self.session_id), room)
 
 
 class ChatsClient:
@@ -246,13 +295,70 @@ class ChatsClient:
             return ref, room
         raise ChatUnavailableError(f"cannot reach session {session_id}")
 
+    async def _activate(self, chat: ChatSession) -> tuple[ActorRef[ChatMessage], Room]:
+        """Start (or find) the chat actor of a plain socket's room, to post to it.
+
+        An actor that is passivating would lose what is posted to it: its stop is
+        waited for and the next one started.
+        """
+        user_id, session_id = chat.user_id, chat.session_id
+        for _ in range(_ACTIVATE_ATTEMPTS):
+            try:
+                supervisor = self._supervisor()
+                room = chat._room
+                if room is None or supervisor.deps.rooms.get((user_id, session_id)) is not room:
+                    # Opened while no chat supervisor ran (or its room was lost with it).
+                    room = await self._join(chat, supervisor)
+                if room.passivating is not None:
+                    await room.passivating.wait()
+                    await anyio.lowlevel.checkpoint()
+                    continue
+                ref = await supervisor.activate(user_id, session_id)
+            except ActivationLimitError as exc:
+                raise ChatUnavailableError(str(exc)) from exc
+            except ActorDeadError:
+                await anyio.lowlevel.checkpoint()
+                continue
+            except ActorError as exc:
+                raise ChatUnavailableError(f"cannot start session {session_id}") from exc
+            if ref.is_alive and room.passivating is None:
+                return ref, room
+            await anyio.lowlevel.checkpoint()
+        raise ChatUnavailableError(f"cannot reach session {session_id}")
+
+    async def _join(self, chat: ChatSession, supervisor: ChatSupervisor) -> Room:
+        """Put a plain socket in its conversation's room and send it the replies that
+        reached no socket (one statement; no chat actor)."""
+        user_id, session_id, outbox = chat.user_id, chat.session_id, chat.outbox
+        room = supervisor.room_of(user_id, session_id)
+        room.add(outbox)
+        chat._room = room
+        deps = supervisor.deps
+        try:
+            async with ChatTurnStore(deps.sessionmaker, process_id=deps.process_id).connect() as db:
+                found = await db.attach(session_id, owner_id=user_id, after_seq=None, limit=0)
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            logger.warning("a socket joined session %s unreplayed: %r", session_id, exc)
+            return room
+        # The numbering of the conversation's events, as a watcher's read tells it.
+        room.journal.know(found.last_seq)
+        room.publish_ready(session_id)
+        # A reply the room's actor sent this socket meanwhile is not sent again.
+        delivered_here = {request_id for request_id, sent in room.answered_to if id(outbox) in sent}
+        for request_id, frame in found.undelivered:
+            if request_id not in delivered_here:
+                outbox.send_nowait(frame)
+        return room
+
     async def cancel_turn(
         self, user_id: uuid.UUID, session_id: uuid.UUID, request_id: uuid.UUID
     ) -> bool:
         """Cancel ``user_id``'s turn ``request_id`` of ``session_id`` if a live chat actor
         of this process runs it or has it queued (it then answers it as cancelled)."""
         try:
-            ref = self._supervisor().get(f"{user_id}:{session_id}")
+            ref = self._supervisor().live(user_id, session_id)
         except ChatUnavailableError:
             return False
         if ref is None:
@@ -275,7 +381,9 @@ class ChatsClient:
         """Subscribe a new socket to ``user_id``'s ``session_id`` and its live logs.
 
         ``events``: the socket also gets ``turn_event`` frames; ``after_seq``: first
-        those numbered after it.
+        those numbered after it. Such a watcher is subscribed to the chat actor, started
+        now; another socket only joins the conversation's room and is sent the replies
+        that reached no socket, and its first message starts the actor.
 
         On exit the socket is unsubscribed (even when cancelled); the last socket to
         leave lets the chat actor passivate. A chat actor that cannot be reached now
@@ -284,14 +392,16 @@ class ChatsClient:
         socket sends can still be answered.
         """
         outbox = SocketOutbox(self._outbox_capacity)
-        subscription = Subscribe(
-            outbox, events=events or after_seq is not None, after_seq=after_seq
-        )
+        watch = events or after_seq is not None
+        subscription = Subscribe(outbox, events=True, after_seq=after_seq) if watch else None
         chat = ChatSession(self, user_id, session_id, outbox, subscription)
         fanout = self._fanout
         try:
             try:
-                chat._ref, chat._room = await self._attach(user_id, session_id, subscription)
+                if subscription is not None:
+                    chat._ref, chat._room = await self._attach(user_id, session_id, subscription)
+                else:
+                    await self._join(chat, self._supervisor())
             except ChatUnavailableError as exc:
                 logger.warning("socket of session %s opened unattached: %s", session_id, exc)
             if fanout is not None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import AsyncIterator
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 __all__ = ["DEFAULT_OUTBOX_CAPACITY", "SocketOutbox"]
 
@@ -20,16 +20,31 @@ class SocketOutbox:
     socket is too slow to keep up, and the outbox closes itself so that the writer ends
     the connection (the front-end reconnects) instead of holding every producer up.
 
+    A bare deque and, only while the writer waits, one event: every open socket has an
+    outbox, most of them idle, so it holds as little as it can (no memory stream).
+
     Args:
         capacity: Frames that may wait for the writer.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_discarded",
+        "_frames",
+        "_wakeup",
+        "capacity",
+        "closed",
+        "overflowed",
+        "sent",
+    )
+
     def __init__(self, capacity: int = DEFAULT_OUTBOX_CAPACITY) -> None:
         if capacity < 1 or capacity == math.inf:
             raise ValueError("capacity must be a positive integer")
-        send, receive = anyio.create_memory_object_stream[str](capacity)
-        self._send: MemoryObjectSendStream[str] = send
-        self._receive: MemoryObjectReceiveStream[str] = receive
+        self._frames: collections.deque[str] = collections.deque()
+        # Set by the writer while it waits for a frame (or the close).
+        self._wakeup: anyio.Event | None = None
+        self._discarded = False
         self.capacity = capacity
         self.closed = False
         self.overflowed = False
@@ -43,27 +58,31 @@ class SocketOutbox:
         """
         if self.closed:
             return False
-        try:
-            self._send.send_nowait(text)
-        except anyio.WouldBlock:
+        if len(self._frames) >= self.capacity:
             self.overflowed = True
             self.close()
             return False
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self.closed = True
-            return False
+        self._frames.append(text)
         self.sent += 1
+        self._wake()
         return True
 
     def close(self) -> None:
         """Accept no more frames; the writer still gets those already queued. Idempotent."""
         self.closed = True
-        self._send.close()
+        self._wake()
 
     def discard(self) -> None:
         """Close the outbox and drop what is still queued (the socket is gone). Idempotent."""
+        self._discarded = True
+        self._frames.clear()
         self.close()
-        self._receive.close()
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set()
 
     async def receive(self) -> str:
         """Wait for the next frame.
@@ -72,13 +91,23 @@ class SocketOutbox:
             anyio.EndOfStream: The outbox is closed and drained.
             anyio.ClosedResourceError: The outbox was discarded.
         """
-        return await self._receive.receive()
+        while True:
+            if self._discarded:
+                raise anyio.ClosedResourceError
+            if self._frames:
+                return self._frames.popleft()
+            if self.closed:
+                raise anyio.EndOfStream
+            wakeup = self._wakeup
+            if wakeup is None:
+                wakeup = self._wakeup = anyio.Event()
+            await wakeup.wait()
 
     async def frames(self) -> AsyncIterator[str]:
         """Yield the queued frames in order until the outbox is closed and drained."""
         while True:
             try:
-                text = await self._receive.receive()
+                text = await self.receive()
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 return
             yield text

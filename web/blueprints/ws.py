@@ -45,7 +45,6 @@ from actors.chat import (
     DATABASE_UNAVAILABLE,
     SHUTTING_DOWN,
     ChatBusyError,
-    ChatDrain,
     ChatInput,
     ChatSession,
     ChatStoppingError,
@@ -209,10 +208,15 @@ async def frontend_ws() -> None:
             ) as chat,
             anyio.create_task_group() as tg,
         ):
-            tg.start_soon(_write, chat, tg.cancel_scope)
             if drain is not None:
-                tg.start_soon(_close_when_drained, chat, drain)
-            await _read(chat)
+                # The writer sends what is queued, then closes the socket.
+                drain.on_closed(chat.outbox, chat.outbox.close)
+            try:
+                tg.start_soon(_write, chat, tg.cancel_scope)
+                await _read(chat)
+            finally:
+                if drain is not None:
+                    drain.forget_closed(chat.outbox)
     finally:
         sockets.release(caller.user_id)
 
@@ -250,11 +254,6 @@ async def _cancel(chat: ChatSession, request_id: UUID) -> None:
         chat.send_nowait(_error_frame(TURN_NOT_FOUND))
 
 
-async def _close_when_drained(chat: ChatSession, drain: ChatDrain) -> None:
-    await drain.wait_closed()
-    chat.outbox.close()  # the writer sends what is queued, then closes the socket
-
-
 async def _read(chat: ChatSession) -> None:
     while True:
         parsed = parse_message(await websocket.receive())
@@ -281,7 +280,12 @@ async def _read(chat: ChatSession) -> None:
 
 async def _write(chat: ChatSession, scope: anyio.CancelScope) -> None:
     # The only task that sends on the socket, so frames leave in the order queued.
-    async for text in chat.outbox.frames():
+    outbox = chat.outbox
+    while True:
+        try:
+            text = await outbox.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            break
         await websocket.send(text)
     if chat.outbox.overflowed:
         await websocket.close(CLOSE_TOO_SLOW, "Too many frames waiting. Reconnect")

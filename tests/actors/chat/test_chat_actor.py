@@ -448,6 +448,57 @@ class TestSockets:
             assert len(supervisor.keys()) == 1
         await wait_for(lambda: supervisor.keys() == [])
 
+    async def test_a_socket_starts_no_chat_actor_before_its_first_message(
+        self, running: Running, world: World
+    ) -> None:
+        owner = await world.user()
+        supervisor = running.system.supervisor("chats")
+        assert isinstance(supervisor, ChatSupervisor)
+        rooms = supervisor.deps.rooms
+        session_id = uuid.uuid4()
+        async with (
+            running.chats.open_session(owner.id, session_id) as one,
+            running.chats.open_session(owner.id, session_id) as two,
+        ):
+            assert supervisor.keys() == [] and len(rooms) == 1
+            assert not await one.cancel(uuid.uuid4())  # starts none either
+            assert supervisor.keys() == []
+            await one.post(ChatInput("hello", "gpt", "openai"))
+            a, b = await next_frame(one), await next_frame(two)
+            assert a == b and len(supervisor.keys()) == 1
+        await wait_for(lambda: supervisor.keys() == [] and len(rooms) == 0)
+
+    async def test_a_post_while_the_actor_passivates_starts_the_next_one(
+        self, running: Running, world: World
+    ) -> None:
+        owner = await world.user()
+        supervisor = running.system.supervisor("chats")
+        assert isinstance(supervisor, ChatSupervisor)
+        session_id = uuid.uuid4()
+        async with running.chats.open_session(owner.id, session_id) as first:
+            await first.post(ChatInput("one", "gpt", "openai"))
+            await next_frame(first)
+        # The actor has been told its last socket left; a new socket posts at once.
+        async with running.chats.open_session(owner.id, session_id) as second:
+            await second.post(ChatInput("two", "gpt", "openai"))
+            assert (await next_frame(second))["type"] == "agent_response"
+
+    async def test_a_plain_socket_gets_the_replies_that_reached_no_socket(
+        self, running: Running, world: World
+    ) -> None:
+        owner = await world.user()
+        session_id = uuid.uuid4()
+        async with running.chats.open_session(owner.id, session_id) as chat:
+            await chat.post(ChatInput("hello", "gpt", "openai"))
+            # The socket leaves before the answer: the reply reaches no socket.
+        async with running.chats.open_session(owner.id, session_id) as again:
+            frame = await next_frame(again)
+            assert frame["type"] == "agent_response"
+        async with running.chats.open_session(owner.id, session_id) as third:
+            with anyio.move_on_after(0.3):
+                extra = await third.outbox.receive()
+                raise AssertionError(f"delivered twice: {extra}")
+
 
 class TestCrash:
     async def test_crash_answers_restarts_and_keeps_the_socket(
