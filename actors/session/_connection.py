@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from actors.router import FEATURES_HEADER
+
 from ._exceptions import RouterConnectionError
 
 if TYPE_CHECKING:
@@ -33,6 +35,11 @@ class RouterConnection(Protocol):
     A socket encodes and decodes them at this edge; a connection in our own process
     hands the objects over as they are.
     """
+
+    @property
+    def features(self) -> frozenset[str]:
+        """The extensions the router named in its handshake response
+        (``X-GenAI-Router``, e.g. ``correlation``); empty for the original router."""
 
     async def send(self, frame: dict[str, Any]) -> None:
         """Send one frame, which the connection then owns; waits for room to send it.
@@ -87,10 +94,12 @@ def _mapped() -> Iterator[None]:
 
 
 class _WebSocket:
-    __slots__ = ("_ws",)
+    __slots__ = ("_ws", "features")
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
+        named = ws.response.headers.get(FEATURES_HEADER, "") if ws.response else ""
+        self.features = frozenset(filter(None, (part.strip() for part in named.split(","))))
 
     async def send(self, frame: dict[str, Any]) -> None:
         with _mapped():

@@ -97,6 +97,10 @@ class _LocalConnection:
 
     __slots__ = ("_closed", "_conn_id", "_hub", "_inbox")
 
+    # No extension: a connection on the hub costs no handshake, so the session keeps
+    # one per invocation, as with the original router.
+    features: frozenset[str] = frozenset()
+
     def __init__(self, hub: ActorRef[HubMessage], conn_id: str, inbox: _Inbox) -> None:
         self._hub = hub
         self._conn_id = conn_id

@@ -1,10 +1,13 @@
 """The router session: the back-end's own connection to the router, as ``master_server_be``.
 
 It receives the agent events the router forwards (PROTOCOL.md §4) and tells them to the
-registry, and it invokes the master agent for the chat actors. Each invocation uses a
-short-lived connection whose ``x-custom-invoke-key`` is unique per request, so replies
-never mix, with the embedded router and an upstream one alike (PROTOCOL.md §1.5, §5
-step 2).
+registry, and it invokes the master agent for the chat actors. Against a router of ours
+reached over a socket (its handshake names the ``correlation`` extension), every
+invocation travels on the main connection with a ``correlation_id`` of its own, and the
+reader hands each reply that carries one to its call: no handshake per turn. Otherwise
+(an upstream router, or the embedded one through its in-process links, which cost no
+handshake) each invocation uses a short-lived connection whose ``x-custom-invoke-key`` is
+unique per request, so replies never mix (PROTOCOL.md §1.5, §5 step 2).
 
 Invocations are messages both ways: `InvokeMaster` names the actor its outcome goes to,
 and the session tells that actor exactly one `MasterReplied` (the reply, or the error
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import logging
 import uuid
 from collections.abc import Mapping
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from actors.router import CORRELATION_FEATURE, CORRELATION_ID
 from runtime import Actor, ActorDeadError, ActorRef, Backoff, ChildSpec, MailboxFullError
 
 from ._connection import WebSocketConnector
@@ -203,6 +208,26 @@ class _Call:
         """Cancelled because the main connection dropped: the router is unavailable."""
 
 
+class _Pending:
+    """Where the main connection's reader puts the frames that answer one correlated call."""
+
+    __slots__ = ("arrived", "frames")
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.arrived = anyio.Event()
+
+    def put(self, frame: dict[str, Any]) -> None:
+        self.frames.append(frame)
+        self.arrived.set()
+
+    async def get(self) -> dict[str, Any]:
+        while not self.frames:
+            await self.arrived.wait()
+            self.arrived = anyio.Event()
+        return self.frames.pop(0)
+
+
 # -- the actor -------------------------------------------------------------------
 
 
@@ -232,6 +257,9 @@ class RouterSession(Actor[SessionMessage]):
         self._main: RouterConnection | None = None
         self._link = _Link.CONNECTING
         self._calls: dict[str, _Call] = {}
+        # Correlated calls on the main connection waiting for their reply, by id.
+        self._pending: dict[str, _Pending] = {}
+        self._correlations = itertools.count(1)
         self._status = SessionStatus(connected=False, url=config.url)
         self._forwarded = 0
 
@@ -341,6 +369,14 @@ class RouterSession(Actor[SessionMessage]):
     async def _read(self, conn: RouterConnection) -> None:
         while True:
             frame = await conn.recv()
+            correlation_id = frame.get(CORRELATION_ID)
+            if isinstance(correlation_id, str):
+                pending = self._pending.get(correlation_id)
+                if pending is not None:
+                    pending.put(frame)
+                else:  # its call has ended (withdrawn, timed out): nobody wants it
+                    logger.debug("dropped a late reply: %.200r", frame)
+                continue
             event = parse_forward(frame)
             if event is None:
                 logger.debug("ignored frame from the router: %.200r", frame)
@@ -386,6 +422,9 @@ class RouterSession(Actor[SessionMessage]):
                 "session_id": request.session_id,
             },
         }
+        main = self._main
+        if main is not None and CORRELATION_FEATURE in main.features:
+            return await self._exchange_correlated(main, frame)
         conn = await self.connector.connect({"x-custom-invoke-key": self._invoke_key()})
         try:
             await conn.send(frame)
@@ -396,6 +435,27 @@ class RouterSession(Actor[SessionMessage]):
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_GRACE):
                 await conn.aclose()
+
+    async def _exchange_correlated(
+        self, main: RouterConnection, frame: dict[str, Any]
+    ) -> MasterReply:
+        """Invoke on the main connection and wait for the reply its reader hands over.
+
+        The call's scope (deadline, withdrawal, the main connection dropping) ends the
+        wait; the reply that comes after is dropped by the reader.
+        """
+        # Unique on this connection for the session's life, which is all the router asks.
+        correlation_id = str(next(self._correlations))
+        pending = self._pending[correlation_id] = _Pending()
+        try:
+            frame[CORRELATION_ID] = correlation_id
+            await main.send(frame)
+            while True:
+                reply = _master_reply(await pending.get())
+                if reply is not None:
+                    return reply
+        finally:
+            del self._pending[correlation_id]
 
     async def _notify(self, agent_uuid: str, error_message: str, error_type: str) -> None:
         frame = {
