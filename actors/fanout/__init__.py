@@ -21,22 +21,16 @@ from ._fanout import log_fanout_spec as log_fanout_spec
 from ._fanout import log_frame as log_frame
 from ._outbox import DEFAULT_OUTBOX_CAPACITY as DEFAULT_OUTBOX_CAPACITY
 from ._outbox import SocketOutbox as SocketOutbox
-from ._relay import GAP_ROWS as GAP_ROWS
-from ._relay import GAP_SECONDS as GAP_SECONDS
 from ._relay import LogRelay as LogRelay
-from ._relay import RelayCursor as RelayCursor
 from ._relay import log_relay_spec as log_relay_spec
 
 __all__ = [
     "DEFAULT_OUTBOX_CAPACITY",
-    "GAP_ROWS",
-    "GAP_SECONDS",
     "LogFanout",
     "LogFanoutClient",
     "LogRelay",
     "LogSink",
     "LogsStored",
-    "RelayCursor",
     "SocketOutbox",
     "SubscribeLogs",
     "Subscriptions",
