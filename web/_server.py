@@ -42,6 +42,7 @@ from actors.chat import (
     stored_content,
 )
 from actors.cluster import HeartbeatClient, heartbeat_spec, process_identity
+from actors.fanout import Subscriptions, log_relay_spec
 from actors.janitor import janitor_spec
 from actors.master import CancelMasterTurn, LoopSettings, MasterConfig, master_agent_spec
 from actors.registry import agent_verifier
@@ -313,12 +314,26 @@ async def _start_tree(
     )
     services.cluster = HeartbeatClient(system.ref_of("heartbeat"))
     fanout = LogFanoutClient(system)
-    await system.start(log_fanout_spec(observe=lambda log: _report_log(directory, log)))
+    # Shared by the fan-out and the relay that brings it the logs other processes store.
+    subscriptions = Subscriptions()
+    await system.start(
+        log_fanout_spec(
+            observe=lambda log: _report_log(directory, log), subscriptions=subscriptions
+        )
+    )
     await system.start(catalogue_watcher_spec(bound_engine(sessionmaker).url, services.catalogue))
+    await system.start(
+        log_relay_spec(
+            bound_engine(sessionmaker).url, sessionmaker, services.process_id, subscriptions
+        )
+    )
     await system.start(
         registry_spec(
             RegistryConfig(
-                settings.JWT_SECRET_KEY, settings.HASH_ALGORITHM, owns_router=embedded_router
+                settings.JWT_SECRET_KEY,
+                settings.HASH_ALGORITHM,
+                owns_router=embedded_router,
+                process_id=services.process_id,
             ),
             sessionmaker,
             sink=fanout,

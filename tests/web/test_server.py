@@ -59,6 +59,7 @@ class TestOpenServer:
                 "heartbeat",
                 "fanout",
                 "catalogue",
+                "logrelay",
                 "registry",
                 "router",
                 "chats",
