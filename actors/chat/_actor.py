@@ -292,14 +292,34 @@ class Room:
         drain: The server's stop, which counts admitted messages too.
     """
 
+    # Most rooms hold one idle socket: no instance dict, and the journal and the answers'
+    # memory are made only when a chat actor needs them.
+    __slots__ = (
+        "_answered_to",
+        "_drain",
+        "_journal",
+        "_known_seq",
+        "_limit",
+        "_outboxes",
+        "activating",
+        "actor_running",
+        "cancelled",
+        "catching_up",
+        "passivating",
+        "pending",
+        "queued",
+        "watchers",
+    )
+
     def __init__(self, *, limit: int | None = None, drain: ChatDrain | None = None) -> None:
         self._outboxes: list[SocketOutbox] = []
         self._limit = limit
         self._drain = drain
         self.pending = 0
         """Messages admitted and not answered yet."""
-        self.journal = TurnJournal()
-        """The conversation's events and what of them is not stored yet."""
+        self._journal: TurnJournal | None = None
+        # The conversation's last stored number, read before the journal was made.
+        self._known_seq: int | None = None
         self.watchers: dict[SocketOutbox, int] = {}
         """Sockets that get ``turn_event`` frames, with the last number each was sent."""
         self.catching_up: set[SocketOutbox] = set()
@@ -308,16 +328,44 @@ class Room:
         """Requests announced as queued behind a running turn, and their messages."""
         self.cancelled: set[uuid.UUID] = set()
         """Queued requests answered as cancelled: skipped when their turn comes."""
-        self.answered_to: collections.deque[tuple[uuid.UUID, frozenset[int]]] = collections.deque(
-            maxlen=32
-        )
-        """The last turns answered, with the sockets (``id()``) their frame went to."""
+        self._answered_to: collections.deque[tuple[uuid.UUID, frozenset[int]]] | None = None
         self.actor_running = False
         """A chat actor runs this conversation (from its start to its passivation)."""
         self.activating = 0
         """Activations of a chat actor under way (the room must stay registered)."""
         self.passivating: anyio.Event | None = None
         """Set while the chat actor is passivating; fires once it has stopped."""
+
+    @property
+    def journal(self) -> TurnJournal:
+        """The conversation's events and what of them is not stored yet."""
+        journal = self._journal
+        if journal is None:
+            journal = self._journal = TurnJournal()
+            if self._known_seq is not None:
+                journal.know(self._known_seq)
+        return journal
+
+    def know(self, last_seq: int, session_id: uuid.UUID) -> None:
+        """Learn the conversation's last stored event number (see `TurnJournal.know`)
+        and send the events that it makes ready."""
+        if self._journal is None:
+            if self._known_seq is None:
+                self._known_seq = last_seq
+            return
+        self._journal.know(last_seq)
+        self.publish_ready(session_id)
+
+    @property
+    def answered_to(self) -> Sequence[tuple[uuid.UUID, frozenset[int]]]:
+        """The last turns answered, with the sockets (``id()``) their frame went to."""
+        return self._answered_to if self._answered_to is not None else ()
+
+    def answered(self, request_id: uuid.UUID, outboxes: Sequence[SocketOutbox]) -> None:
+        """Remember that the reply to ``request_id`` went to ``outboxes``."""
+        if self._answered_to is None:
+            self._answered_to = collections.deque(maxlen=32)
+        self._answered_to.append((request_id, frozenset(id(outbox) for outbox in outboxes)))
 
     @property
     def idle(self) -> bool:
@@ -1117,9 +1165,7 @@ class ChatActor(Actor[ChatMessage]):
                 live = self.room.live()
                 for outbox in live:
                     outbox.send_nowait(frame)
-                self.room.answered_to.append(
-                    (turn.request_id, frozenset(id(outbox) for outbox in live))
-                )
+                self.room.answered(turn.request_id, live)
                 if journal.pending:
                     self._schedule_flush()
                 self.room.settle()

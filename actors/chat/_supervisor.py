@@ -343,8 +343,7 @@ class ChatsClient:
             logger.warning("a socket joined session %s unreplayed: %r", session_id, exc)
             return room
         # The numbering of the conversation's events, as a watcher's read tells it.
-        room.journal.know(found.last_seq)
-        room.publish_ready(session_id)
+        room.know(found.last_seq, session_id)
         # A reply the room's actor sent this socket meanwhile is not sent again.
         delivered_here = {request_id for request_id, sent in room.answered_to if id(outbox) in sent}
         for request_id, frame in found.undelivered:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 
@@ -21,7 +21,9 @@ class SocketOutbox:
     the connection (the front-end reconnects) instead of holding every producer up.
 
     A bare deque and, only while the writer waits, one event: every open socket has an
-    outbox, most of them idle, so it holds as little as it can (no memory stream).
+    outbox, most of them idle, so it holds as little as it can (no memory stream). A
+    writer that runs only while there is something to send sets `on_wake` and takes
+    the frames with `take_nowait` instead of waiting in `receive`.
 
     Args:
         capacity: Frames that may wait for the writer.
@@ -34,6 +36,7 @@ class SocketOutbox:
         "_wakeup",
         "capacity",
         "closed",
+        "on_wake",
         "overflowed",
         "sent",
     )
@@ -41,10 +44,13 @@ class SocketOutbox:
     def __init__(self, capacity: int = DEFAULT_OUTBOX_CAPACITY) -> None:
         if capacity < 1 or capacity == math.inf:
             raise ValueError("capacity must be a positive integer")
-        self._frames: collections.deque[str] = collections.deque()
+        # Made for the first frame: an idle socket's outbox has none.
+        self._frames: collections.deque[str] | None = None
         # Set by the writer while it waits for a frame (or the close).
         self._wakeup: anyio.Event | None = None
         self._discarded = False
+        self.on_wake: Callable[[], None] | None = None
+        """Called (sync, must not wait) when a frame is queued or the outbox closes."""
         self.capacity = capacity
         self.closed = False
         self.overflowed = False
@@ -58,11 +64,14 @@ class SocketOutbox:
         """
         if self.closed:
             return False
-        if len(self._frames) >= self.capacity:
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = collections.deque()
+        elif len(frames) >= self.capacity:
             self.overflowed = True
             self.close()
             return False
-        self._frames.append(text)
+        frames.append(text)
         self.sent += 1
         self._wake()
         return True
@@ -75,7 +84,7 @@ class SocketOutbox:
     def discard(self) -> None:
         """Close the outbox and drop what is still queued (the socket is gone). Idempotent."""
         self._discarded = True
-        self._frames.clear()
+        self._frames = None
         self.close()
 
     def _wake(self) -> None:
@@ -83,6 +92,19 @@ class SocketOutbox:
         if wakeup is not None:
             self._wakeup = None
             wakeup.set()
+        if self.on_wake is not None:
+            self.on_wake()
+
+    def take_nowait(self) -> str | None:
+        """Return the next queued frame, or None if none is queued (or it was discarded)."""
+        if self._discarded or not self._frames:
+            return None
+        return self._frames.popleft()
+
+    @property
+    def discarded(self) -> bool:
+        """Whether the outbox was discarded (the socket is gone)."""
+        return self._discarded
 
     async def receive(self) -> str:
         """Wait for the next frame.

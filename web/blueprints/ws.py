@@ -38,8 +38,9 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import anyio
+from anyio.abc import TaskGroup
 from pydantic import BaseModel, ConfigDict, ValidationError
-from quart import Blueprint, websocket
+from quart import Blueprint, Websocket, websocket
 
 from actors.chat import (
     DATABASE_UNAVAILABLE,
@@ -52,6 +53,7 @@ from actors.chat import (
     agent_response_frame,
     error_reply,
 )
+from actors.fanout import SocketOutbox
 from persistence import TurnHistory, is_database_unavailable
 
 from ..asyncapi import CancelMessage
@@ -208,13 +210,18 @@ async def frontend_ws() -> None:
             ) as chat,
             anyio.create_task_group() as tg,
         ):
+            # No writer task waits on an idle socket: one starts when there is something
+            # to send (or the outbox closes) and ends once the outbox is empty.
+            writer = _Writer(chat.outbox, websocket._get_current_object(), tg)
+            chat.outbox.on_wake = writer.wake
             if drain is not None:
                 # The writer sends what is queued, then closes the socket.
                 drain.on_closed(chat.outbox, chat.outbox.close)
             try:
-                tg.start_soon(_write, chat, tg.cancel_scope)
+                writer.wake()  # what was queued while the socket opened
                 await _read(chat)
             finally:
+                chat.outbox.on_wake = None
                 if drain is not None:
                     drain.forget_closed(chat.outbox)
     finally:
@@ -278,17 +285,35 @@ async def _read(chat: ChatSession) -> None:
             chat.send_nowait(_refusal(CHAT_UNAVAILABLE, chat.session_id))
 
 
-async def _write(chat: ChatSession, scope: anyio.CancelScope) -> None:
-    # The only task that sends on the socket, so frames leave in the order queued.
-    outbox = chat.outbox
-    while True:
+class _Writer:
+    """The only sender on one socket, so frames leave in the order queued: a task that
+    runs while the outbox has frames, started by the outbox's ``on_wake``."""
+
+    def __init__(self, outbox: SocketOutbox, socket: Websocket, tg: TaskGroup) -> None:
+        self._outbox = outbox
+        # The socket itself: the task may be started from an actor's context.
+        self._socket = socket
+        self._tg = tg
+        self._running = False
+        self._closing = False
+
+    def wake(self) -> None:
+        if not self._running and not self._closing:
+            self._running = True
+            self._tg.start_soon(self._run)
+
+    async def _run(self) -> None:
+        outbox, socket = self._outbox, self._socket
         try:
-            text = await outbox.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            break
-        await websocket.send(text)
-    if chat.outbox.overflowed:
-        await websocket.close(CLOSE_TOO_SLOW, "Too many frames waiting. Reconnect")
-    else:
-        await websocket.close(CLOSE_GOING_AWAY, SERVER_STOPPING)
-    scope.cancel()
+            while (text := outbox.take_nowait()) is not None:
+                await socket.send(text)
+            if not outbox.closed or outbox.discarded:
+                return  # idle again; the next frame starts another run
+            self._closing = True
+            if outbox.overflowed:
+                await socket.close(CLOSE_TOO_SLOW, "Too many frames waiting. Reconnect")
+            else:
+                await socket.close(CLOSE_GOING_AWAY, SERVER_STOPPING)
+            self._tg.cancel_scope.cancel()
+        finally:
+            self._running = False
