@@ -213,6 +213,41 @@ async def _scenario(
             assert frame["response"]["response"]["response"] == f"answer for {session_id}"
     master.released.clear()
 
+    # The agent logs under a conversation whose socket is on a process that does not
+    # hold the router: the owner's socket there gets the log, once.
+    logged = uuid.uuid4()
+    if balancer._next % 3 == 0:  # not the router's process: the one that stores the logs
+        balancer._next += 1
+    async with connect(f"{ws_base}/frontend/ws?token={token}&session_id={logged}") as ui:
+        request_id = str(uuid.uuid4())
+        key = {"x-custom-invoke-key": f"{MASTER_KEY}:{agent['id']}"}
+        async with connect(cluster.router_url, additional_headers=key) as caller:
+            await caller.send(
+                json.dumps(
+                    {
+                        "message_type": "agent_invoke",
+                        "agent_uuid": agent["id"],
+                        "request_payload": {"text": "across"},
+                        "request_metadata": {"request_id": request_id, "session_id": str(logged)},
+                    }
+                )
+            )
+            with anyio.fail_after(10):
+                await caller.recv()
+        logs: list[dict[str, Any]] = []
+        with anyio.fail_after(15):
+            while "echo across" not in [log["message"] for log in logs]:
+                frame = json.loads(await ui.recv())
+                if frame.get("type") == "agent_log" and frame["log"]["request_id"] == request_id:
+                    logs.append(frame["log"])
+        with anyio.move_on_after(0.5):
+            while True:
+                frame = json.loads(await ui.recv())
+                if frame.get("type") == "agent_log":
+                    logs.append(frame["log"])
+        pushed = [(log["created_at"], log["message"]) for log in logs]
+        assert len(pushed) == len(set(pushed)), pushed  # each log once
+
     # A turn held by the master on the process the balancer gives next; that process
     # is killed. Its socket closes; once a peer has found it gone, the turn is
     # interrupted and the conversation's next socket (on a live process) is told.
