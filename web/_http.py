@@ -15,13 +15,23 @@ from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.utils import wrap_app
+from quart.asgi import ASGIWebsocketConnection
+from quart.signals import websocket_received
 
 from runtime import Actor
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from hypercorn.config import Sockets
-    from hypercorn.typing import H11SendableEvent
+    from hypercorn.typing import (
+        ASGIReceiveCallable,
+        ASGISendCallable,
+        H11SendableEvent,
+        WebsocketScope,
+    )
     from quart import Quart
+    from quart.wrappers import Websocket
 
 __all__ = ["GetAddresses", "HttpServer", "hypercorn_config"]
 
@@ -87,6 +97,53 @@ def _send_reason_phrases() -> None:
     vars(hypercorn.protocol)["H11Protocol"] = _H11ProtocolWithReasons
 
 
+class _Inbox:
+    """Stands for the queue Quart's connection reads a socket's messages from."""
+
+    __slots__ = ("get",)
+
+    def __init__(self, get: Callable[[], Awaitable[str | bytes]]) -> None:
+        self.get = get
+
+
+class _WebsocketConnection(ASGIWebsocketConnection):
+    """Quart's WebSocket connection without its receiver task and queue.
+
+    Quart reads each socket's events in a task of its own into a queue and runs the
+    handler in another task: two tasks and a queue (about 8 KB) for every open socket,
+    most of them idle. Here the handler reads the ASGI events itself when it asks for a
+    message (ours has one reader per socket, always reading), and the client's
+    disconnect cancels the handler, as Quart's does.
+    """
+
+    def __init__(self, app: Quart, scope: WebsocketScope) -> None:
+        self.app = app
+        self.scope = scope
+        self.queue = _Inbox(self._next_message)  # type: ignore[assignment]
+        self._accepted = False
+        self._closed = False
+        self._receive: ASGIReceiveCallable | None = None
+        self._gone: anyio.CancelScope | None = None
+
+    async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        self._receive = receive
+        websocket: Websocket = self._create_websocket_from_scope(send)
+        with anyio.CancelScope() as self._gone:
+            await self.handle_websocket(websocket, send)
+
+    async def _next_message(self) -> str | bytes:
+        assert self._receive is not None and self._gone is not None
+        while True:
+            event = await self._receive()
+            if event["type"] == "websocket.receive":
+                message: str | bytes = event.get("bytes") or event["text"]  # type: ignore[typeddict-item]
+                await websocket_received.send_async(message)
+                return message
+            if event["type"] == "websocket.disconnect":
+                self._gone.cancel()
+                await anyio.sleep_forever()  # cancelled at once
+
+
 @dataclass(frozen=True, slots=True)
 class GetAddresses:
     """Ask for the ``(host, port)`` pairs the server listens on."""
@@ -106,6 +163,8 @@ class HttpServer(Actor[GetAddresses]):
     """
 
     def __init__(self, app: Quart, config: Config) -> None:
+        # Served sockets are read without Quart's task and queue each.
+        app.asgi_websocket_class = _WebsocketConnection
         self.app = app
         self.config = config
         self.addresses: list[tuple[str, int]] = []
