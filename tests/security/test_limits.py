@@ -238,12 +238,15 @@ async def _wait_places(live: Live, token: str, places: int) -> None:
     """Wait until the user can hold ``places`` sockets at once (releases are async)."""
     with anyio.fail_after(10):
         while True:
+            replies = []
             async with contextlib.AsyncExitStack() as stack:
                 sockets = [await stack.enter_async_context(live.chat(token)) for _ in range(places)]
-                replies = []
                 for ws in sockets:
-                    await ws.send("{}")
-                    replies.append(json.loads(await ws.recv())["error"])
+                    try:
+                        await ws.send("{}")
+                        replies.append(json.loads(await ws.recv())["error"])
+                    except ConnectionClosed:  # refused: a place is not given back yet
+                        replies.append("closed")
             if set(replies) == {"Message validation failed"}:
                 return
             await anyio.sleep(0.05)
