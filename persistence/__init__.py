@@ -54,6 +54,7 @@ from ._naming import new_alias as new_alias
 from ._naming import normalise_name as normalise_name
 from ._settings import DatabaseSettings as DatabaseSettings
 from ._settings import to_async_url as to_async_url
+from .repositories import TURNS_CHANNEL as TURNS_CHANNEL
 from .repositories import A2ARepository as A2ARepository
 from .repositories import AgentListing as AgentListing
 from .repositories import AgentRepository as AgentRepository
@@ -90,6 +91,7 @@ from .repositories import UserRepository as UserRepository
 from .repositories import distinct_urls as distinct_urls
 from .repositories import flow_item_ids as flow_item_ids
 from .repositories import is_eligible as is_eligible
+from .repositories import listen_for_turn_endings as listen_for_turn_endings
 from .repositories import reevaluate_tool_flows as reevaluate_tool_flows
 from .repositories import valid_item_keys as valid_item_keys
 from .repositories.agents import AgentListings as AgentListings
@@ -102,6 +104,7 @@ from .repositories.flows import items_eligible as items_eligible
 __all__ = [
     "CATALOGUE_CHANNEL",
     "MAX_NAME_LENGTH",
+    "TURNS_CHANNEL",
     "A2ACard",
     "A2ARepository",
     "Agent",
@@ -185,6 +188,7 @@ __all__ = [
     "item_key",
     "items_eligible",
     "listen_for_catalogue_changes",
+    "listen_for_turn_endings",
     "new_alias",
     "normalise_name",
     "open_driver_connection",

@@ -40,6 +40,7 @@ from actors.chat import (
     agent_response_body,
     error_reply,
     stored_content,
+    turn_relay_spec,
 )
 from actors.cluster import HeartbeatClient, heartbeat_spec, process_identity
 from actors.fanout import Subscriptions, log_relay_spec
@@ -410,6 +411,11 @@ async def _start_tree(
         process_id=services.process_id,
     )
     await system.start(chat_supervisor_spec(deps))
+    await system.start(
+        turn_relay_spec(
+            bound_engine(sessionmaker).url, sessionmaker, services.process_id, deps.rooms
+        )
+    )
     await system.start(
         janitor_spec(
             sessionmaker,

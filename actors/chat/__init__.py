@@ -56,6 +56,8 @@ from ._journal import TurnJournal as TurnJournal
 from ._journal import turn_event_frame as turn_event_frame
 from ._ports import ApiKeyDecrypter as ApiKeyDecrypter
 from ._ports import MasterInvoker as MasterInvoker
+from ._relay import TurnRelay as TurnRelay
+from ._relay import turn_relay_spec as turn_relay_spec
 from ._supervisor import DEFAULT_CHAT_INTENSITY as DEFAULT_CHAT_INTENSITY
 from ._supervisor import DEFAULT_QUEUED_MESSAGES as DEFAULT_QUEUED_MESSAGES
 from ._supervisor import ChatsClient as ChatsClient
@@ -94,6 +96,7 @@ __all__ = [
     "TurnEvent",
     "TurnJournal",
     "TurnObserver",
+    "TurnRelay",
     "TurnStep",
     "Unsubscribe",
     "agent_response_body",
@@ -105,4 +108,5 @@ __all__ = [
     "master_payload",
     "stored_content",
     "turn_event_frame",
+    "turn_relay_spec",
 ]

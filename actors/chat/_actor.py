@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -396,6 +396,25 @@ class Room:
         """Queue ``text`` on every open outbox; a full one closes itself. Never waits."""
         for outbox in self.live():
             outbox.send_nowait(text)
+
+    @property
+    def last_seq(self) -> int | None:
+        """The conversation's last number this room knows (None: not known)."""
+        return self._journal.last_seq if self._journal is not None else self._known_seq
+
+    def adopt(self, session_id: uuid.UUID, events: Iterable[TurnEvent], last_seq: int) -> None:
+        """Take the events another process stored for this conversation: watchers here
+        are sent them, and this room's next number follows theirs."""
+        if self._journal is None:
+            if self._known_seq is not None:
+                self._known_seq = max(self._known_seq, last_seq)
+            return
+        for event in self._journal.adopt(events):
+            frame = turn_event_frame(session_id, event)
+            for outbox, last in self.watchers.items():
+                if outbox not in self.catching_up and event.seq > last:
+                    outbox.send_nowait(frame)
+                    self.watchers[outbox] = event.seq
 
     def publish_ready(self, session_id: uuid.UUID) -> None:
         """Send the journal's events that are ready, in order, to the watchers that are

@@ -112,6 +112,22 @@ class TurnJournal:
         held, self._held = self._held, []
         return [self._number(*entry) for entry in held]
 
+    def adopt(self, events: Iterable[TurnEvent]) -> list[TurnEvent]:
+        """Take the events another process numbered and stored after ours, so that our
+        next number follows theirs; return those to publish (in order).
+
+        Only while nothing of ours waits to be published: numbers we handed out already
+        are never changed.
+        """
+        if self.last_seq is None or self.published != self.last_seq:
+            return []
+        taken = [event for event in events if event.seq > self.last_seq]
+        taken.sort(key=lambda event: event.seq)
+        for event in taken:
+            self.recent.append(event)
+            self.last_seq = self.published = event.seq
+        return taken
+
     def record(
         self,
         request_id: uuid.UUID,

@@ -31,6 +31,7 @@ from .turn_history import ReplyFor as ReplyFor
 from .turn_history import TurnEventRecord as TurnEventRecord
 from .turn_history import TurnHistory as TurnHistory
 from .turn_history import TurnRecord as TurnRecord
+from .turns import TURNS_CHANNEL as TURNS_CHANNEL
 from .turns import ChatTurnStore as ChatTurnStore
 from .turns import ModelChoice as ModelChoice
 from .turns import SessionAttachment as SessionAttachment
@@ -38,10 +39,12 @@ from .turns import TurnLookup as TurnLookup
 from .turns import TurnRowWrite as TurnRowWrite
 from .turns import TurnStatements as TurnStatements
 from .turns import TurnWrites as TurnWrites
+from .turns import listen_for_turn_endings as listen_for_turn_endings
 from .users import ProfileRepository as ProfileRepository
 from .users import UserRepository as UserRepository
 
 __all__ = [
+    "TURNS_CHANNEL",
     "A2ARepository",
     "AgentListing",
     "AgentRepository",
@@ -78,6 +81,7 @@ __all__ = [
     "distinct_urls",
     "flow_item_ids",
     "is_eligible",
+    "listen_for_turn_endings",
     "reevaluate_tool_flows",
     "valid_item_keys",
 ]

@@ -14,21 +14,25 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import asyncpg
 
 from .._db import bound_engine, open_driver_connection
 from .._exceptions import NotFoundError
 from .._models import File, SenderType, utcnow
+from .._notify import listen
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 __all__ = [
+    "TURNS_CHANNEL",
     "ChatTurnStore",
     "ModelChoice",
     "SessionAttachment",
@@ -36,7 +40,24 @@ __all__ = [
     "TurnRowWrite",
     "TurnStatements",
     "TurnWrites",
+    "listen_for_turn_endings",
 ]
+
+TURNS_CHANNEL = "genai_turns"
+"""Notified when a turn ends: ``<process id>:<user id>:<session id>:<request id>``."""
+
+
+@asynccontextmanager
+async def listen_for_turn_endings(
+    url: str | URL, on_notice: Callable[[str], None]
+) -> AsyncIterator[anyio.Event]:
+    """Hear `TURNS_CHANNEL` on a connection of its own (see `persistence._notify.listen`).
+
+    Yields:
+        An event set when the connection is lost.
+    """
+    async with listen(url, TURNS_CHANNEL, on_notice) as lost:
+        yield lost
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -304,6 +325,18 @@ WITH reply AS (
 SELECT {_FILE_COLUMNS} FROM files WHERE request_id = $3 AND creator_id = $2 ORDER BY id
 """
 
+# A finished turn's reply, for the sockets of another process; it counts as delivered.
+_REPLY_OF = f"""
+WITH delivered AS (
+    UPDATE chatturns SET delivered = true
+    WHERE request_id = $3 AND user_id = $2 AND status IN {_FINAL}
+    RETURNING request_id
+)
+SELECT (data -> 'reply')::text FROM chatturnevents
+WHERE session_id = $1 AND request_id = $3 AND user_id = $2 AND kind IN {_FINAL}
+ORDER BY seq DESC LIMIT 1
+"""
+
 # A socket joins: the last number, the user's events after $3 (none if $3 is null),
 # and the undelivered replies, marked delivered by the same statement.
 _ATTACH = f"""
@@ -536,6 +569,14 @@ class TurnStatements:
             )
         except asyncpg.ForeignKeyViolationError as exc:
             raise NotFoundError(f"conversation {session_id} not found") from exc
+
+    async def reply_of(
+        self, session_id: uuid.UUID, *, owner_id: uuid.UUID, request_id: uuid.UUID
+    ) -> str | None:
+        """Return the reply frame (JSON text) of the owner's finished turn, and count it
+        as delivered; None if the turn has no final event (yet)."""
+        reply: str | None = await self._driver.fetchval(_REPLY_OF, session_id, owner_id, request_id)
+        return reply
 
     async def attach(
         self, session_id: uuid.UUID, *, owner_id: uuid.UUID, after_seq: int | None, limit: int

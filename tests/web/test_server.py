@@ -63,6 +63,7 @@ class TestOpenServer:
                 "registry",
                 "router",
                 "chats",
+                "turnrelay",
                 "janitor",
                 "tools",
                 "http",

@@ -25,6 +25,8 @@ def test_public_surface_is_pinned() -> None:
             "TurnEvent",
             "TurnJournal",
             "TurnStep",
+            "TurnRelay",
+            "turn_relay_spec",
             "agent_response_body",
             "stored_content",
             "turn_event_frame",

@@ -1,0 +1,180 @@
+"""TurnRelay: replies of turns that other processes answered, to this process's sockets.
+
+With several server processes, the sockets of one conversation may be on several of
+them, and a turn runs in the process whose socket took its message. When a turn ends,
+PostgreSQL notifies ``genai_turns`` with its ids (`persistence.TURNS_CHANNEL`). This
+relay hears the other processes' notices and, for a conversation that has open sockets
+here, reads the reply once and sends it to them (it then counts as delivered). Its own
+process's notices are skipped: its chat actors answered their sockets themselves.
+
+A notice missed while the listener is down is not read back: the reply then reaches
+those sockets as an undelivered reply on their next connection, if no socket had it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import uuid
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+
+from persistence import ChatTurnStore, is_database_unavailable, listen_for_turn_endings
+from runtime import ChildSpec, Restart
+
+from ..catalogue import ChannelWatcher
+from ._journal import TurnEvent
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from ._actor import Rooms
+
+__all__ = ["TurnEnded", "TurnRelay", "turn_relay_spec"]
+
+logger = logging.getLogger(__name__)
+
+# The most events of another process's turn read for the watchers here.
+_EVENTS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnded:
+    """One ``genai_turns`` notice."""
+
+    process: uuid.UUID | None
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    request_id: uuid.UUID
+
+    @classmethod
+    def parse(cls, payload: str) -> TurnEnded:
+        """Read ``<process>:<user>:<session>:<request>`` (process may be empty).
+
+        Raises:
+            ValueError: Not such a notice.
+        """
+        process, user, session, request = payload.split(":")
+        return cls(
+            uuid.UUID(process) if process else None,
+            uuid.UUID(user),
+            uuid.UUID(session),
+            uuid.UUID(request),
+        )
+
+
+class TurnRelay(ChannelWatcher):
+    """Send the replies of turns other processes ended to the sockets open here.
+
+    Args:
+        url: The database (the listening connection).
+        sessionmaker: For the reads.
+        process_id: This process's identity, as its chat actors write it on their turns.
+        rooms: The process's open conversations (`ChatDeps.rooms`).
+
+    Attributes:
+        notices: Notices of other processes heard.
+        relayed: Replies sent to sockets here.
+    """
+
+    subject = "turns ended by other processes"
+
+    def __init__(
+        self,
+        url: str | URL,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        process_id: uuid.UUID,
+        rooms: Rooms,
+    ) -> None:
+        super().__init__()
+        self.url = url
+        self.process_id = process_id
+        self.rooms = rooms
+        self._store = ChatTurnStore(sessionmaker, process_id=process_id)
+        self._pending: collections.deque[TurnEnded] = collections.deque()
+        self._wake = anyio.Event()
+        self.notices = 0
+        self.relayed = 0
+
+    def listen(self) -> AbstractAsyncContextManager[anyio.Event]:
+        return listen_for_turn_endings(self.url, self._heard_notice)
+
+    def _heard_notice(self, payload: str) -> None:
+        try:
+            notice = TurnEnded.parse(payload)
+        except ValueError:
+            logger.warning("unexpected turn notification: %.100r", payload)
+            return
+        if notice.process == self.process_id:
+            return
+        self.notices += 1
+        # Only conversations with sockets here are read at all.
+        if self.rooms.get((notice.user_id, notice.session_id)) is not None:
+            self._pending.append(notice)
+            self._wake.set()
+
+    async def heard(self, lost: anyio.Event) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._relay)
+            await lost.wait()
+            tg.cancel_scope.cancel()
+
+    async def _relay(self) -> None:
+        while True:
+            if not self._pending:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+            notice = self._pending[0]
+            try:
+                await self._send(notice)
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                logger.warning("a reply for other sockets is not sent: %r", exc)
+            self._pending.popleft()
+
+    async def _send(self, notice: TurnEnded) -> None:
+        room = self.rooms.get((notice.user_id, notice.session_id))
+        if room is None or not room.live():
+            return
+        known = room.last_seq
+        async with self._store.connect() as db:
+            reply = await db.reply_of(
+                notice.session_id, owner_id=notice.user_id, request_id=notice.request_id
+            )
+            # The other process's events: watchers here get them, and this room's
+            # numbering moves past them. Replies no socket had come along; ours now.
+            found = await db.attach(
+                notice.session_id, owner_id=notice.user_id, after_seq=known, limit=_EVENTS
+            )
+        live = room.live()
+        frames = [reply] if reply is not None else []
+        frames += [
+            frame for request_id, frame in found.undelivered if request_id != notice.request_id
+        ]
+        for frame in frames:
+            for outbox in live:
+                outbox.send_nowait(frame)
+        self.relayed += len(frames)
+        events = [TurnEvent(seq, rid, kind, at, data) for seq, rid, kind, data, at in found.events]
+        room.adopt(notice.session_id, events, found.last_seq)
+
+
+def turn_relay_spec(
+    url: str | URL,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    process_id: uuid.UUID,
+    rooms: Rooms,
+    *,
+    name: str = "turnrelay",
+) -> ChildSpec:
+    """Return the child spec of the permanent `TurnRelay` (it waits out outages itself)."""
+    return ChildSpec(
+        name,
+        lambda: TurnRelay(url, sessionmaker, process_id, rooms),
+        restart=Restart.PERMANENT,
+    )
