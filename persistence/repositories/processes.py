@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .._db import bound_engine, open_driver_connection
+from ._driver import DriverRepository
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    pass
 
 __all__ = ["Beat", "ProcessIdentity", "ProcessRecord", "ProcessTable"]
 
@@ -121,20 +120,12 @@ class ProcessRecord:
     seconds_ago: float
 
 
-class ProcessTable:
+class ProcessTable(DriverRepository):
     """The rows of ``backendprocesses`` (see the module).
 
     Args:
         sessionmaker: Where connections come from (the server's pool).
     """
-
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        self._engine = bound_engine(sessionmaker)
-
-    @asynccontextmanager
-    async def _connect(self) -> AsyncIterator[Any]:
-        async with open_driver_connection(self._engine) as driver:
-            yield driver
 
     async def beat(self, process: ProcessIdentity, *, started_at: datetime | None = None) -> Beat:
         """Write the process's row with ``last_seen`` now, inserting it if it is missing.

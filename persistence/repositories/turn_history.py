@@ -21,18 +21,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from .._db import bound_engine, open_driver_connection
 from .._models import SenderType, TurnStatus, utcnow
+from ._driver import DriverRepository
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    pass
 
 __all__ = [
     "FINAL_STATUSES",
@@ -113,6 +112,9 @@ WHERE request_id = ANY($1::uuid[]) AND NOT delivered
 
 # Another process's (or every) open turn, each locked; one that another finisher holds
 # is skipped (it is that finisher's), so several can run at once without waiting.
+# Batches PostgreSQL aborted as deadlocked, retried before the error is the caller's.
+_DEADLOCK_RETRIES = 5
+
 _LOCK_ORPHANS = """
 SELECT request_id, session_id, user_id FROM chatturns
 WHERE status = ANY($1::text[]) AND ($2::uuid IS NULL OR process_id IS DISTINCT FROM $2)
@@ -226,20 +228,12 @@ class CleanUp:
     turns: int
 
 
-class TurnHistory:
+class TurnHistory(DriverRepository):
     """Reads of chat turns, and the writes that finish or forget them (see the module).
 
     Args:
         sessionmaker: Where connections come from (the server's pool).
     """
-
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        self._engine = bound_engine(sessionmaker)
-
-    @asynccontextmanager
-    async def _connect(self) -> AsyncIterator[Any]:
-        async with open_driver_connection(self._engine) as driver:
-            yield driver
 
     async def list_turns(
         self, user_id: uuid.UUID, session_id: uuid.UUID, *, limit: int = 100, offset: int = 0
@@ -314,15 +308,9 @@ class TurnHistory:
             How many turns this call finished.
         """
         _check_final(status)
-        finished = 0
-        while True:
-            async with self._connect() as driver, driver.transaction():
-                rows = await driver.fetch(_LOCK_ORPHANS, _OPEN, process_id, _ORPHAN_BATCH)
-                for row in rows:
-                    await _finish(driver, row["request_id"], status, reply_for)
-            finished += len(rows)
-            if len(rows) < _ORPHAN_BATCH:
-                return finished
+        return await self._finish_batches(
+            status, reply_for, _LOCK_ORPHANS, _OPEN, process_id, _ORPHAN_BATCH
+        )
 
     async def finish_turns_of(
         self,
@@ -360,14 +348,36 @@ class TurnHistory:
         if not ids and unowned_after is None:
             return 0
         after = None if unowned_after is None else float(unowned_after)
+        return await self._finish_batches(
+            status, reply_for, _LOCK_TURNS_OF, _OPEN, ids, after, _ORPHAN_BATCH
+        )
+
+    async def _finish_batches(
+        self, status: TurnStatus, reply_for: ReplyFor, lock: str, *args: Any
+    ) -> int:
+        """Lock open turns with ``lock`` (its last parameter the batch's size) and finish
+        them, a transaction a batch, until a batch comes back short.
+
+        Each batch finishes its turns in the order of their conversations: finishers
+        that run at once then wait for each other's events in one order, never in a
+        cycle. A deadlock PostgreSQL still reports (other writers) costs the batch a
+        retry, not the caller an error.
+        """
         finished = 0
+        deadlocks = 0
         while True:
-            async with self._connect() as driver, driver.transaction():
-                rows = await driver.fetch(_LOCK_TURNS_OF, _OPEN, ids, after, _ORPHAN_BATCH)
-                for row in rows:
-                    await _finish(driver, row["request_id"], status, reply_for)
+            try:
+                async with self._connect() as driver, driver.transaction():
+                    rows = await driver.fetch(lock, *args)
+                    for row in sorted(rows, key=lambda r: (r["session_id"], r["request_id"])):
+                        await _finish(driver, row["request_id"], status, reply_for)
+            except asyncpg.DeadlockDetectedError:
+                deadlocks += 1
+                if deadlocks > _DEADLOCK_RETRIES:
+                    raise
+                continue
             finished += len(rows)
-            if len(rows) < _ORPHAN_BATCH:
+            if len(rows) < args[-1]:
                 return finished
 
     async def finish_orphan(
