@@ -8,6 +8,7 @@ Real agents come from the router tests' helpers (2.0.3 in process or as a subpro
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 import jwt
 from genai_session.session import GenAISession
+from websockets.asyncio.client import connect
 
 from actors.registry import LogSink, RegistryActor, RegistryConfig, registry_spec
 from actors.router import RouterConfig, router_children
@@ -205,3 +207,29 @@ async def stop_processes(processes: list[Process]) -> None:
 
 async def wait_stat(stack: Stack, name: str, value: int, within: float = 10.0) -> None:
     await wait_for(lambda: getattr(stack.registry.statistics(), name) >= value, timeout=within)
+
+
+async def invoke_echo(
+    router_url: str, master_key: str, agent_id: str, text: str, session_id: str | None = None
+) -> str:
+    """Invoke the echo agent as a master's ``send()`` does (its own socket, keyed by the
+    master's API key), in ``session_id``; check its answer; return the request id it
+    logs under."""
+    request_id = str(uuid.uuid4())
+    key = {"x-custom-invoke-key": f"{master_key}:{agent_id}"}
+    metadata = {"request_id": request_id, "session_id": session_id or str(uuid.uuid4())}
+    async with connect(router_url, additional_headers=key) as caller:
+        await caller.send(
+            json.dumps(
+                {
+                    "message_type": "agent_invoke",
+                    "agent_uuid": agent_id,
+                    "request_payload": {"text": text},
+                    "request_metadata": metadata,
+                }
+            )
+        )
+        with anyio.fail_after(10):
+            reply = json.loads(await caller.recv())
+    assert reply["response"]["text"] == text, reply
+    return request_id

@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 
 from actors.chat import INTERRUPTED
 
-from ..actors.agents import free_port, start_agent, stop_processes
+from ..actors.agents import free_port, invoke_echo, start_agent, stop_processes
 from ..faults.conftest import open_master
 from .balancer import open_balancer
 
@@ -219,21 +219,9 @@ async def _scenario(
     if balancer._next % 3 == 0:  # not the router's process: the one that stores the logs
         balancer._next += 1
     async with connect(f"{ws_base}/frontend/ws?token={token}&session_id={logged}") as ui:
-        request_id = str(uuid.uuid4())
-        key = {"x-custom-invoke-key": f"{MASTER_KEY}:{agent['id']}"}
-        async with connect(cluster.router_url, additional_headers=key) as caller:
-            await caller.send(
-                json.dumps(
-                    {
-                        "message_type": "agent_invoke",
-                        "agent_uuid": agent["id"],
-                        "request_payload": {"text": "across"},
-                        "request_metadata": {"request_id": request_id, "session_id": str(logged)},
-                    }
-                )
-            )
-            with anyio.fail_after(10):
-                await caller.recv()
+        request_id = await invoke_echo(
+            cluster.router_url, MASTER_KEY, agent["id"], "across", str(logged)
+        )
         logs: list[dict[str, Any]] = []
         with anyio.fail_after(15):
             while "echo across" not in [log["message"] for log in logs]:

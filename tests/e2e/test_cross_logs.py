@@ -11,7 +11,6 @@ reads what it missed, and the socket gets those logs too, once.
 
 from __future__ import annotations
 
-import json
 import sys
 import uuid
 from typing import TYPE_CHECKING
@@ -20,12 +19,12 @@ import anyio
 import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
-from websockets.asyncio.client import connect
 
 from actors.fanout import LogRelay
 from persistence import Log
 
-from ..faults.conftest import open_sessionmaker, receive, wait_ready
+from ..actors.agents import invoke_echo
+from ..faults.conftest import open_sessionmaker, wait_ready
 from ..faults.proxy import open_proxy
 from .conftest import make_settings, open_backend
 
@@ -34,8 +33,6 @@ if TYPE_CHECKING:
 
     from anyio.abc import Process
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-    from web import Settings
 
     from .conftest import Backend, Frontend
 
@@ -62,27 +59,6 @@ async def settled(sessionmaker: async_sessionmaker[AsyncSession], request_id: st
 
 def received(ui: Frontend, request_id: str) -> list[str]:
     return [f["log"]["message"] for f in ui.logs if f["log"]["request_id"] == request_id]
-
-
-async def invoke(settings: Settings, router_url: str, agent_id: str, session_id: str) -> str:
-    """Invoke the agent on the router as the master does, in ``session_id``; return the
-    request id it logs under."""
-    request_id = str(uuid.uuid4())
-    key = {"x-custom-invoke-key": f"{settings.MASTER_AGENT_API_KEY}:{agent_id}"}
-    async with connect(router_url, additional_headers=key) as caller:
-        await caller.send(
-            json.dumps(
-                {
-                    "message_type": "agent_invoke",
-                    "agent_uuid": agent_id,
-                    "request_payload": {"text": "while cut"},
-                    "request_metadata": {"request_id": request_id, "session_id": session_id},
-                }
-            )
-        )
-        reply = await receive(caller)
-    assert reply["response"]["text"] == "while cut", reply
-    return request_id
 
 
 def relay_of(backend: Backend) -> LogRelay:
@@ -137,7 +113,13 @@ async def test_logs_reach_the_owner_on_the_other_process_once(
                 # The second's database connections are cut while the agent logs.
                 connects = relay.connects
                 proxy.cut()
-                request_id = await invoke(first_settings, first.router_url, agent.id, session_id)
+                request_id = await invoke_echo(
+                    first.router_url,
+                    first_settings.MASTER_AGENT_API_KEY,
+                    agent.id,
+                    "while cut",
+                    session_id,
+                )
                 logs = await settled(sessionmaker, request_id)
                 assert "echo while cut" in logs
                 assert received(ui, request_id) == []

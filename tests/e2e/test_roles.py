@@ -8,7 +8,6 @@ leaves the agents of the router as they are.
 
 from __future__ import annotations
 
-import json
 import sys
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,7 @@ from websockets.asyncio.client import connect
 from actors.registry import RegistryClient
 from persistence import AgentRepository, Log
 
-from ..actors.agents import start_agent
+from ..actors.agents import invoke_echo, start_agent
 from ..faults.conftest import make_world, open_master, open_sessionmaker, receive, wait_ready
 from ..test_cli import free_port, router_process
 from .conftest import Backend, make_settings, open_backend
@@ -66,26 +65,6 @@ async def agent_rows(sessionmaker: async_sessionmaker[AsyncSession]) -> list[Any
 async def registered(backend: Backend) -> int:
     stats = await RegistryClient(backend.server.system.ref_of("registry")).statistics()
     return stats.registered
-
-
-async def invoke(router_url: str, settings: Settings, agent_id: str) -> str:
-    """Invoke the agent as a master's ``send()`` does; return the request id it logs under."""
-    request_id, session_id = str(uuid.uuid4()), str(uuid.uuid4())
-    key = {"x-custom-invoke-key": f"{settings.MASTER_AGENT_API_KEY}:{agent_id}"}
-    async with connect(router_url, additional_headers=key) as caller:
-        await caller.send(
-            json.dumps(
-                {
-                    "message_type": "agent_invoke",
-                    "agent_uuid": agent_id,
-                    "request_payload": {"text": "hi"},
-                    "request_metadata": {"request_id": request_id, "session_id": session_id},
-                }
-            )
-        )
-        reply = await receive(caller)
-    assert reply["response"]["text"] == "hi", reply
-    return request_id
 
 
 async def logged_once(sessionmaker: async_sessionmaker[AsyncSession], request_id: str) -> None:
@@ -178,7 +157,10 @@ class TestStandaloneRouter:
                     while await registered(one) == 0:  # noqa: ASYNC110
                         await anyio.sleep(0.01)
                 assert (await registered(one), await registered(two)) == (1, 0)
-                await logged_once(sessionmaker, await invoke(router.url, first, agent.id))
+                await logged_once(
+                    sessionmaker,
+                    await invoke_echo(router.url, first.MASTER_AGENT_API_KEY, agent.id, "hi"),
+                )
 
                 # A turn through either back-end reaches the master and comes back to it.
                 asked = [await chat(world, one), await chat(world, two)]
@@ -191,7 +173,10 @@ class TestStandaloneRouter:
                     while await registered(two) == 0:  # noqa: ASYNC110
                         await anyio.sleep(0.02)
                 assert await is_active(sessionmaker, agent.id)
-                await logged_once(sessionmaker, await invoke(router.url, second, agent.id))
+                await logged_once(
+                    sessionmaker,
+                    await invoke_echo(router.url, second.MASTER_AGENT_API_KEY, agent.id, "hi"),
+                )
                 await chat(world, two)
                 assert await is_active(sessionmaker, agent.id)
                 await other.stop()
