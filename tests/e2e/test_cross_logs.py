@@ -16,16 +16,14 @@ import uuid
 from typing import TYPE_CHECKING
 
 import anyio
-import pytest
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from actors.fanout import LogRelay
 from persistence import Log
 
 from ..actors.agents import invoke_echo
 from ..faults.conftest import open_sessionmaker, wait_ready
-from ..faults.proxy import open_proxy
+from ..faults.proxy import open_database_proxy
 from .conftest import make_settings, open_backend
 
 if TYPE_CHECKING:
@@ -70,21 +68,15 @@ def relay_of(backend: Backend) -> LogRelay:
 async def test_logs_reach_the_owner_on_the_other_process_once(
     tmp_path: Path, database_url: str, processes: list[Process], python_109: Path
 ) -> None:
-    target = make_url(database_url)
-    if target.host is None:
-        pytest.skip("the test database is reached over a Unix socket; the proxy needs TCP")
     first_settings = make_settings(tmp_path)
     async with (
         open_sessionmaker(database_url) as sessionmaker,
         open_backend(first_settings, database_url) as first,
-        open_proxy(target.host, target.port or 5432) as proxy,
+        open_database_proxy(database_url) as (proxy, proxied),
     ):
         await first.wait_session()
-        proxied = target.set(host=proxy.host, port=proxy.port)
         second_settings = make_settings(tmp_path, ROUTER_WS_URL=first.router_url)
-        async with open_backend(
-            second_settings, proxied.render_as_string(hide_password=False)
-        ) as second:
+        async with open_backend(second_settings, proxied) as second:
             await wait_ready(second.base)
             owner = await second.user()
             await second.add_model(owner)

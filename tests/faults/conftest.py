@@ -26,7 +26,6 @@ import anyio
 import httpx
 import jwt
 import pytest
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -42,7 +41,7 @@ from persistence import (
 from web import Settings
 from web._server import RunningServer, open_server
 
-from .proxy import TcpProxy, open_proxy
+from .proxy import TcpProxy, open_database_proxy
 
 PASSWORD = "Secret#123"
 
@@ -280,17 +279,13 @@ class ProxiedServer:
 async def _proxied_server(
     server_settings: Settings, database_url: str
 ) -> AsyncIterator[ProxiedServer]:
-    target = make_url(database_url)
-    if target.host is None:
-        pytest.skip("the test database is reached over a Unix socket; the proxy needs TCP")
-    async with open_proxy(target.host, target.port or 5432) as proxy:
-        url = target.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
-        async with (
-            open_server(server_settings, DatabaseSettings(DATABASE_URL=url)) as server,
-            open_sessionmaker(database_url) as sessionmaker,
-        ):
-            host, port = server.http_addresses[0]
-            base_url = f"http://{host}:{port}"
-            await wait_ready(base_url)
-            world = await make_world(base_url, server_settings, sessionmaker)
-            yield ProxiedServer(server, proxy, server_settings, base_url, sessionmaker, world)
+    async with (
+        open_database_proxy(database_url) as (proxy, url),
+        open_server(server_settings, DatabaseSettings(DATABASE_URL=url)) as server,
+        open_sessionmaker(database_url) as sessionmaker,
+    ):
+        host, port = server.http_addresses[0]
+        base_url = f"http://{host}:{port}"
+        await wait_ready(base_url)
+        world = await make_world(base_url, server_settings, sessionmaker)
+        yield ProxiedServer(server, proxy, server_settings, base_url, sessionmaker, world)

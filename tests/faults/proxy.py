@@ -2,7 +2,9 @@
 the line and restore it.
 
 ``open_proxy(host, port)`` listens on a free loopback port and forwards every
-connection to ``host:port``. `TcpProxy.cut` closes every open connection and, until
+connection to ``host:port``; ``open_database_proxy(url)`` does so for a PostgreSQL URL,
+reached over TCP or a Unix socket alike, and gives the URL through the proxy.
+`TcpProxy.cut` closes every open connection and, until
 `TcpProxy.restore`, closes each new one as soon as it is accepted: to the client the
 dependency is down (connections reset, nothing answers a handshake), while the
 dependency itself keeps running.
@@ -15,13 +17,14 @@ from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import SocketAttribute
+from sqlalchemy.engine import make_url
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from anyio.abc import ByteReceiveStream, ByteSendStream, SocketStream
+    from anyio.abc import ByteReceiveStream, ByteSendStream, ByteStream, SocketStream
 
-__all__ = ["TcpProxy", "open_proxy"]
+__all__ = ["TcpProxy", "open_database_proxy", "open_proxy"]
 
 
 class TcpProxy:
@@ -34,7 +37,7 @@ class TcpProxy:
         refused: Connections closed at once because the line was cut.
     """
 
-    def __init__(self, host: str, port: int, target: tuple[str, int]) -> None:
+    def __init__(self, host: str, port: int, target: tuple[str, int] | str) -> None:
         self.host = host
         self.port = port
         self.accepted = 0
@@ -73,7 +76,7 @@ class TcpProxy:
                 self._open.add(scope)
                 try:
                     async with (
-                        await anyio.connect_tcp(*self._target) as upstream,
+                        await self._connect() as upstream,
                         anyio.create_task_group() as tg,
                     ):
                         tg.start_soon(_pump, client, upstream, tg.cancel_scope)
@@ -82,6 +85,11 @@ class TcpProxy:
                     pass  # the target refused or went away: the client sees a close
                 finally:
                     self._open.discard(scope)
+
+    async def _connect(self) -> ByteStream:
+        if isinstance(self._target, str):
+            return await anyio.connect_unix(self._target)
+        return await anyio.connect_tcp(*self._target)
 
 
 async def _pump(source: ByteReceiveStream, sink: ByteSendStream, both: anyio.CancelScope) -> None:
@@ -98,9 +106,35 @@ async def _pump(source: ByteReceiveStream, sink: ByteSendStream, both: anyio.Can
 @contextlib.asynccontextmanager
 async def open_proxy(host: str, port: int) -> AsyncIterator[TcpProxy]:
     """Run a `TcpProxy` to ``host:port`` for the duration of the block."""
+    async with _serve_proxy((host, port)) as proxy:
+        yield proxy
+
+
+@contextlib.asynccontextmanager
+async def open_database_proxy(database_url: str) -> AsyncIterator[tuple[TcpProxy, str]]:
+    """Run a `TcpProxy` to the PostgreSQL server of ``database_url`` (over TCP, or its
+    Unix socket as the embedded server gives it); yield it and the URL through it."""
+    target = make_url(database_url)
+    port = target.port or 5432
+    upstream: tuple[str, int] | str
+    if target.host:
+        upstream = (target.host, port)
+    else:
+        directory = target.query["host"]
+        if not isinstance(directory, str):
+            directory = directory[0]
+        upstream = f"{directory}/.s.PGSQL.{port}"
+    async with _serve_proxy(upstream) as proxy:
+        query = {key: value for key, value in target.query.items() if key != "host"}
+        through = target.set(host=proxy.host, port=proxy.port, query=query)
+        yield proxy, through.render_as_string(hide_password=False)
+
+
+@contextlib.asynccontextmanager
+async def _serve_proxy(target: tuple[str, int] | str) -> AsyncIterator[TcpProxy]:
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     local_port = listener.extra(SocketAttribute.local_port)
-    proxy = TcpProxy("127.0.0.1", local_port, (host, port))
+    proxy = TcpProxy("127.0.0.1", local_port, target)
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, proxy._serve)
         try:

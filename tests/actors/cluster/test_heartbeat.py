@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from actors.chat import INTERRUPTED, agent_response_body, error_reply, stored_content
 from actors.cluster import Heartbeat, HeartbeatClient, heartbeat_spec, process_identity
@@ -19,7 +18,7 @@ from persistence import ProcessIdentity, create_engine, create_sessionmaker
 from runtime import ActorState, ActorSystem, open_actor_system
 from runtime.testing import wait_for
 from tests.actors.janitor.rows import add_conversation, add_turn, add_user, count
-from tests.faults.proxy import TcpProxy, open_proxy
+from tests.faults.proxy import TcpProxy, open_database_proxy
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -70,9 +69,7 @@ def _instance(system: ActorSystem) -> Heartbeat:
 
 @asynccontextmanager
 async def _through_proxy(database_url: str) -> AsyncIterator[tuple[TcpProxy, Sessions]]:
-    url = make_url(database_url)
-    async with open_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
-        through = url.set(host=proxy.host, port=proxy.port)
+    async with open_database_proxy(database_url) as (proxy, through):
         engine = create_engine(through, pool_size=2, max_overflow=0, pool_timeout=2)
         try:
             yield proxy, create_sessionmaker(engine)

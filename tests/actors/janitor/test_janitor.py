@@ -5,13 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import make_url
-
 from actors.janitor import TurnJanitor, TurnJanitorClient, janitor_spec
 from persistence import create_engine, create_sessionmaker, utcnow
 from runtime import ActorState, open_actor_system
 from runtime.testing import wait_for
-from tests.faults.proxy import open_proxy
+from tests.faults.proxy import open_database_proxy
 
 from .rows import add_conversation, add_event, add_turn, add_user, count
 
@@ -59,9 +57,7 @@ class TestSweeps:
 
 class TestDatabaseOutage:
     async def test_waits_out_a_cut_database_without_a_restart(self, database_url: str) -> None:
-        url = make_url(database_url)
-        async with open_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
-            through = url.set(host=proxy.host, port=proxy.port)
+        async with open_database_proxy(database_url) as (proxy, through):
             engine = create_engine(through, pool_size=2, max_overflow=0, pool_timeout=2)
             sessionmaker = create_sessionmaker(engine)
             try:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from anyio.abc import SocketAttribute
 
 import actors.router._hub
 from actors.router import MASTER_SERVER_BE, open_router
@@ -16,6 +14,7 @@ from actors.session import RouterUnavailableError
 from runtime.testing import wait_for
 from tests.actors.router.conftest import Peer, open_peer
 
+from ...faults.proxy import open_proxy
 from ..agents import free_port
 from .test_session import (
     Session,
@@ -26,58 +25,10 @@ from .test_session import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
-    from anyio.abc import SocketStream
-
     from actors.router import RunningRouter
 
 MASTER_KEY = {"API-KEY": DEFAULT_MASTER_AGENT_API_KEY}
 CALLS = 50
-
-
-class Proxy:
-    """A TCP proxy in front of the router whose connections the test can cut."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.scopes: list[anyio.CancelScope] = []
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def cut(self) -> None:
-        """Close every connection through the proxy at once, as a network failure does."""
-        for scope in self.scopes:
-            scope.cancel()
-
-
-@contextlib.asynccontextmanager
-async def open_proxy(target_port: int) -> AsyncIterator[Proxy]:
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    proxy = Proxy(listener.extra(SocketAttribute.local_port))
-
-    async def pipe(source: SocketStream, sink: SocketStream, pipes: anyio.CancelScope) -> None:
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            async for chunk in source:
-                await sink.send(chunk)
-        pipes.cancel()
-
-    async def handle(client: SocketStream) -> None:
-        async with (
-            client,
-            await anyio.connect_tcp("127.0.0.1", target_port) as upstream,
-            anyio.create_task_group() as pipes,
-        ):
-            proxy.scopes.append(pipes.cancel_scope)
-            pipes.start_soon(pipe, client, upstream, pipes.cancel_scope)
-            pipes.start_soon(pipe, upstream, client, pipes.cancel_scope)
-
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, handle)
-        yield proxy
-        tg.cancel_scope.cancel()
 
 
 def answer(frame: dict[str, Any], response: Any) -> dict[str, Any]:
@@ -159,8 +110,8 @@ class TestMultiplexed:
     async def test_the_main_connection_cut_fails_every_pending_call(self) -> None:
         async with (
             open_router("127.0.0.1", free_port(), ping_interval=None) as router,
-            open_proxy(router.port) as proxy,
-            open_session(proxy.url) as session,
+            open_proxy("127.0.0.1", router.port) as proxy,
+            open_session(f"ws://{proxy.host}:{proxy.port}/ws") as session,
             open_peer(router.url, **MASTER_KEY) as master,
         ):
             await wait_for_connected(session)
@@ -171,6 +122,7 @@ class TestMultiplexed:
                 started = anyio.current_time()
                 proxy.cut()
                 await wait_for(lambda: len(results) == 10, timeout=5)
+                proxy.restore()
             # At once, not at the 30-s deadline.
             assert anyio.current_time() - started < 5
             assert all(isinstance(outcome, RouterUnavailableError) for outcome in results.values())
