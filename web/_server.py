@@ -10,7 +10,6 @@ import signal
 import socket
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,9 +36,7 @@ from actors.chat import (
     INTERRUPTED,
     ChatDrain,
     TurnDirectory,
-    agent_response_body,
-    error_reply,
-    stored_content,
+    stored_error,
     turn_relay_spec,
 )
 from actors.cluster import HeartbeatClient, heartbeat_spec, process_identity
@@ -308,7 +305,7 @@ async def _start_tree(
                 http_url=f"http://{settings.HTTP_HOST}:{settings.HTTP_PORT}",
                 owns_router=embedded_router,
             ),
-            reply_for=_interrupted_reply,
+            reply_for=stored_error(INTERRUPTED),
             interval=settings.HEARTBEAT_SECONDS,
             timeout=settings.PEER_TIMEOUT_SECONDS,
         )
@@ -471,12 +468,6 @@ async def _start_tree(
         )
     )
     return router_url
-
-
-def _interrupted_reply(request_id: uuid.UUID, session_id: uuid.UUID) -> tuple[str, dict[str, Any]]:
-    reply = error_reply(INTERRUPTED)
-    body = agent_response_body(reply, request_id=request_id, session_id=session_id, files=())
-    return stored_content(reply), body
 
 
 def _master_canceller(system: ActorSystem) -> Callable[[str], None]:

@@ -51,6 +51,7 @@ from ._frames import agent_response_frame as agent_response_frame
 from ._frames import error_reply as error_reply
 from ._frames import master_payload as master_payload
 from ._frames import stored_content as stored_content
+from ._frames import stored_error as stored_error
 from ._journal import TurnEvent as TurnEvent
 from ._journal import TurnJournal as TurnJournal
 from ._journal import turn_event_frame as turn_event_frame
@@ -107,6 +108,7 @@ __all__ = [
     "error_reply",
     "master_payload",
     "stored_content",
+    "stored_error",
     "turn_event_frame",
     "turn_relay_spec",
 ]

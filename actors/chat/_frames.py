@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ __all__ = [
     "master_payload",
     "reply_from_master",
     "stored_content",
+    "stored_error",
     "title_for",
 ]
 
@@ -200,6 +201,20 @@ def agent_response_body(
             "files": list(files),
         },
     }
+
+
+def stored_error(text: str) -> Callable[[uuid.UUID, uuid.UUID], tuple[str, dict[str, Any]]]:
+    """Return what answers a turn with the error ``text`` outside its chat actor: for a
+    request and conversation, the history's content and the ``agent_response`` frame
+    (a `persistence.ReplyFor`, for turns finished in the database)."""
+    reply = error_reply(text)
+    content = stored_content(reply)
+
+    def reply_for(request_id: uuid.UUID, session_id: uuid.UUID) -> tuple[str, dict[str, Any]]:
+        body = agent_response_body(reply, request_id=request_id, session_id=session_id, files=())
+        return content, body
+
+    return reply_for
 
 
 def stored_content(reply: Reply) -> str:

@@ -8,8 +8,6 @@ same stored reply the chat actor would send.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
@@ -17,7 +15,7 @@ from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import tag_blueprint
 
-from actors.chat import agent_response_frame, error_reply
+from actors.chat import CANCELLED, stored_error
 from persistence import TurnEventRecord, TurnHistory, TurnRecord, TurnStatus
 
 from ..auth import Caller, requires_user
@@ -26,12 +24,11 @@ from ..errors import APIError
 from ..services import services
 from ..validation import responds, validate_path, validate_query
 
-__all__ = ["CANCELLED", "EventDTO", "TurnDTO", "blueprint", "cancelled_reply"]
+__all__ = ["EventDTO", "TurnDTO", "blueprint"]
 
 blueprint = Blueprint("turns", __name__)
 tag_blueprint(blueprint, ["chats"])
 
-CANCELLED = "Turn cancelled"
 """The text of a cancelled turn's reply."""
 
 # PostgreSQL's OFFSET and the event numbers are bigints.
@@ -94,14 +91,6 @@ class TurnWithEvents(TurnDTO):
     events: list[EventDTO]
 
 
-def cancelled_reply(request_id: UUID, session_id: UUID) -> tuple[str, Mapping[str, Any]]:
-    """Return the stored content and the ``agent_response`` frame of a cancelled turn."""
-    reply = error_reply(CANCELLED)
-    frame = agent_response_frame(reply, request_id=request_id, session_id=session_id, files=())
-    # The history's content is the response object's JSON text, as for every master reply.
-    return json.dumps(reply.response, ensure_ascii=False, default=str), json.loads(frame)
-
-
 def _history() -> TurnHistory:
     return TurnHistory(services().sessionmaker)
 
@@ -153,7 +142,9 @@ async def cancel_turn(request_id: UUID, caller: Caller) -> Any:
         # The chat actor answers the turn; it may not have finished it yet.
         turn = await history.get_turn(caller.user_id, request_id) or turn
     else:
-        finished = await history.finish_orphan(request_id, TurnStatus.CANCELLED, cancelled_reply)
+        finished = await history.finish_orphan(
+            request_id, TurnStatus.CANCELLED, stored_error(CANCELLED)
+        )
         if finished is None:
             raise APIError(404, "Turn not found")
         if finished.status != TurnStatus.CANCELLED:

@@ -29,6 +29,7 @@ def test_public_surface_is_pinned() -> None:
             "turn_relay_spec",
             "agent_response_body",
             "stored_content",
+            "stored_error",
             "turn_event_frame",
             "DEFAULT_CHAT_INTENSITY",
             "DEFAULT_MASTER_TIMEOUT",
