@@ -201,14 +201,7 @@ class Heartbeat(Actor[HeartbeatMessage]):
         # The first beat is part of the start: once started, the process is visible
         # (and the turns a dead run left are finished) before anything else starts. A
         # database that is down now is waited for by the beats, not by the start.
-        try:
-            await self._beat()
-        except Exception as exc:
-            if not is_database_unavailable(exc):
-                raise
-            self._waits += 1
-            self._waiting = True
-            logger.warning("heartbeat waits for the database at start (%r)", exc)
+        await self._try_beat()
         self.start_soon(self._run, name=f"{self.name} beats")
 
     async def on_stop(self) -> None:
@@ -268,19 +261,22 @@ class Heartbeat(Actor[HeartbeatMessage]):
 
     async def _beat_through_outages(self) -> None:
         pause = self.first_pause
-        while True:
-            try:
-                await self._beat()
-            except Exception as exc:
-                if not is_database_unavailable(exc):
-                    raise
-                self._waits += 1
-                self._waiting = True
-                logger.warning("heartbeat waits for the database (%r)", exc)
-                await anyio.sleep(pause)
-                pause = min(pause * 2, self.longest_pause)
-                continue
-            return
+        while not await self._try_beat():
+            await anyio.sleep(pause)
+            pause = min(pause * 2, self.longest_pause)
+
+    async def _try_beat(self) -> bool:
+        """Beat once; False (counted and logged) if the database is unavailable."""
+        try:
+            await self._beat()
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            self._waits += 1
+            self._waiting = True
+            logger.warning("heartbeat waits for the database (%r)", exc)
+            return False
+        return True
 
     async def _beat(self) -> None:
         """Write the row, finish what dead peers left, forget them, and list the live."""
