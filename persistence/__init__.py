@@ -52,6 +52,7 @@ from ._naming import MAX_NAME_LENGTH as MAX_NAME_LENGTH
 from ._naming import alias_matches as alias_matches
 from ._naming import new_alias as new_alias
 from ._naming import normalise_name as normalise_name
+from ._notify import listen as listen
 from ._settings import DatabaseSettings as DatabaseSettings
 from ._settings import to_async_url as to_async_url
 from .repositories import TURNS_CHANNEL as TURNS_CHANNEL
@@ -91,7 +92,6 @@ from .repositories import UserRepository as UserRepository
 from .repositories import distinct_urls as distinct_urls
 from .repositories import flow_item_ids as flow_item_ids
 from .repositories import is_eligible as is_eligible
-from .repositories import listen_for_turn_endings as listen_for_turn_endings
 from .repositories import reevaluate_tool_flows as reevaluate_tool_flows
 from .repositories import valid_item_keys as valid_item_keys
 from .repositories.agents import AgentListings as AgentListings
@@ -187,8 +187,8 @@ __all__ = [
     "is_up_to_date",
     "item_key",
     "items_eligible",
+    "listen",
     "listen_for_catalogue_changes",
-    "listen_for_turn_endings",
     "new_alias",
     "normalise_name",
     "open_driver_connection",

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from persistence import ChatTurnStore, is_database_unavailable, listen_for_turn_endings
+from persistence import TURNS_CHANNEL, ChatTurnStore, is_database_unavailable, listen
 from runtime import ChildSpec, Restart
 
 from ..catalogue import ChannelWatcher
@@ -101,7 +101,7 @@ class TurnRelay(ChannelWatcher):
         self.relayed = 0
 
     def listen(self) -> AbstractAsyncContextManager[anyio.Event]:
-        return listen_for_turn_endings(self.url, self._heard_notice)
+        return listen(self.url, TURNS_CHANNEL, self._heard_notice)
 
     def _heard_notice(self, payload: str) -> None:
         try:

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 import anyio
 
 from actors.catalogue import ChannelWatcher
-from persistence import LogRepository
-from persistence.repositories.logs import LogNotice, listen_for_logs
+from persistence import LogRepository, listen
+from persistence.repositories.logs import LOGS_CHANNEL, LogNotice
 from runtime import ChildSpec, Restart
 
 from ._fanout import LogFanoutClient
@@ -130,7 +130,7 @@ class LogRelay(ChannelWatcher):
         self.gap_logs = 0
 
     def listen(self) -> AbstractAsyncContextManager[anyio.Event]:
-        return listen_for_logs(self.url, self._heard_notice)
+        return listen(self.url, LOGS_CHANNEL, self._heard_notice)
 
     def _heard_notice(self, payload: str) -> None:
         try:

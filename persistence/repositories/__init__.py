@@ -39,7 +39,6 @@ from .turns import TurnLookup as TurnLookup
 from .turns import TurnRowWrite as TurnRowWrite
 from .turns import TurnStatements as TurnStatements
 from .turns import TurnWrites as TurnWrites
-from .turns import listen_for_turn_endings as listen_for_turn_endings
 from .users import ProfileRepository as ProfileRepository
 from .users import UserRepository as UserRepository
 
@@ -81,7 +80,6 @@ __all__ = [
     "distinct_urls",
     "flow_item_ids",
     "is_eligible",
-    "listen_for_turn_endings",
     "reevaluate_tool_flows",
     "valid_item_keys",
 ]

@@ -3,10 +3,9 @@ processes which logs were stored (``genai_logs``)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -14,12 +13,10 @@ from sqlalchemy import ColumnElement, String, case, cast, func, select, text
 from sqlalchemy.orm import aliased
 
 from .._models import Agent, ChatConversation, Log, utcnow
-from .._notify import listen
 from ._base import Repository
 
 if TYPE_CHECKING:
-    import anyio
-    from sqlalchemy.engine import URL
+    pass
 
 __all__ = [
     "LOGS_CHANNEL",
@@ -28,7 +25,6 @@ __all__ = [
     "LogRepository",
     "NewLog",
     "id_ranges",
-    "listen_for_logs",
     "log_notices",
 ]
 
@@ -196,19 +192,6 @@ def log_notices(process: uuid.UUID, ids: Iterable[int]) -> list[str]:
     if parts:
         payloads.append(prefix + ",".join(parts))
     return payloads
-
-
-@contextlib.asynccontextmanager
-async def listen_for_logs(
-    url: str | URL, on_notice: Callable[[str], None]
-) -> AsyncIterator[anyio.Event]:
-    """Hear ``genai_logs`` on a connection of its own (see `persistence._notify.listen`).
-
-    Yields:
-        An event set when the connection is lost.
-    """
-    async with listen(url, LOGS_CHANNEL, on_notice) as lost:
-        yield lost
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import asyncpg
 
 from .._db import bound_engine, open_driver_connection
 from .._exceptions import NotFoundError
 from .._models import File, SenderType, utcnow
-from .._notify import listen
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import URL
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 __all__ = [
@@ -40,24 +37,10 @@ __all__ = [
     "TurnRowWrite",
     "TurnStatements",
     "TurnWrites",
-    "listen_for_turn_endings",
 ]
 
 TURNS_CHANNEL = "genai_turns"
 """Notified when a turn ends: ``<process id>:<user id>:<session id>:<request id>``."""
-
-
-@asynccontextmanager
-async def listen_for_turn_endings(
-    url: str | URL, on_notice: Callable[[str], None]
-) -> AsyncIterator[anyio.Event]:
-    """Hear `TURNS_CHANNEL` on a connection of its own (see `persistence._notify.listen`).
-
-    Yields:
-        An event set when the connection is lost.
-    """
-    async with listen(url, TURNS_CHANNEL, on_notice) as lost:
-        yield lost
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
