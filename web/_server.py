@@ -85,7 +85,6 @@ if TYPE_CHECKING:
 
     from actors.router import AgentStepObserver, AgentVerifier
     from actors.session import MasterReplied
-    from persistence import LogEntry
     from runtime import ActorRef
 
     from .metrics import Metrics
@@ -314,11 +313,7 @@ async def _start_tree(
     fanout = LogFanoutClient(system)
     # Shared by the fan-out and the relay that brings it the logs other processes store.
     subscriptions = Subscriptions()
-    await system.start(
-        log_fanout_spec(
-            observe=lambda log: _report_log(directory, log), subscriptions=subscriptions
-        )
-    )
+    await system.start(log_fanout_spec(observe=directory.report_log, subscriptions=subscriptions))
     await system.start(catalogue_watcher_spec(bound_engine(sessionmaker).url, services.catalogue))
     await system.start(
         log_relay_spec(
@@ -479,12 +474,6 @@ def _master_canceller(system: ActorSystem) -> Callable[[str], None]:
             system.ref_of("router.master").tell_nowait(CancelMasterTurn(request_id))
 
     return cancel
-
-
-def _report_log(directory: TurnDirectory, log: LogEntry) -> None:
-    if len(directory):
-        data = {"agent_id": log.agent_id, "log_type": log.log_level, "message": log.message}
-        directory.report(str(log.request_id), "agent_log", data)
 
 
 def router_config_of(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from runtime import ActorDeadError, MailboxFullError
 
 if TYPE_CHECKING:
+    from persistence import LogEntry
     from runtime import ActorRef
 
 __all__ = ["TurnDirectory", "TurnStep"]
@@ -58,3 +59,9 @@ class TurnDirectory:
             ref.tell_nowait(TurnStep(uuid.UUID(request_id), kind, data))
         except (MailboxFullError, ActorDeadError):
             logger.debug("turn %s missed a %s step", request_id, kind)
+
+    def report_log(self, log: LogEntry) -> None:
+        """Tell a stored agent log to its turn's actor (the log fan-out's observer)."""
+        if self._turns:
+            data = {"agent_id": log.agent_id, "log_type": log.log_level, "message": log.message}
+            self.report(str(log.request_id), "agent_log", data)
