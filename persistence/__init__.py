@@ -20,6 +20,7 @@ from ._exceptions import EmbeddedPostgresError as EmbeddedPostgresError
 from ._exceptions import MigrationError as MigrationError
 from ._exceptions import NotFoundError as NotFoundError
 from ._exceptions import PersistenceError as PersistenceError
+from ._exceptions import TurnConflictError as TurnConflictError
 from ._migrations import current_revision as current_revision
 from ._migrations import downgrade_to as downgrade_to
 from ._migrations import head_revision as head_revision
@@ -162,6 +163,7 @@ __all__ = [
     "SessionAttachment",
     "Team",
     "ToolSourceUrls",
+    "TurnConflictError",
     "TurnEventRecord",
     "TurnHistory",
     "TurnLookup",

@@ -7,7 +7,8 @@ Class tree::
     ├── AlreadyExistsError
     ├── MigrationError
     ├── EmbeddedPostgresError
-    └── ApiKeyDecryptionError
+    ├── ApiKeyDecryptionError
+    └── TurnConflictError
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "MigrationError",
     "NotFoundError",
     "PersistenceError",
+    "TurnConflictError",
 ]
 
 
@@ -40,6 +42,21 @@ class AlreadyExistsError(PersistenceError):
     def __init__(self, message: str, *, constraint: str | None = None) -> None:
         super().__init__(message)
         self.constraint = constraint
+
+
+class TurnConflictError(PersistenceError):
+    """Raised when a turn's statement would break the one-turn-at-a-time rule of its
+    conversation, with several processes on one database; it stored nothing.
+
+    Attributes:
+        running: Another turn of the conversation is running (in another process);
+            False: event numbers this turn chose are taken by another turn's events
+            (this process's numbering is behind).
+    """
+
+    def __init__(self, message: str, *, running: bool) -> None:
+        super().__init__(message)
+        self.running = running
 
 
 class MigrationError(PersistenceError):

@@ -30,6 +30,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncAttrs
@@ -321,6 +322,8 @@ class ChatTurn(Base):
 
     ``delivered`` tells whether the reply reached an open socket; one that did not is
     sent to the session's next socket. ``process_id`` is the server process running it.
+    A conversation has at most one ``running`` turn, whichever process runs it
+    (``chatturns_one_running``).
     """
 
     __tablename__ = "chatturns"
@@ -339,7 +342,15 @@ class ChatTurn(Base):
     delivered: Mapped[bool] = mapped_column(server_default="false")
     process_id: Mapped[uuid.UUID | None]
 
-    __table_args__ = (Index("ix_chatturns_status_process_id", "status", "process_id"),)
+    __table_args__ = (
+        Index("ix_chatturns_status_process_id", "status", "process_id"),
+        Index(
+            "chatturns_one_running",
+            "session_id",
+            unique=True,
+            postgresql_where=text("status = 'running'"),
+        ),
+    )
 
 
 class ChatTurnEvent(Base):

@@ -40,6 +40,7 @@ from persistence import (
     FileRepository,
     NotFoundError,
     SessionAttachment,
+    TurnConflictError,
     TurnLookup,
     TurnStatements,
     TurnStatus,
@@ -129,6 +130,10 @@ _FLUSH_MAX_PAUSE = 5.0
 _FLUSH_ATTEMPTS = 30
 # Events a joining socket is replayed from the database per read.
 _REPLAY_PAGE = 1000
+# A turn held back by another process's turn of its conversation tries again when that
+# one ends (a notice), or after this pause, doubling up to the second (a missed notice).
+_WAIT_FIRST_PAUSE = 0.25
+_WAIT_MAX_PAUSE = 5.0
 
 TurnObserver = Callable[[str, float], None]
 """Told how each master invocation ended (``ok``, ``not_active``, ``failed``,
@@ -308,6 +313,7 @@ class Room:
         "passivating",
         "pending",
         "queued",
+        "turn_ended",
         "watchers",
     )
 
@@ -335,6 +341,9 @@ class Room:
         """Activations of a chat actor under way (the room must stay registered)."""
         self.passivating: anyio.Event | None = None
         """Set while the chat actor is passivating; fires once it has stopped."""
+        self.turn_ended: anyio.Event | None = None
+        """Set while a turn here waits for another process's turn of the conversation;
+        fires when a turn of another process ends (`TurnRelay`)."""
 
     @property
     def journal(self) -> TurnJournal:
@@ -409,7 +418,16 @@ class Room:
             if self._known_seq is not None:
                 self._known_seq = max(self._known_seq, last_seq)
             return
-        for event in self._journal.adopt(events):
+        self._send_watchers(session_id, self._journal.adopt(events))
+
+    def resume(self, session_id: uuid.UUID, events: Iterable[TurnEvent], last_seq: int) -> None:
+        """Take the numbering back after another process's turn (`TurnJournal.resume`):
+        watchers are sent its events, then ours that waited."""
+        self._send_watchers(session_id, self.journal.resume(events, last_seq))
+        self.publish_ready(session_id)
+
+    def _send_watchers(self, session_id: uuid.UUID, events: Iterable[TurnEvent]) -> None:
+        for event in events:
             frame = turn_event_frame(session_id, event)
             for outbox, last in self.watchers.items():
                 if outbox not in self.catching_up and event.seq > last:
@@ -419,15 +437,11 @@ class Room:
     def publish_ready(self, session_id: uuid.UUID) -> None:
         """Send the journal's events that are ready, in order, to the watchers that are
         not being replayed. Never waits."""
-        for event in self.journal.publishable():
-            if not self.watchers:
-                continue
-            frame = turn_event_frame(session_id, event)
-            for outbox, last in self.watchers.items():
-                if outbox in self.catching_up or event.seq <= last:
-                    continue
-                outbox.send_nowait(frame)
-                self.watchers[outbox] = event.seq
+        events = self.journal.publishable()
+        if self.watchers:
+            self._send_watchers(session_id, events)
+        else:  # they count as sent all the same
+            collections.deque(events, maxlen=0)
 
     def admit(self) -> None:
         """Count one more message to answer (does not wait).
@@ -493,6 +507,11 @@ class _Turn:
     store_message: bool = False
     # Its final event is recorded (the answer is being stored).
     finishing: bool = False
+    # Its accepted and started events: sent to watchers once the look-up has found that
+    # no other process runs a turn of the conversation (until then, not ready).
+    unready: tuple[int, ...] = ()
+    # Set while it waits for another process's turn: cancel and the stop wake it.
+    wake: anyio.Event | None = None
 
 
 # -- the actor --------------------------------------------------------------------------
@@ -699,7 +718,7 @@ class ChatActor(Actor[ChatMessage]):
                 return False
             self._storing = True
             try:
-                if journal.last_seq is None:
+                if journal.last_seq is None and not journal.suspended:
                     await self._read_attachment(None, None)
                 writes = journal.take()
                 if writes:
@@ -737,7 +756,10 @@ class ChatActor(Actor[ChatMessage]):
             room.watchers[outbox] = after_seq
             room.catching_up.add(outbox)
         elif events:
-            room.watchers[outbox] = room.journal.last_seq or 0
+            journal = room.journal
+            room.watchers[outbox] = (
+                journal.published if journal.last_seq is None else journal.last_seq
+            )
         self.start_soon(self._read_attachment, outbox, after_seq, name=f"{self.name} join")
 
     async def _read_attachment(self, outbox: SocketOutbox | None, after_seq: int | None) -> None:
@@ -816,6 +838,8 @@ class ChatActor(Actor[ChatMessage]):
                 logger.info("turn cancelled")
                 if turn.invoked_at is None:
                     turn.cancel_requested = True  # answered once its step is done
+                    if turn.wake is not None:
+                        turn.wake.set()
                     return "cancelled"
                 self._stop_master(turn, abandon=True)
                 self._answer(turn, error_reply(CANCELLED), TurnStatus.CANCELLED)
@@ -862,21 +886,49 @@ class ChatActor(Actor[ChatMessage]):
                 self._record(request_id, "accepted", _accepted(chat_input, queued=True))
             self.stash()  # handled again once the running turn is answered
             return
+        journal = room.journal
+        recorded = []
         if room.queued.pop(request_id, None) is None:
-            self._record(request_id, "accepted", _accepted(chat_input, queued=False))
-        room.journal.turn(request_id, TurnStatus.RUNNING)
-        self._record(request_id, "started")
+            recorded.append(
+                journal.record(
+                    request_id, "accepted", _accepted(chat_input, queued=False), ready=False
+                )
+            )
+        journal.turn(request_id, TurnStatus.RUNNING)
+        recorded.append(journal.record(request_id, "started", ready=False))
         turn = self._turn = _Turn(request_id, chat_input)
+        turn.unready = tuple(event.seq for event in recorded if event is not None)
         if self.deps.directory is not None:
             self.deps.directory.register(request_id, self.ref)
-        self.start_soon(self._prepare_step, turn, name=f"{self.name} turn")
+        # Taken now, so that no flush stores the running row before the look-up (which
+        # may find another process's turn running) has carried it.
+        writes = journal.take()
+        self.start_soon(self._prepare_step, turn, writes, name=f"{self.name} turn")
 
-    async def _prepare_step(self, turn: _Turn) -> None:
-        """Run ENDPOINTS.md §9 steps 2 to 5; tell the payload back, or answer the turn."""
+    async def _prepare_step(self, turn: _Turn, writes: TurnWrites) -> None:
+        """Run ENDPOINTS.md §9 steps 2 to 5; tell the payload back, or answer the turn.
+
+        A turn that another process's turn of the conversation holds back waits, queued,
+        until it may run (`_wait_for_turn`), and is then prepared again.
+        """
         with turn_context(self.session_id, turn.request_id):
             logger.debug("turn started")
             try:
-                prepared = await self._prepare(turn)
+                while True:
+                    if self.room.journal.suspended:
+                        stopped = await self._wait_for_turn(turn)
+                        if stopped is not None:
+                            reply, status = stopped
+                            await self._finish_step(turn, reply, status)
+                            return
+                        writes = self.room.journal.take()
+                    try:
+                        prepared = await self._prepare(turn, writes)
+                    except TurnConflictError:
+                        if not self.room.journal.suspended:
+                            raise
+                        continue  # wait for the other turn
+                    break
             except Exception as exc:
                 if not is_database_unavailable(exc):
                     await self._crash(turn)
@@ -941,6 +993,8 @@ class ChatActor(Actor[ChatMessage]):
     def _cut(self) -> None:
         turn = self._turn
         if turn is None or turn.invoked_at is None:
+            if turn is not None and turn.wake is not None:
+                turn.wake.set()  # a waiting turn sees the deadline at once
             return  # a turn between steps checks the deadline itself
         with turn_context(self.session_id, turn.request_id):
             logger.warning("turn cut short: the server is stopping")
@@ -987,7 +1041,110 @@ class ChatActor(Actor[ChatMessage]):
 
     # -- the database work ----------------------------------------------------------------
 
-    async def _prepare(self, turn: _Turn) -> Reply | dict[str, Any]:
+    async def _wait_for_turn(self, turn: _Turn) -> tuple[Reply, TurnStatus | None] | None:
+        """Wait until ``turn`` may run: another process runs a turn of the conversation,
+        or numbered events this process had not seen. The turn is ``queued`` meanwhile
+        and its events are held (the journal is suspended); they are numbered after the
+        other process's events once it runs.
+
+        The wait ends with a ``genai_turns`` notice of another process (`TurnRelay`),
+        or after a doubling pause (a notice missed while the listener was down), when the
+        turn takes the conversation's running slot (`TurnStatements.claim`). A running
+        turn of this process left behind (its final status was never stored) is ended
+        as interrupted; a process that is gone is ended by its peers' heartbeats.
+
+        Returns:
+            None once the turn may run; else how to answer it: it was cancelled, the
+            server is stopping, or it ended elsewhere (cancelled over REST, answered
+            with nothing here).
+        """
+        room = self.room
+        drain = self.deps.drain
+        pause = _WAIT_FIRST_PAUSE
+        outcome: tuple[Reply, TurnStatus | None] | None = None
+        logger.info("turn waits for another turn of the conversation")
+        try:
+            while True:
+                turn.wake = room.turn_ended = anyio.Event()
+                if turn.cancel_requested:
+                    outcome = (error_reply(CANCELLED), TurnStatus.CANCELLED)
+                    break
+                if drain is not None and drain.expired:
+                    outcome = (error_reply(SHUTTING_DOWN), None)
+                    break
+                try:
+                    if await self._claim_slot(turn):
+                        break
+                    outcome = (error_reply(CHAT_NOT_FOUND.format(self.session_id)), None)
+                    break
+                except TurnConflictError:
+                    pass
+                except Exception as exc:
+                    if not is_database_unavailable(exc):
+                        raise
+                    logger.warning("database unavailable while a turn waits: %r", exc)
+                    outcome = (error_reply(DATABASE_UNAVAILABLE), None)
+                    break
+                with anyio.move_on_after(pause):
+                    await turn.wake.wait()
+                pause = min(pause * 2, _WAIT_MAX_PAUSE)
+        finally:
+            turn.wake = room.turn_ended = None
+        await self._resume_numbering()
+        if outcome is None:
+            room.journal.turn(turn.request_id, TurnStatus.RUNNING)
+            logger.info("turn runs after waiting")
+        return outcome
+
+    async def _claim_slot(self, turn: _Turn) -> bool:
+        """Try to make ``turn`` the conversation's running one (see `_wait_for_turn`).
+
+        Raises:
+            TurnConflictError: Another process's turn still runs.
+        """
+        async with self._store.connect() as db:
+            try:
+                return await db.claim(
+                    self.session_id, owner_id=self.user_id, request_id=turn.request_id
+                )
+            except TurnConflictError:
+                holder = await db.running(self.session_id)
+                if holder is None or holder[1] != self.deps.process_id:
+                    raise
+            # This process's own, not this turn (one runs at a time here): left behind.
+            logger.warning("turn %s was left running: ended as interrupted", holder[0])
+            await db.interrupt(self.session_id, request_id=holder[0])
+            return await db.claim(
+                self.session_id, owner_id=self.user_id, request_id=turn.request_id
+            )
+
+    async def _resume_numbering(self) -> None:
+        """Read the events other processes stored after ours and number ours after them.
+
+        If the database cannot say, numbering goes on from what this process knows: the
+        turn is then answered with an error that may share numbers with another's.
+        """
+        journal = self.room.journal
+        if not journal.suspended:
+            return
+        try:
+            async with self._store.connect() as db:
+                found = await db.events_after(
+                    self.session_id,
+                    owner_id=self.user_id,
+                    after_seq=journal.published,
+                    limit=_REPLAY_PAGE,
+                )
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            logger.warning("turn events numbered without the database: %r", exc)
+            self.room.resume(self.session_id, (), journal.published)
+            return
+        events = [TurnEvent(seq, rid, kind, at, data) for seq, rid, kind, data, at in found.events]
+        self.room.resume(self.session_id, events, found.last_seq)
+
+    async def _prepare(self, turn: _Turn, writes: TurnWrites) -> Reply | dict[str, Any]:
         """Find or create the conversation, stamp the files, resolve provider and config,
         store the user's message; return the master's payload.
 
@@ -1005,11 +1162,17 @@ class ChatActor(Actor[ChatMessage]):
         chat_input = turn.input
         files: list[dict[str, Any]] = []
         async with self._store.connect() as db:
-            found = await self._look_up(db, chat_input, turn)
+            found = await self._look_up(db, chat_input, turn, writes)
             turn.user_stored = found.stored
-            refused = await self._claim(db, found, chat_input)
-            if refused is not None:
-                return refused
+            if not found.conversation_exists and not await self._create(db, chat_input, turn):
+                # Created meanwhile, by this user's message on another process, or by
+                # another user's first message.
+                found = await self._look_up(db, chat_input, turn, self.room.journal.take())
+                turn.user_stored = found.stored
+                if found.conversation_owner != self.user_id:
+                    return error_reply(CHAT_NOT_FOUND.format(self.session_id))
+            elif found.conversation_exists and found.conversation_owner != self.user_id:
+                return error_reply(CHAT_NOT_FOUND.format(self.session_id))
             if not chat_input.files:
                 return await self._resolve(db, found, turn, files)
         files = await self._stamp(chat_input, turn)
@@ -1018,32 +1181,36 @@ class ChatActor(Actor[ChatMessage]):
         async with self._store.connect() as db:
             return await self._resolve(db, found, turn, files)
 
-    async def _claim(
-        self, db: TurnStatements, found: TurnLookup, chat_input: ChatInput
-    ) -> Reply | None:
-        """Create the conversation if it is new; refuse another user's."""
-        if found.stored:
-            return None
-        if not found.conversation_exists:
+    async def _create(self, db: TurnStatements, chat_input: ChatInput, turn: _Turn) -> bool:
+        """Create the conversation with the journal's writes; False if its id was taken
+        meanwhile (nothing is stored then)."""
+        journal = self.room.journal
+        writes = journal.take()
+        try:
+            created = await db.create_conversation(
+                self.session_id,
+                owner_id=self.user_id,
+                title=title_for(chat_input.message),
+                writes=writes,
+            )
+        except BaseException:
+            journal.give_back(writes)
+            raise
+        if not created:
+            journal.give_back(writes)
+            return False
+        self._owned = True
+        self._started(turn)
+        return True
+
+    def _started(self, turn: _Turn) -> None:
+        """The turn runs (its running row is stored): its first events go out."""
+        if turn.unready:
             journal = self.room.journal
-            writes = journal.take()
-            try:
-                created = await db.create_conversation(
-                    self.session_id,
-                    owner_id=self.user_id,
-                    title=title_for(chat_input.message),
-                    writes=writes,
-                )
-            except BaseException:
-                journal.give_back(writes)
-                raise
-            if not created:  # taken meanwhile by another user's first message
-                journal.give_back(writes)
-                return error_reply(CHAT_NOT_FOUND.format(self.session_id))
-            self._owned = True
-        elif found.conversation_owner != self.user_id:
-            return error_reply(CHAT_NOT_FOUND.format(self.session_id))
-        return None
+            for seq in turn.unready:
+                journal.ready(seq)
+            turn.unready = ()
+            self.room.publish_ready(self.session_id)
 
     async def _resolve(
         self,
@@ -1084,11 +1251,18 @@ class ChatActor(Actor[ChatMessage]):
             timestamp=self.deps.clock(),
         )
 
-    async def _look_up(self, db: TurnStatements, chat_input: ChatInput, turn: _Turn) -> TurnLookup:
-        """Look up (and store the message when that is safe), storing the journal's
-        writes on the way if the conversation is the user's."""
+    async def _look_up(
+        self, db: TurnStatements, chat_input: ChatInput, turn: _Turn, writes: TurnWrites
+    ) -> TurnLookup:
+        """Look up (and store the message when that is safe), storing ``writes`` (the
+        journal's) on the way if the conversation is the user's.
+
+        Raises:
+            TurnConflictError: Another process's turn of the conversation runs, or
+                numbered events this process had not seen: the journal is suspended
+                and the turn queued again (`_wait_for_turn`).
+        """
         journal = self.room.journal
-        writes = journal.take()
         try:
             if self._usable_key is None:
                 found = await db.look_up(
@@ -1109,11 +1283,20 @@ class ChatActor(Actor[ChatMessage]):
                     api_key=self._usable_key[0],
                     writes=writes,
                 )
+        except TurnConflictError:
+            # At once, before anything else can take the writes: the turn's events are
+            # held and numbered again after the other process's.
+            journal.give_back(writes)
+            journal.suspend()
+            journal.requeue(turn.request_id)
+            turn.unready = ()
+            raise
         except BaseException:
             journal.give_back(writes)
             raise
         if found.conversation_owner == self.user_id:
             self._owned = True
+            self._started(turn)
         else:  # stored nothing: the conversation is new (or not the user's)
             journal.give_back(writes)
         return found
@@ -1149,6 +1332,7 @@ class ChatActor(Actor[ChatMessage]):
         if turn.answered or turn.finishing:
             return
         turn.finishing = True
+        self._started(turn)  # its first events go out in any case, before the last
         journal = self.room.journal
         status = status or _status_of(reply)
         body = agent_response_body(

@@ -85,9 +85,15 @@ class TurnJournal:
     It lives in the chat actor's room, so a crash of the actor loses none of it.
     ``last_seq`` is None until the conversation's last number has been read
     (`know`); events of that time wait, unnumbered, and are numbered then.
+
+    With several processes, the one that runs the conversation's turn numbers its
+    events. A process whose turn has to wait for another's gives the numbering up
+    (`suspend`) and takes it back once its turn may run (`resume`).
     """
 
     last_seq: int | None = None
+    suspended: bool = False
+    """The numbering is given up for another process's turn: events are held."""
     published: int = 0
     """The last number sent to watchers: events go out in order, each once ready."""
     _events: list[TurnEvent] = field(default_factory=list)
@@ -104,9 +110,10 @@ class TurnJournal:
         """Learn the conversation's last stored number; return the held events, numbered.
 
         A number learnt while one is known already is ignored: the journal's own is the
-        newer (it counts events the database has not stored yet).
+        newer (it counts events the database has not stored yet). So is one learnt while
+        the numbering is given up: another process is numbering (`resume` takes it back).
         """
-        if self.last_seq is not None:
+        if self.last_seq is not None or self.suspended:
             return []
         self.last_seq = self.published = last_seq
         held, self._held = self._held, []
@@ -126,6 +133,44 @@ class TurnJournal:
         for event in taken:
             self.recent.append(event)
             self.last_seq = self.published = event.seq
+        return taken
+
+    def suspend(self) -> None:
+        """Give the numbering up while another process runs the conversation's turn.
+
+        Events numbered but not sent to watchers yet are held again, unnumbered, in
+        their order (they were neither sent nor stored: the statement that carried them
+        was refused); new ones are held behind them.
+        """
+        kept = [event for event in self._events if event.seq <= self.published]
+        withdrawn = [event for event in self._events if event.seq > self.published]
+        self._events = kept
+        while self.recent and self.recent[-1].seq > self.published:
+            self.recent.pop()
+        self._held[:0] = [(e.request_id, e.kind, e.data, e.at) for e in withdrawn]
+        self._unready.clear()
+        self.last_seq = None
+        self.suspended = True
+
+    def resume(self, events: Iterable[TurnEvent], last_seq: int) -> list[TurnEvent]:
+        """Take the numbering back after another process's events: ``events`` (those
+        after ours, in any order) and the conversation's ``last_seq``; the held events
+        are numbered after them. Returns the other process's events, to publish; ours
+        follow through `publishable`.
+        """
+        self.suspended = False
+        taken = sorted(
+            (event for event in events if event.seq > self.published), key=lambda e: e.seq
+        )
+        last_seq = max(last_seq, self.published, *(event.seq for event in taken))
+        if [event.seq for event in taken] == list(range(self.published + 1, last_seq + 1)):
+            self.recent.extend(taken)
+        else:  # a gap (more than one read gives): replays of these come from the database
+            self.recent.clear()
+        self.last_seq = self.published = last_seq
+        held, self._held = self._held, []
+        for entry in held:
+            self._number(*entry)
         return taken
 
     def record(
@@ -219,6 +264,14 @@ class TurnJournal:
         if status in FINAL_KINDS:
             row.finished_at = now
             row.delivered = delivered
+
+    def requeue(self, request_id: uuid.UUID) -> None:
+        """Record that a turn about to run waits again (`suspend`): queued, not started."""
+        row = self._rows.get(request_id)
+        if row is None:
+            row = self._rows[request_id] = _TurnRow(TurnStatus.QUEUED, utcnow())
+        row.status = TurnStatus.QUEUED
+        row.started_at = None
 
     # -- storing -----------------------------------------------------------------------
 

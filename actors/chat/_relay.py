@@ -9,6 +9,9 @@ process's notices are skipped: its chat actors answered their sockets themselves
 
 A notice missed while the listener is down is not read back: the reply then reaches
 those sockets as an undelivered reply on their next connection, if no socket had it.
+
+A notice also wakes a turn here that waits for the conversation's running turn (one
+turn at a time per conversation, whichever process runs it).
 """
 
 from __future__ import annotations
@@ -113,7 +116,10 @@ class TurnRelay(ChannelWatcher):
             return
         self.notices += 1
         # Only conversations with sockets here are read at all.
-        if self.rooms.get((notice.user_id, notice.session_id)) is not None:
+        room = self.rooms.get((notice.user_id, notice.session_id))
+        if room is not None:
+            if room.turn_ended is not None:
+                room.turn_ended.set()  # a turn here waits for the conversation
             self._pending.append(notice)
             self._wake.set()
 

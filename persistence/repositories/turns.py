@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from .._db import bound_engine, open_driver_connection
-from .._exceptions import NotFoundError
+from .._exceptions import NotFoundError, TurnConflictError
 from .._models import File, SenderType, utcnow
 
 if TYPE_CHECKING:
@@ -163,6 +163,7 @@ written_events AS (
     -- An event stored again carries amended data (never another turn's number).
     ON CONFLICT (session_id, seq) DO UPDATE SET data = EXCLUDED.data
     WHERE chatturnevents.request_id = EXCLUDED.request_id
+    RETURNING seq
 ),
 written_turns AS (
     INSERT INTO chatturns (request_id, session_id, user_id, status, created_at, started_at,
@@ -226,13 +227,30 @@ LEFT JOIN modelproviders p ON p.id = c.provider_id
 """
 
 
+_FOUND_OWNED = "EXISTS (SELECT FROM found WHERE found.owner = $2)"
+
+
+def _numbers_checked(first: int) -> str:
+    """A column that refuses its whole statement (``genai_turn_events_taken()`` raises)
+    when the owner's conversation was found but not every event of the writes (from
+    ``$first``) went in: another turn's events have some of their numbers, so this
+    process's numbering is behind another's. Nothing of the statement is then stored.
+
+    The check reads what the insert did, not what the statement's snapshot shows: an
+    event that another process commits while this statement waits is seen too.
+    """
+    return f"""CASE WHEN {_FOUND_OWNED}
+        AND (SELECT count(*) FROM written_events) < cardinality(${first}::bigint[])
+        THEN genai_turn_events_taken() END AS numbers_checked"""
+
+
 def _looked_up(look_up: str, first: int) -> str:
     """``look_up``, storing the turn's writes (parameters from ``$first``) in the same
     statement when the conversation is the user's."""
     return f"""
 WITH found AS ({look_up}),
-{_writes(first, "EXISTS (SELECT FROM found WHERE found.owner = $2)")}
-SELECT found.*, false AS stored FROM found
+{_writes(first, _FOUND_OWNED)}
+SELECT found.*, false AS stored, {_numbers_checked(first)} FROM found
 """
 
 
@@ -247,7 +265,7 @@ def _looked_up_and_stored(look_up: str, first: int) -> str:
     n = [f"${first + i}" for i in range(5)]
     return f"""
 WITH found AS ({look_up}),
-{_writes(first + 5, "EXISTS (SELECT FROM found WHERE found.owner = $2)")},
+{_writes(first + 5, _FOUND_OWNED)},
 stored AS (
     INSERT INTO chatmessages
         (id, request_id, sender_type, content, created_at, updated_at, conversation_id)
@@ -256,7 +274,8 @@ stored AS (
         AND found.api_key IS NOT DISTINCT FROM {n[4]}::text
     RETURNING id
 )
-SELECT found.*, EXISTS (SELECT FROM stored) AS stored FROM found
+SELECT found.*, EXISTS (SELECT FROM stored) AS stored, {_numbers_checked(first + 5)}
+FROM found
 """
 
 
@@ -320,14 +339,8 @@ WHERE session_id = $1 AND request_id = $3 AND user_id = $2 AND kind IN {_FINAL}
 ORDER BY seq DESC LIMIT 1
 """
 
-# A socket joins: the last number, the user's events after $3 (none if $3 is null),
-# and the undelivered replies, marked delivered by the same statement.
-_ATTACH = f"""
-WITH undelivered AS (
-    UPDATE chatturns SET delivered = true
-    WHERE session_id = $1 AND user_id = $2 AND NOT delivered AND status IN {_FINAL}
-    RETURNING request_id
-)
+# The last number, and the user's events after $3, at most $4.
+_EVENTS_AFTER = """
 SELECT 0 AS part, coalesce(max(seq), 0) AS seq, NULL::uuid AS request_id, NULL AS kind,
     NULL AS data, NULL::timestamp AS created_at
 FROM chatturnevents WHERE session_id = $1
@@ -335,13 +348,71 @@ UNION ALL (
     SELECT 1, seq, request_id, kind, data::text, created_at FROM chatturnevents
     WHERE session_id = $1 AND user_id = $2 AND seq > $3
     ORDER BY seq LIMIT $4
+)"""
+
+# A socket joins: the last number, the user's events after $3 (none if $3 is -1),
+# and the undelivered replies, marked delivered by the same statement.
+_ATTACH = f"""
+WITH undelivered AS (
+    UPDATE chatturns SET delivered = true
+    WHERE session_id = $1 AND user_id = $2 AND NOT delivered AND status IN {_FINAL}
+    RETURNING request_id
 )
+{_EVENTS_AFTER}
 UNION ALL
 SELECT 2, e.seq, e.request_id, e.kind, (e.data -> 'reply')::text, e.created_at
 FROM chatturnevents e JOIN undelivered u ON u.request_id = e.request_id
 WHERE e.session_id = $1 AND e.kind IN {_FINAL}
 ORDER BY part, seq
 """
+
+
+# A turn that waited for its conversation's running turn (another process's) takes the
+# running slot: $1 conversation, $2 owner, $3 request, $4 time, $5 process. Nothing if
+# the turn has ended meanwhile (cancelled elsewhere) or the conversation is not the
+# owner's; the running turn of another raises (``chatturns_one_running``).
+_CLAIM = f"""
+INSERT INTO chatturns (request_id, session_id, user_id, status, created_at, started_at,
+    delivered, process_id)
+SELECT $3, $1, $2, 'running', $4, $4, false, $5
+WHERE EXISTS (SELECT FROM chatconversations WHERE session_id = $1 AND creator_id = $2)
+ON CONFLICT (request_id) DO UPDATE SET
+    status = 'running',
+    started_at = EXCLUDED.started_at,
+    process_id = EXCLUDED.process_id
+WHERE chatturns.status NOT IN {_FINAL} AND chatturns.user_id = $2
+RETURNING request_id
+"""
+
+_RUNNING = """
+SELECT request_id, process_id FROM chatturns WHERE session_id = $1 AND status = 'running'
+"""
+
+# A running turn of this process whose end was never stored. $1 conversation, $2 request.
+_INTERRUPT = """
+UPDATE chatturns SET status = 'interrupted', finished_at = $3
+WHERE session_id = $1 AND request_id = $2 AND status = 'running'
+"""
+
+# The statements that refuse a turn breaking the one-turn-at-a-time rule.
+_CONFLICTS = {
+    "chatturns_one_running": "another turn of the conversation is running",
+    "chatturnevents_numbers": "the turn's event numbers are taken by another turn's",
+}
+
+
+@contextmanager
+def _refused_as_conflict() -> Iterator[None]:
+    """Raise `TurnConflictError` for a statement that broke the rule."""
+    try:
+        yield
+    except asyncpg.UniqueViolationError as exc:
+        reason = _CONFLICTS.get(exc.constraint_name or "")
+        if reason is None:
+            raise
+        raise TurnConflictError(
+            reason, running=exc.constraint_name == "chatturns_one_running"
+        ) from exc
 
 
 class ChatTurnStore:
@@ -389,7 +460,23 @@ class TurnStatements:
         provider_name: str | None,
         writes: TurnWrites | None = None,
     ) -> TurnLookup:
-        """Find the conversation and the user's model config named by a message."""
+        """Find the conversation and the user's model config named by a message.
+
+        Raises:
+            TurnConflictError: The writes start a turn while another process's runs,
+                or number events behind another's; nothing is stored.
+        """
+        with _refused_as_conflict():
+            return await self._look_up(session_id, owner_id, llm_name, provider_name, writes)
+
+    async def _look_up(
+        self,
+        session_id: uuid.UUID,
+        owner_id: uuid.UUID,
+        llm_name: str,
+        provider_name: str | None,
+        writes: TurnWrites | None,
+    ) -> TurnLookup:
         if writes:
             tail = writes.parameters(self._process_id)
             if provider_name is None:
@@ -427,24 +514,26 @@ class TurnStatements:
 
         Raises:
             NotFoundError: The conversation went away under the statement.
+            TurnConflictError: As for :meth:`look_up`.
         """
         message = (uuid.uuid4(), request_id, content, utcnow(), api_key)
         tail = (writes or TurnWrites()).parameters(self._process_id)
         try:
-            if provider_name is None:
-                row = await self._driver.fetchrow(
-                    _LOOK_UP_BY_NAME_AND_STORE, session_id, owner_id, llm_name, *message, *tail
-                )
-            else:
-                row = await self._driver.fetchrow(
-                    _LOOK_UP_AND_STORE,
-                    session_id,
-                    owner_id,
-                    llm_name,
-                    provider_name,
-                    *message,
-                    *tail,
-                )
+            with _refused_as_conflict():
+                if provider_name is None:
+                    row = await self._driver.fetchrow(
+                        _LOOK_UP_BY_NAME_AND_STORE, session_id, owner_id, llm_name, *message, *tail
+                    )
+                else:
+                    row = await self._driver.fetchrow(
+                        _LOOK_UP_AND_STORE,
+                        session_id,
+                        owner_id,
+                        llm_name,
+                        provider_name,
+                        *message,
+                        *tail,
+                    )
         except asyncpg.ForeignKeyViolationError as exc:
             raise NotFoundError(f"conversation {session_id} not found") from exc
         return dataclasses.replace(_lookup(row), stored=row["stored"])
@@ -460,10 +549,45 @@ class TurnStatements:
         """Create the conversation with the turn's writes; return False if its id is
         taken (by anyone): then nothing is stored."""
         tail = (writes or TurnWrites()).parameters(self._process_id)
-        created = await self._driver.fetchval(
-            _CREATE_CONVERSATION, session_id, owner_id, title, utcnow(), *tail
-        )
+        with _refused_as_conflict():
+            created = await self._driver.fetchval(
+                _CREATE_CONVERSATION, session_id, owner_id, title, utcnow(), *tail
+            )
         return created is not None
+
+    async def claim(
+        self, session_id: uuid.UUID, *, owner_id: uuid.UUID, request_id: uuid.UUID
+    ) -> bool:
+        """Make the owner's turn ``request_id`` the conversation's running one, once the
+        turn of another process that held it back has ended. Returns False if the turn
+        has ended meanwhile (it was cancelled elsewhere) or the conversation is not the
+        owner's any more.
+
+        Raises:
+            TurnConflictError: Another turn of the conversation still runs.
+        """
+        with _refused_as_conflict():
+            claimed = await self._driver.fetchval(
+                _CLAIM, session_id, owner_id, request_id, utcnow(), self._process_id
+            )
+        return claimed is not None
+
+    async def running(self, session_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID | None] | None:
+        """Return the conversation's running turn and its process, if one runs."""
+        row = await self._driver.fetchrow(_RUNNING, session_id)
+        return None if row is None else (row["request_id"], row["process_id"])
+
+    async def interrupt(self, session_id: uuid.UUID, *, request_id: uuid.UUID) -> None:
+        """End a running turn as ``interrupted`` (one this process left running)."""
+        await self._driver.execute(_INTERRUPT, session_id, request_id, utcnow())
+
+    async def events_after(
+        self, session_id: uuid.UUID, *, owner_id: uuid.UUID, after_seq: int, limit: int
+    ) -> SessionAttachment:
+        """Read the conversation's last number and the owner's events after
+        ``after_seq`` (at most ``limit``), as :meth:`attach` does, without its replies."""
+        rows = await self._driver.fetch(_EVENTS_AFTER, session_id, owner_id, after_seq, limit)
+        return _attachment(rows)
 
     async def add_message(
         self,
@@ -573,20 +697,24 @@ class TurnStatements:
             -1 if after_seq is None else after_seq,
             0 if after_seq is None else limit,
         )
-        last_seq = 0
-        events: list[tuple[int, uuid.UUID, str, str, datetime]] = []
-        undelivered: list[tuple[uuid.UUID, str]] = []
-        for row in rows:
-            part = row["part"]
-            if part == 0:
-                last_seq = row["seq"]
-            elif part == 1:
-                events.append(
-                    (row["seq"], row["request_id"], row["kind"], row["data"], row["created_at"])
-                )
-            elif row["data"] is not None:
-                undelivered.append((row["request_id"], row["data"]))
-        return SessionAttachment(last_seq, events, undelivered)
+        return _attachment(rows)
+
+
+def _attachment(rows: Any) -> SessionAttachment:
+    last_seq = 0
+    events: list[tuple[int, uuid.UUID, str, str, datetime]] = []
+    undelivered: list[tuple[uuid.UUID, str]] = []
+    for row in rows:
+        part = row["part"]
+        if part == 0:
+            last_seq = row["seq"]
+        elif part == 1:
+            events.append(
+                (row["seq"], row["request_id"], row["kind"], row["data"], row["created_at"])
+            )
+        elif row["data"] is not None:
+            undelivered.append((row["request_id"], row["data"]))
+    return SessionAttachment(last_seq, events, undelivered)
 
 
 _LAST_MESSAGES = """

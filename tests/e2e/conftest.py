@@ -241,11 +241,15 @@ class Backend:
         return table._connections[conn_id].registration is not None
 
     @contextlib.asynccontextmanager
-    async def frontend(self, user: User, session_id: str | None = None) -> AsyncIterator[Frontend]:
+    async def frontend(
+        self, user: User, session_id: str | None = None, *, events: bool = False
+    ) -> AsyncIterator[Frontend]:
         host, port = self.server.http_addresses[0]
         url = f"ws://{host}:{port}/frontend/ws?token={user.token}"
         if session_id is not None:
             url += f"&session_id={session_id}"
+        if events:
+            url += "&events=1"
         async with connect(url) as ws:
             yield Frontend(ws)
 

@@ -13,7 +13,10 @@ import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from ..faults.conftest import open_master, wait_ready
+import anyio
+from sqlalchemy import text
+
+from ..faults.conftest import open_master, open_sessionmaker, wait_ready
 from .conftest import make_settings, open_backend
 
 if TYPE_CHECKING:
@@ -65,3 +68,92 @@ async def test_a_reply_reaches_the_conversations_sockets_on_both_processes(
                 for m in history
                 if m["sender_type"] == "master_agent"
             ] == [f"answer for {session_id}"] * 2
+
+
+async def frames_until_answers(
+    ui: Frontend, answers: int, within: float = 20
+) -> list[dict[str, Any]]:
+    """Read frames until ``answers`` replies have come, then a little longer."""
+    frames: list[dict[str, Any]] = []
+    with anyio.fail_after(within):
+        while sum(f.get("type") == "agent_response" for f in frames) < answers:
+            frames.append(await ui.next(within))
+    return frames + await ui.silent_for(0.5)
+
+
+async def test_one_turn_at_a_time_across_processes(tmp_path: Path, database_url: str) -> None:
+    """A message sent on one process while the conversation's turn runs on another waits,
+    queued, until that turn ends; both sockets get both replies and every event once."""
+    first_settings = make_settings(tmp_path)
+    async with open_backend(first_settings, database_url) as first:
+        await first.wait_session()
+        second_settings = make_settings(tmp_path, ROUTER_WS_URL=first.router_url)
+        async with (
+            open_backend(second_settings, database_url) as second,
+            open_master(first.router_url, first_settings.MASTER_AGENT_API_KEY) as master,
+            open_sessionmaker(database_url) as sessionmaker,
+        ):
+            await wait_ready(second.base)
+            owner = await first.user()
+            await first.add_model(owner)
+            session_id = str(uuid.uuid4())
+            async with (
+                first.frontend(owner, session_id, events=True) as here,
+                second.frontend(owner, session_id, events=True) as there,
+            ):
+                await here.say("first")
+                await master.wait_seen(session_id, 1)  # held by the master
+                await there.say("second")
+                # The second is held back: the master is not asked while the first runs.
+                with anyio.move_on_after(1.5):
+                    await master.wait_seen(session_id, 2)
+                assert master.seen[session_id] == 1
+                async with sessionmaker() as session:
+                    rows = (
+                        await session.execute(
+                            text(
+                                "SELECT status, count(*) FROM chatturns"
+                                " WHERE session_id = :s GROUP BY status"
+                            ),
+                            {"s": session_id},
+                        )
+                    ).all()
+                assert dict(rows) == {"running": 1, "queued": 1}
+
+                master.release(session_id)
+                await master.wait_seen(session_id, 2)
+                seen = {"here": await frames_until_answers(here, 2)}
+                seen["there"] = await frames_until_answers(there, 2)
+
+            events: dict[str, list[tuple[int, str, str]]] = {}
+            for name, frames in seen.items():
+                answers = [f for f in frames if f.get("type") == "agent_response"]
+                assert len(answers) == 2, (name, frames)
+                events[name] = [
+                    (f["seq"], f["request_id"], f["kind"])
+                    for f in frames
+                    if f.get("type") == "turn_event"
+                ]
+            # Every event once, numbered without a gap, the same on both processes.
+            assert events["here"] == events["there"]
+            seqs = [seq for seq, _, _ in events["here"]]
+            assert seqs == list(range(1, len(seqs) + 1))
+            # The turns ran one after the other: the second started after the first ended.
+            kinds = [(kind, rid) for _, rid, kind in events["here"]]
+            first_id = kinds[0][1]
+            ended = kinds.index(("answered", first_id))
+            started_second = next(
+                i for i, (kind, rid) in enumerate(kinds) if kind == "started" and rid != first_id
+            )
+            assert started_second > ended
+            async with sessionmaker() as session:
+                stored = (
+                    await session.execute(
+                        text(
+                            "SELECT seq, request_id::text, kind FROM chatturnevents"
+                            " WHERE session_id = :s ORDER BY seq"
+                        ),
+                        {"s": session_id},
+                    )
+                ).all()
+            assert [tuple(row) for row in stored] == events["here"]

@@ -120,7 +120,10 @@ class TestFinishTurnsOf:
         running = await add_turn(sessionmaker, chat, user, "running", process_id=dead.id)
         queued = await add_turn(sessionmaker, chat, user, "queued", process_id=dead.id)
         answered = await add_turn(sessionmaker, chat, user, "answered", process_id=dead.id)
+        # One running turn per conversation.
+        chat = await add_conversation(sessionmaker, user)
         other = await add_turn(sessionmaker, chat, user, "running", process_id=live.id)
+        chat = await add_conversation(sessionmaker, user)
         unowned = await add_turn(sessionmaker, chat, user, "running")
         history = TurnHistory(sessionmaker)
         finished = await history.finish_turns_of(
@@ -152,11 +155,15 @@ class TestFinishTurnsOf:
         await table.beat(stale)
         await _silence(sessionmaker, stale.id, TIMEOUT + 1)
         user = await add_user(sessionmaker)
-        chat = await add_conversation(sessionmaker, user)
-        null = await add_turn(sessionmaker, chat, user, "running")
-        rowless = await add_turn(sessionmaker, chat, user, "running", process_id=uuid.uuid4())
-        of_stale = await add_turn(sessionmaker, chat, user, "queued", process_id=stale.id)
-        of_live = await add_turn(sessionmaker, chat, user, "running", process_id=live.id)
+
+        async def turn(status: str, process_id: uuid.UUID | None = None) -> uuid.UUID:
+            chat = await add_conversation(sessionmaker, user)  # one running per conversation
+            return await add_turn(sessionmaker, chat, user, status, process_id=process_id)
+
+        null = await turn("running")
+        rowless = await turn("running", uuid.uuid4())
+        of_stale = await turn("queued", stale.id)
+        of_live = await turn("running", live.id)
         history = TurnHistory(sessionmaker)
         assert await history.finish_turns_of([], reply_for=_reply) == 0
         finished = await history.finish_turns_of([], reply_for=_reply, unowned_after=TIMEOUT)
@@ -173,8 +180,8 @@ class TestFinishTurnsOf:
         turns = []
         for _ in range(4):
             chat = await add_conversation(sessionmaker, user)
-            for _ in range(60):
-                turns.append(await add_turn(sessionmaker, chat, user, "running", process_id=dead))
+            for status in ["running"] + ["queued"] * 59:
+                turns.append(await add_turn(sessionmaker, chat, user, status, process_id=dead))
         history = TurnHistory(sessionmaker)
         counts: list[int] = []
 

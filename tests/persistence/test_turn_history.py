@@ -118,7 +118,14 @@ class TestOrphans:
         mine, theirs = uuid.uuid4(), uuid.uuid4()
         done = await add_turn(sessionmaker, chat, alice, "answered", delivered=True)
         await add_event(sessionmaker, chat, done, alice, "answered", {"reply": {}})
-        kept = await add_turn(sessionmaker, chat, alice, "running", process_id=mine)
+        # This process's running turn, in a conversation of its own (one runs at a time).
+        kept = await add_turn(
+            sessionmaker,
+            await add_conversation(sessionmaker, alice),
+            alice,
+            "running",
+            process_id=mine,
+        )
         orphans = [
             await add_turn(sessionmaker, chat, alice, "running", process_id=theirs),
             await add_turn(sessionmaker, chat, alice, "queued", process_id=theirs),
@@ -160,7 +167,8 @@ class TestOrphans:
         alice = await add_user(sessionmaker)
         chats = [await add_conversation(sessionmaker, alice) for _ in range(3)]
         for index in range(150):
-            await add_turn(sessionmaker, chats[index % 3], alice, "running")
+            status = "running" if index < 3 else "queued"  # one running per conversation
+            await add_turn(sessionmaker, chats[index % 3], alice, status)
         counts: list[int] = []
 
         async def finish() -> None:
