@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import uuid
 
-from actors.chat import TurnJournal, turn_event_frame
-from persistence import TurnStatus
+from actors.chat import TurnEvent, TurnJournal, turn_event_frame
+from persistence import TurnStatus, utcnow
 
 
 def test_events_wait_unnumbered_until_the_last_number_is_known() -> None:
@@ -87,3 +87,52 @@ def test_the_frame_splices_the_data_in_as_it_is() -> None:
         "at": event.at.isoformat(),
         "data": {"message": 'héllo "x"'},
     }
+
+
+def test_suspended_numbering_holds_events_and_resumes_after_the_other_process() -> None:
+    """A turn held back by another process's turn gives its unsent numbers back; once it
+    may run, its events follow the other process's, which are published first."""
+    journal = TurnJournal()
+    journal.know(3)
+    mine, queued, theirs = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    journal.record(uuid.uuid4(), "late_reply")  # published before: keeps its number
+    assert [e.seq for e in journal.publishable()] == [4]
+    journal.record(mine, "accepted", ready=False)
+    journal.record(mine, "started", ready=False)
+    journal.turn(mine, TurnStatus.RUNNING)
+    writes = journal.take()
+    assert [e[0] for e in writes.events] == [4, 5, 6]
+    journal.give_back(writes)  # the look-up was refused
+    journal.suspend()
+    journal.requeue(mine)
+    assert journal.last_seq is None
+    assert journal.record(queued, "accepted") is None  # held behind ours
+    assert journal.know(9) == []  # another process numbers now
+    taken = journal.take()
+    assert [e[0] for e in taken.events] == [4]  # only what was sent keeps its number
+    assert [(t.request_id, t.status, t.started_at) for t in taken.turns] == [
+        (mine, TurnStatus.QUEUED, None)
+    ]
+
+    others = [TurnEvent(seq, theirs, "started", utcnow(), "{}") for seq in (6, 5, 7)]
+    resumed = journal.resume(others, 7)
+    assert [e.seq for e in resumed] == [5, 6, 7]
+    published = list(journal.publishable())
+    assert [(e.seq, e.request_id, e.kind) for e in published] == [
+        (8, mine, "accepted"),
+        (9, mine, "started"),
+        (10, queued, "accepted"),
+    ]
+    assert [e.seq for e in journal.published_since(4)] == [5, 6, 7, 8, 9, 10]
+    assert not journal.suspended and journal.last_seq == 10
+
+
+def test_resuming_over_a_gap_forgets_the_recent_events() -> None:
+    journal = TurnJournal()
+    journal.know(0)
+    journal.record(uuid.uuid4(), "accepted")
+    list(journal.publishable())
+    journal.suspend()
+    journal.resume([], 50)  # more than one read gives: replays come from the database
+    assert journal.oldest_remembered() is None
+    assert journal.record(uuid.uuid4(), "accepted").seq == 51  # type: ignore[union-attr]
