@@ -403,9 +403,14 @@ async def _start_tree(
         process_id=services.process_id,
     )
     await system.start(chat_supervisor_spec(deps))
+    chats = ChatsClient(system, fanout=fanout)
     await system.start(
         turn_relay_spec(
-            bound_engine(sessionmaker).url, sessionmaker, services.process_id, deps.rooms
+            bound_engine(sessionmaker).url,
+            sessionmaker,
+            services.process_id,
+            deps.rooms,
+            cancel=chats.cancel_turn,
         )
     )
     await system.start(
@@ -427,7 +432,7 @@ async def _start_tree(
     services.metrics.add_probe(
         "tool_probes", lambda: _refresher_stats(refresher), "MCP and A2A probes by outcome"
     )
-    services.chats = ChatsClient(system, fanout=fanout)
+    services.chats = chats
     services.router = session
     services.system = system
     services.router_status = lambda: _router_status(session)

@@ -12,6 +12,10 @@ those sockets as an undelivered reply on their next connection, if no socket had
 
 A notice also wakes a turn here that waits for the conversation's running turn (one
 turn at a time per conversation, whichever process runs it).
+
+A cancel asked on another process for a turn that runs here comes the same way
+(``cancel:<process>:<user>:<session>:<request>``, `TurnHistory.ask_to_cancel`) and is
+handed to this process's chat actor, which answers it as cancelled.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import collections
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -37,7 +42,7 @@ if TYPE_CHECKING:
 
     from ._actor import Rooms
 
-__all__ = ["TurnEnded", "TurnRelay", "turn_relay_spec"]
+__all__ = ["CancelAsked", "TurnEnded", "TurnRelay", "turn_relay_spec"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +75,17 @@ class TurnEnded:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class CancelAsked(TurnEnded):
+    """A ``cancel:`` notice: another process asks the one running the turn to cancel it."""
+
+    PREFIX = "cancel:"
+
+
+Cancel = Callable[[uuid.UUID, uuid.UUID, uuid.UUID], Awaitable[bool]]
+"""Cancels a turn of this process: ``(user id, session id, request id)``."""
+
+
 class TurnRelay(ChannelWatcher):
     """Send the replies of turns other processes ended to the sockets open here.
 
@@ -78,6 +94,7 @@ class TurnRelay(ChannelWatcher):
         sessionmaker: For the reads.
         process_id: This process's identity, as its chat actors write it on their turns.
         rooms: The process's open conversations (`ChatDeps.rooms`).
+        cancel: Cancels a turn this process runs, asked by another (None: not done).
 
     Attributes:
         notices: Notices of other processes heard.
@@ -92,8 +109,10 @@ class TurnRelay(ChannelWatcher):
         sessionmaker: async_sessionmaker[AsyncSession],
         process_id: uuid.UUID,
         rooms: Rooms,
+        cancel: Cancel | None = None,
     ) -> None:
         super().__init__()
+        self._cancel = cancel
         self.url = url
         self.process_id = process_id
         self.rooms = rooms
@@ -107,10 +126,19 @@ class TurnRelay(ChannelWatcher):
         return listen(self.url, TURNS_CHANNEL, self._heard_notice)
 
     def _heard_notice(self, payload: str) -> None:
+        asked = payload.startswith(CancelAsked.PREFIX)
         try:
-            notice = TurnEnded.parse(payload)
+            if asked:
+                notice: TurnEnded = CancelAsked.parse(payload.removeprefix(CancelAsked.PREFIX))
+            else:
+                notice = TurnEnded.parse(payload)
         except ValueError:
             logger.warning("unexpected turn notification: %.100r", payload)
+            return
+        if asked:
+            if notice.process == self.process_id and self._cancel is not None:
+                self._pending.append(notice)
+                self._wake.set()
             return
         if notice.process == self.process_id:
             return
@@ -136,12 +164,20 @@ class TurnRelay(ChannelWatcher):
                 await self._wake.wait()
             notice = self._pending[0]
             try:
-                await self._send(notice)
+                if isinstance(notice, CancelAsked):
+                    await self._cancel_here(notice)
+                else:
+                    await self._send(notice)
             except Exception as exc:
                 if not is_database_unavailable(exc):
                     raise
                 logger.warning("a reply for other sockets is not sent: %r", exc)
             self._pending.popleft()
+
+    async def _cancel_here(self, notice: CancelAsked) -> None:
+        assert self._cancel is not None
+        cancelled = await self._cancel(notice.user_id, notice.session_id, notice.request_id)
+        logger.info("turn %s cancelled as another process asked: %s", notice.request_id, cancelled)
 
     async def _send(self, notice: TurnEnded) -> None:
         room = self.rooms.get((notice.user_id, notice.session_id))
@@ -176,11 +212,12 @@ def turn_relay_spec(
     process_id: uuid.UUID,
     rooms: Rooms,
     *,
+    cancel: Cancel | None = None,
     name: str = "turnrelay",
 ) -> ChildSpec:
     """Return the child spec of the permanent `TurnRelay` (it waits out outages itself)."""
     return ChildSpec(
         name,
-        lambda: TurnRelay(url, sessionmaker, process_id, rooms),
+        lambda: TurnRelay(url, sessionmaker, process_id, rooms, cancel),
         restart=Restart.PERMANENT,
     )

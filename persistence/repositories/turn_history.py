@@ -29,6 +29,7 @@ import asyncpg
 
 from .._models import SenderType, TurnStatus, utcnow
 from ._driver import DriverRepository
+from .turns import TURNS_CHANNEL
 
 if TYPE_CHECKING:
     pass
@@ -141,6 +142,19 @@ WHERE t.status = ANY($1::text[])
 ORDER BY t.created_at, t.request_id
 LIMIT $4
 FOR UPDATE OF t SKIP LOCKED
+"""
+
+# The live process that runs an open turn is asked to cancel it: $1 request, $2 the
+# asking process, $3 the peer timeout (seconds). A row per notice sent.
+_ASK_TO_CANCEL = f"""
+SELECT pg_notify(
+    '{TURNS_CHANNEL}',
+    'cancel:' || t.process_id::text || ':' || t.user_id::text || ':' || t.session_id::text
+        || ':' || t.request_id::text
+)
+FROM chatturns t JOIN backendprocesses p ON p.id = t.process_id
+WHERE t.request_id = $1 AND t.status = ANY($4::text[]) AND t.process_id <> $2
+    AND p.last_seen >= (now() AT TIME ZONE 'utc') - make_interval(secs => $3)
 """
 
 # One turn, waiting for whoever holds it (the chat actor may be finishing it right now).
@@ -379,6 +393,22 @@ class TurnHistory(DriverRepository):
             finished += len(rows)
             if len(rows) < args[-1]:
                 return finished
+
+    async def ask_to_cancel(
+        self, request_id: uuid.UUID, *, process_id: uuid.UUID, peer_timeout: float
+    ) -> bool:
+        """Ask the process that runs the open turn ``request_id`` to cancel it, if it is
+        another live one (its notice on ``genai_turns``, heard by its `TurnRelay`).
+
+        Returns:
+            Whether such a process was asked; False: the turn is this process's, has
+            no live process, or is not open.
+        """
+        async with self._connect() as driver:
+            rows = await driver.fetch(
+                _ASK_TO_CANCEL, request_id, process_id, float(peer_timeout), _OPEN
+            )
+        return bool(rows)
 
     async def finish_orphan(
         self, request_id: uuid.UUID, status: TurnStatus, reply_for: ReplyFor

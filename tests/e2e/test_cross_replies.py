@@ -157,3 +157,61 @@ async def test_one_turn_at_a_time_across_processes(tmp_path: Path, database_url:
                     )
                 ).all()
             assert [tuple(row) for row in stored] == events["here"]
+
+
+async def test_a_cancel_asked_on_another_process_stops_the_turn_where_it_runs(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The process that runs the turn answers it as cancelled, once, on every socket; the
+    master's late answer is kept as an event, not sent."""
+    first_settings = make_settings(tmp_path)
+    async with open_backend(first_settings, database_url) as first:
+        await first.wait_session()
+        second_settings = make_settings(tmp_path, ROUTER_WS_URL=first.router_url)
+        async with (
+            open_backend(second_settings, database_url) as second,
+            open_master(first.router_url, first_settings.MASTER_AGENT_API_KEY) as master,
+        ):
+            await wait_ready(second.base)
+            owner = await first.user()
+            await first.add_model(owner)
+            session_id = str(uuid.uuid4())
+            async with (
+                first.frontend(owner, session_id, events=True) as here,
+                second.frontend(owner, session_id) as there,
+            ):
+                await here.say("to be cancelled")
+                accepted = await here.next()
+                assert accepted["kind"] == "accepted", accepted
+                request_id = accepted["request_id"]
+                await master.wait_seen(session_id, 1)
+                # The turn's row is stored as running by its look-up.
+                response = await second.http.post(
+                    f"/api/chat/turns/{request_id}/cancel", headers=owner.headers
+                )
+                assert response.status_code == 202, response.text
+                for ui in (here, there):
+                    answer = await ui.response(within=15)
+                    while answer.get("type") == "turn_event":
+                        answer = await ui.response(within=15)
+                    assert answer["response"]["request_id"] == request_id
+                    assert answer["response"]["response"]["response"] == "Turn cancelled"
+                master.release(session_id)
+                for ui in (here, there):
+                    assert await only_responses(ui, 1.0) == []
+            response = await first.http.get(f"/api/chat/turns/{request_id}", headers=owner.headers)
+            assert response.status_code == 200, response.text
+            turn = response.json()
+            assert turn["status"] == "cancelled"
+            kinds = [event["kind"] for event in turn["events"]]
+            assert kinds.count("cancelled") == 1, kinds
+            with anyio.fail_after(10):
+                while "late_reply" not in kinds:
+                    await anyio.sleep(0.2)
+                    response = await first.http.get(
+                        f"/api/chat/turns/{request_id}", headers=owner.headers
+                    )
+                    kinds = [event["kind"] for event in response.json()["events"]]
+            history = await first.history(owner, session_id)
+            replies = [m for m in history if m["sender_type"] == "master_agent"]
+            assert len(replies) == 1

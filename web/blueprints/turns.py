@@ -2,8 +2,9 @@
 
 Owner-scoped as the rest of ``/api``: another user's turn is answered as an unknown one
 (404). A cancel goes to the live chat actor holding the turn when this process has one;
-otherwise (its process stopped, or it runs nowhere) the turn is finished here, with the
-same stored reply the chat actor would send.
+to the live process that runs it when that is another (it answers it as cancelled, a
+moment after the 202); otherwise (its process stopped, or it runs nowhere) the turn is
+finished here, with the same stored reply the chat actor would send.
 """
 
 from __future__ import annotations
@@ -141,6 +142,12 @@ async def cancel_turn(request_id: UUID, caller: Caller) -> Any:
     if chats is not None and await chats.cancel_turn(caller.user_id, turn.session_id, request_id):
         # The chat actor answers the turn; it may not have finished it yet.
         turn = await history.get_turn(caller.user_id, request_id) or turn
+    elif await history.ask_to_cancel(
+        request_id,
+        process_id=services().process_id,
+        peer_timeout=services().settings.PEER_TIMEOUT_SECONDS,
+    ):
+        pass  # the process that runs it answers it as cancelled
     else:
         finished = await history.finish_orphan(
             request_id, TurnStatus.CANCELLED, stored_error(CANCELLED)
