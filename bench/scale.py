@@ -14,8 +14,11 @@ each sending its next message as soon as its reply is in, for the phase's second
 processes' CPU time (user and system, from ``/proc``) over the phase divided by the
 turns is ``scale_server_cpu_ms_per_turn_N`` (``_pN`` for each process). The ratios:
 ``scale_speedup_N`` is turns/s over the one-process phase's, ``scale_cpu_ratio_N`` the
-CPU per turn over its. On a machine of C cores shared with PostgreSQL and this load
-generator, the speed-up is bounded by the cores the servers get, not by the design.
+CPU per turn over its. ``scale_db_cpu_ms_per_turn_N`` is the CPU time of every
+``postgres`` process of the machine over the phase per turn (the database's share, for
+sizing a machine; other databases' work on the same server counts too). On a machine of
+C cores shared with PostgreSQL and this load generator, the speed-up is bounded by the
+cores the servers get, not by the design.
 """
 
 from __future__ import annotations
@@ -48,6 +51,17 @@ def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return sum(int(value) for value in fields[11:15]) / ticks
+
+
+def _postgres_cpu_seconds() -> float:
+    """CPU seconds of every ``postgres`` process this user may read (0 if none)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            text = stat.read_text()
+            if text[text.index("(") + 1 : text.rindex(")")] == "postgres":
+                total += _cpu_seconds(int(stat.parent.name))
+    return total
 
 
 async def _ready(base: str, within: float = 90.0) -> None:
@@ -173,11 +187,11 @@ async def _phase(database_url: str, count: int, seconds: float, log: Path) -> di
             answering = asyncio.create_task(_answer(master, INSTANT))
             await asyncio.sleep(0.5)
             await _sessions(cluster, token, min(2.0, seconds))  # warm-up
-            before = cluster.cpu()
+            before, db_before = cluster.cpu(), _postgres_cpu_seconds()
             started = time.perf_counter()
             samples = await _sessions(cluster, token, seconds)
             elapsed = time.perf_counter() - started
-            after = cluster.cpu()
+            after, db_after = cluster.cpu(), _postgres_cpu_seconds()
             answering.cancel()
     finally:
         await cluster.stop()
@@ -188,6 +202,7 @@ async def _phase(database_url: str, count: int, seconds: float, log: Path) -> di
         f"scale_p50_ms_{count}": quantiles[49] * 1000,
         f"scale_p99_ms_{count}": quantiles[98] * 1000,
         f"scale_server_cpu_ms_per_turn_{count}": sum(used) * 1000 / len(samples),
+        f"scale_db_cpu_ms_per_turn_{count}": (db_after - db_before) * 1000 / len(samples),
     }
     for index, seconds_used in enumerate(used):
         results[f"scale_server_cpu_ms_per_turn_{count}_p{index + 1}"] = (

@@ -339,7 +339,7 @@ async def _start_tree(
             verify_agent=agent_verifier(
                 settings.JWT_SECRET_KEY, settings.HASH_ALGORITHM, sessionmaker
             ),
-            observe=directory.report,
+            observe=directory.report_step,
         )
         keys = router_config.keys
         assert keys is not None
@@ -411,6 +411,7 @@ async def _start_tree(
             services.process_id,
             deps.rooms,
             cancel=chats.cancel_turn,
+            directory=directory,
         )
     )
     await system.start(

@@ -16,17 +16,24 @@ turn at a time per conversation, whichever process runs it).
 A cancel asked on another process for a turn that runs here comes the same way
 (``cancel:<process>:<user>:<session>:<request>``, `TurnHistory.ask_to_cancel`) and is
 handed to this process's chat actor, which answers it as cancelled.
+
+So do the agent steps the router sees of other processes' turns: the process that runs
+the router hands them on (``step:<request>:<kind>:<data as JSON>``, `TurnDirectory`),
+in one statement for all that wait, and the process whose turn it is reports them to
+its chat actor. They are events to watch, not state: one that cannot be sent (the
+database is down, or too many wait) is dropped, with a log line.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -41,6 +48,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from ._actor import Rooms
+    from ._directory import TurnDirectory
 
 __all__ = ["CancelAsked", "TurnEnded", "TurnRelay", "turn_relay_spec"]
 
@@ -48,6 +56,11 @@ logger = logging.getLogger(__name__)
 
 # The most events of another process's turn read for the watchers here.
 _EVENTS = 1000
+# Steps for other processes that may wait to be sent; beyond, the oldest are dropped.
+_STEPS = 10_000
+_STEP_PREFIX = "step:"
+# PostgreSQL refuses a notice of 8000 bytes or more.
+_LONGEST_NOTICE = 7900
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +108,8 @@ class TurnRelay(ChannelWatcher):
         process_id: This process's identity, as its chat actors write it on their turns.
         rooms: The process's open conversations (`ChatDeps.rooms`).
         cancel: Cancels a turn this process runs, asked by another (None: not done).
+        directory: This process's running turns: it hands on the router's steps of other
+            processes' turns, and is told theirs (None: steps do not cross).
 
     Attributes:
         notices: Notices of other processes heard.
@@ -110,9 +125,13 @@ class TurnRelay(ChannelWatcher):
         process_id: uuid.UUID,
         rooms: Rooms,
         cancel: Cancel | None = None,
+        directory: TurnDirectory | None = None,
     ) -> None:
         super().__init__()
         self._cancel = cancel
+        self._directory = directory
+        self._steps: collections.deque[str] = collections.deque(maxlen=_STEPS)
+        self._steps_wake = anyio.Event()
         self.url = url
         self.process_id = process_id
         self.rooms = rooms
@@ -122,10 +141,63 @@ class TurnRelay(ChannelWatcher):
         self.notices = 0
         self.relayed = 0
 
+    async def on_start(self) -> None:
+        await super().on_start()
+        if self._directory is not None:
+            self._directory.forward_to(self._forward)
+            self.start_soon(self._send_steps, name=f"{self.name} steps")
+
+    async def on_stop(self) -> None:
+        if self._directory is not None:
+            self._directory.forward_to(None)
+        await super().on_stop()
+
     def listen(self) -> AbstractAsyncContextManager[anyio.Event]:
         return listen(self.url, TURNS_CHANNEL, self._heard_notice)
 
+    def _forward(self, request_id: str, kind: str, data: Mapping[str, Any]) -> None:
+        """Queue a step of a turn no turn here runs, for the other processes."""
+        notice = f"{_STEP_PREFIX}{request_id}:{kind}:{json.dumps(data, separators=(',', ':'))}"
+        if len(notice.encode()) > _LONGEST_NOTICE:
+            logger.info("a %s step of %s is too long to hand on", kind, request_id)
+            return
+        if len(self._steps) == self._steps.maxlen:
+            logger.warning("agent steps for other processes dropped: too many wait")
+        self._steps.append(notice)
+        self._steps_wake.set()
+
+    async def _send_steps(self) -> None:
+        while True:
+            if not self._steps:
+                self._steps_wake = anyio.Event()
+                await self._steps_wake.wait()
+            notices = list(self._steps)
+            self._steps.clear()
+            try:
+                async with self._store.connect() as db:
+                    await db.notify(TURNS_CHANNEL, notices)
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                logger.warning("%d agent steps not handed on: %r", len(notices), exc)
+
+    def _heard_step(self, payload: str) -> None:
+        if self._directory is None:
+            return
+        try:
+            request_id, kind, data = payload.removeprefix(_STEP_PREFIX).split(":", 2)
+            uuid.UUID(request_id)
+            step = json.loads(data)
+        except ValueError:
+            logger.warning("unexpected step notification: %.100r", payload)
+            return
+        if isinstance(step, dict):
+            self._directory.report(request_id, kind, step)
+
     def _heard_notice(self, payload: str) -> None:
+        if payload.startswith(_STEP_PREFIX):
+            self._heard_step(payload)
+            return
         asked = payload.startswith(CancelAsked.PREFIX)
         try:
             if asked:
@@ -213,11 +285,12 @@ def turn_relay_spec(
     rooms: Rooms,
     *,
     cancel: Cancel | None = None,
+    directory: TurnDirectory | None = None,
     name: str = "turnrelay",
 ) -> ChildSpec:
     """Return the child spec of the permanent `TurnRelay` (it waits out outages itself)."""
     return ChildSpec(
         name,
-        lambda: TurnRelay(url, sessionmaker, process_id, rooms, cancel),
+        lambda: TurnRelay(url, sessionmaker, process_id, rooms, cancel, directory),
         restart=Restart.PERMANENT,
     )

@@ -388,6 +388,8 @@ _RUNNING = """
 SELECT request_id, process_id FROM chatturns WHERE session_id = $1 AND status = 'running'
 """
 
+_NOTIFY = "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload"
+
 # A running turn of this process whose end was never stored. $1 conversation, $2 request.
 _INTERRUPT = """
 UPDATE chatturns SET status = 'interrupted', finished_at = $3
@@ -580,6 +582,10 @@ class TurnStatements:
     async def interrupt(self, session_id: uuid.UUID, *, request_id: uuid.UUID) -> None:
         """End a running turn as ``interrupted`` (one this process left running)."""
         await self._driver.execute(_INTERRUPT, session_id, request_id, utcnow())
+
+    async def notify(self, channel: str, payloads: list[str]) -> None:
+        """Send ``payloads`` on ``channel``, one notice each, in one statement."""
+        await self._driver.execute(_NOTIFY, channel, payloads)
 
     async def events_after(
         self, session_id: uuid.UUID, *, owner_id: uuid.UUID, after_seq: int, limit: int

@@ -210,12 +210,18 @@ async def wait_stat(stack: Stack, name: str, value: int, within: float = 10.0) -
 
 
 async def invoke_echo(
-    router_url: str, master_key: str, agent_id: str, text: str, session_id: str | None = None
+    router_url: str,
+    master_key: str,
+    agent_id: str,
+    text: str,
+    session_id: str | None = None,
+    *,
+    request_id: str | None = None,
 ) -> str:
     """Invoke the echo agent as a master's ``send()`` does (its own socket, keyed by the
-    master's API key), in ``session_id``; check its answer; return the request id it
-    logs under."""
-    request_id = str(uuid.uuid4())
+    master's API key), in ``session_id`` (and for ``request_id``: a new one if None);
+    check its answer; return the request id it logs under."""
+    request_id = request_id or str(uuid.uuid4())
     key = {"x-custom-invoke-key": f"{master_key}:{agent_id}"}
     metadata = {"request_id": request_id, "session_id": session_id or str(uuid.uuid4())}
     async with connect(router_url, additional_headers=key) as caller:

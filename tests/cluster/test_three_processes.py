@@ -236,6 +236,25 @@ async def _scenario(
         pushed = [(log["created_at"], log["message"]) for log in logs]
         assert len(pushed) == len(set(pushed)), pushed  # each log once
 
+    # Two sockets of one conversation on two processes, a message on each at once:
+    # one turn runs at a time (the master is asked once until it answers), and both
+    # sockets get both replies.
+    shared = uuid.uuid4()
+    shared_url = f"{ws_base}/frontend/ws?token={token}&session_id={shared}"
+    async with connect(shared_url) as one, connect(shared_url) as two:
+        await one.send(message)
+        await two.send(message)
+        await master.wait_seen(shared)
+        with anyio.move_on_after(1.5):
+            await master.wait_seen(shared, 2)
+        assert master.seen[str(shared)] == 1
+        master.release(shared)
+        await master.wait_seen(shared, 2)
+        for ws in (one, two):
+            answers = [await frames_until_response(ws) for _ in range(2)]
+            assert len({answer["response"]["request_id"] for answer in answers}) == 2
+            assert all(a["response"]["response"]["is_success"] for a in answers)
+
     # A turn held by the master on the process the balancer gives next; that process
     # is killed. Its socket closes; once a peer has found it gone, the turn is
     # interrupted and the conversation's next socket (on a live process) is told.
@@ -267,6 +286,13 @@ async def _scenario(
         frame = await frames_until_response(ws)
     assert frame["response"]["request_id"] == request_id
     assert frame["response"]["response"]["response"] == INTERRUPTED
+    # The logs that reached a live process are stored, each once, whichever answers.
+    stored = (
+        await http.get("/api/logs/list", params={"session_id": str(logged)}, headers=auth)
+    ).json()
+    messages = [log["message"] for log in stored]
+    assert "echo across" in messages
+    assert len(stored) == len({(log["created_at"], log["message"]) for log in stored})
     # The service goes on with two processes.
     master.release("*")
     async with connect(f"{ws_base}/frontend/ws?token={token}&session_id={uuid.uuid4()}") as ws:

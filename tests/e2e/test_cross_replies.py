@@ -10,17 +10,21 @@ other hears the turn's end (``genai_turns``) and reads the reply for its socket.
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from sqlalchemy import text
 
+from ..actors.agents import invoke_echo
 from ..faults.conftest import open_master, open_sessionmaker, wait_ready
 from .conftest import make_settings, open_backend
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from anyio.abc import Process
 
     from .conftest import Frontend
 
@@ -215,3 +219,52 @@ async def test_a_cancel_asked_on_another_process_stops_the_turn_where_it_runs(
             history = await first.history(owner, session_id)
             replies = [m for m in history if m["sender_type"] == "master_agent"]
             assert len(replies) == 1
+
+
+async def test_agent_steps_seen_by_the_router_reach_the_process_that_runs_the_turn(
+    tmp_path: Path, database_url: str, processes: list[Process]
+) -> None:
+    """The router runs in the first process; a turn of the second calls an agent: the
+    second process's watchers see the call and its answer among the turn's events."""
+    first_settings = make_settings(tmp_path, MASTER_AGENT="external")
+    async with open_backend(first_settings, database_url) as first:
+        await first.wait_session()
+        second_settings = make_settings(tmp_path, ROUTER_WS_URL=first.router_url)
+        async with (
+            open_backend(second_settings, database_url) as second,
+            open_master(first.router_url, first_settings.MASTER_AGENT_API_KEY) as master,
+        ):
+            await wait_ready(second.base)
+            owner = await first.user()
+            await first.add_model(owner)
+            agent = await first.agent(owner)
+            await first.start_agent(sys.executable, agent, processes)
+            session_id = str(uuid.uuid4())
+            async with second.frontend(owner, session_id, events=True) as there:
+                await there.say("call the agent")
+                while (event := await there.next())["kind"] != "master_invoked":
+                    pass
+                request_id = event["request_id"]
+                # The master calls the agent in this turn, through the router.
+                await invoke_echo(
+                    first.router_url,
+                    first_settings.MASTER_AGENT_API_KEY,
+                    agent.id,
+                    "in the turn",
+                    session_id,
+                    request_id=request_id,
+                )
+                master.release(session_id)
+                events: list[dict[str, Any]] = []
+                with anyio.fail_after(15):
+                    while not events or events[-1]["kind"] != "answered":
+                        frame = await there.next()
+                        if frame.get("type") == "turn_event":
+                            events.append(frame)
+            steps = [
+                (event["kind"], event["data"].get("agent_id"))
+                for event in events
+                if event["kind"] in {"agent_invoked", "agent_answered"}
+            ]
+            assert steps == [("agent_invoked", agent.id), ("agent_answered", agent.id)]
+            assert {event["request_id"] for event in events} == {request_id}
