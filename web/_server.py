@@ -296,20 +296,33 @@ async def _start_tree(
     directory = TurnDirectory()
     # This process's row comes before anything else: its first beat also answers, as
     # interrupted, the open turns of processes that are gone or have no live row.
+    identity = process_identity(
+        services.process_id,
+        http_url=f"http://{settings.HTTP_HOST}:{settings.HTTP_PORT}",
+        owns_router=embedded_router,
+    )
     await system.start(
         heartbeat_spec(
             sessionmaker,
-            process_identity(
-                services.process_id,
-                http_url=f"http://{settings.HTTP_HOST}:{settings.HTTP_PORT}",
-                owns_router=embedded_router,
-            ),
+            identity,
             reply_for=stored_error(INTERRUPTED),
             interval=settings.HEARTBEAT_SECONDS,
             timeout=settings.PEER_TIMEOUT_SECONDS,
         )
     )
-    services.cluster = HeartbeatClient(system.ref_of("heartbeat"))
+    cluster = services.cluster = HeartbeatClient(system.ref_of("heartbeat"))
+    services.metrics.set_process(
+        str(identity.id),
+        hostname=identity.hostname or "",
+        pid=identity.pid or 0,
+        owns_router=identity.owns_router,
+    )
+    services.metrics.add_probe(
+        "cluster",
+        lambda: _cluster_stats(cluster),
+        "This process among its peers: peers seen, beats, peers taken for dead and their "
+        "turns interrupted, waits for the database",
+    )
     fanout = LogFanoutClient(system)
     # Shared by the fan-out and the relay that brings it the logs other processes store.
     subscriptions = Subscriptions()
@@ -542,6 +555,18 @@ async def _registry_events(registry: RegistryClient) -> dict[str, float]:
         "overflowed": stats.events_overflowed,
         "failed": stats.events_failed,
         "waiting_seconds": 0.0 if since is None else max(0.0, time.time() - since),
+    }
+
+
+async def _cluster_stats(cluster: HeartbeatClient) -> dict[str, float]:
+    status = await cluster.status()
+    return {
+        "peers": len(status.peers),
+        "beats": status.beats,
+        "peers_forgotten": status.peers_forgotten,
+        "turns_interrupted": status.turns_interrupted,
+        "database_waits": status.database_waits,
+        "waiting_for_database": float(status.waiting_for_database),
     }
 
 

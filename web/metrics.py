@@ -78,6 +78,17 @@ class Metrics:
         """Export the tree's actors (mailbox depth, restarts, dead letters) at each scrape."""
         self._tree.system = system
 
+    def set_process(self, process_id: str, *, hostname: str, pid: int, owns_router: bool) -> None:
+        """Export which process this is (``genai_process_info``, always 1), so that the
+        series of several processes behind one balancer can be told apart and joined."""
+        info = Gauge(
+            "genai_process_info",
+            "This server process: its id (as /health and the chat turns show it), host, pid",
+            ["process_id", "hostname", "pid", "owns_router"],
+            registry=self.registry,
+        )
+        info.labels(process_id, hostname, str(pid), str(owns_router).lower()).set(1)
+
     def add_probe(self, name: str, probe: StatsProbe, description: str) -> None:
         """Read the gauges ``genai_<name>_<key>`` from `probe` at each scrape."""
         self._probes[name] = probe

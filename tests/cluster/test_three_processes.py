@@ -195,11 +195,14 @@ async def _scenario(
             await anyio.sleep(0.2)
     assert min(balancer.sent) >= 3, balancer.sent
 
-    # Every process sees the two others.
+    # Every process sees the two others, and its metrics say which process it is.
     for port in cluster.http_ports:
         async with httpx.AsyncClient() as direct:
             health = (await direct.get(f"http://127.0.0.1:{port}/health")).json()
+            metrics = (await direct.get(f"http://127.0.0.1:{port}/metrics")).text
         assert len(health["peers"]) == 2, health["peers"]
+        assert f'process_id="{health["process"]["id"]}"' in metrics
+        assert 'genai_cluster{stat="peers"} 2.0' in metrics
 
     # Three conversations, one socket each, land on the three processes; all answered.
     ws_base = balancer.url.replace("http://", "ws://")
