@@ -265,6 +265,10 @@ class TurnRelay(ChannelWatcher):
             found = await db.attach(
                 notice.session_id, owner_id=notice.user_id, after_seq=known, limit=_EVENTS
             )
+        # The events first, as the turn's own process sends them: a watcher's record of
+        # the turn is whole once its reply arrives.
+        events = [TurnEvent(seq, rid, kind, at, data) for seq, rid, kind, data, at in found.events]
+        room.adopt(notice.session_id, events, found.last_seq)
         live = room.live()
         frames = [reply] if reply is not None else []
         frames += [
@@ -274,8 +278,6 @@ class TurnRelay(ChannelWatcher):
             for outbox in live:
                 outbox.send_nowait(frame)
         self.relayed += len(frames)
-        events = [TurnEvent(seq, rid, kind, at, data) for seq, rid, kind, data, at in found.events]
-        room.adopt(notice.session_id, events, found.last_seq)
 
 
 def turn_relay_spec(

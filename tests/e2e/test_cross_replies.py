@@ -133,6 +133,15 @@ async def test_one_turn_at_a_time_across_processes(tmp_path: Path, database_url:
             for name, frames in seen.items():
                 answers = [f for f in frames if f.get("type") == "agent_response"]
                 assert len(answers) == 2, (name, frames)
+                # Each turn's final event comes before its reply, on either process.
+                for answer in answers:
+                    request_id = answer["response"]["request_id"]
+                    final = next(
+                        i
+                        for i, f in enumerate(frames)
+                        if f.get("kind") == "answered" and f["request_id"] == request_id
+                    )
+                    assert final < frames.index(answer), (name, frames)
                 events[name] = [
                     (f["seq"], f["request_id"], f["kind"])
                     for f in frames
