@@ -128,6 +128,18 @@ def fresh_connections(base: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=base, limits=limits, timeout=20)
 
 
+FINALS = {"answered", "failed", "cancelled", "interrupted"}
+
+
+async def frames_for(ws: Any, seconds: float) -> list[str]:
+    """Every frame that arrives within ``seconds``."""
+    frames: list[str] = []
+    with anyio.move_on_after(seconds):
+        while True:
+            frames.append(await ws.recv())
+    return frames
+
+
 async def frames_until_response(ws: Any, within: float = 15.0) -> dict[str, Any]:
     with anyio.fail_after(within):
         while True:
@@ -266,7 +278,8 @@ async def _scenario(
     if victim == 0:  # keep the router's process: agents and the master live on it
         balancer._next += 1
         victim = 1
-    async with connect(f"{ws_base}/frontend/ws?token={token}&session_id={held}&events=1") as ws:
+    held_url = f"{ws_base}/frontend/ws?token={token}&session_id={held}"
+    async with connect(f"{held_url}&events=1") as ws:
         await ws.send(message)
         with anyio.fail_after(10):
             while True:
@@ -275,20 +288,34 @@ async def _scenario(
                     request_id = event["request_id"]
                     break
         await master.wait_seen(held)
-        os.killpg(cluster.processes[victim].pid, signal.SIGKILL)
-        await cluster.processes[victim].wait()
-        with anyio.fail_after(10), contextlib.suppress(Exception):
-            await ws.recv()  # the socket is gone with its process
-    with anyio.fail_after(20):
-        while True:
-            turn = await http.get(f"/api/chat/turns/{request_id}", headers=auth)
-            if turn.status_code == 200 and turn.json()["status"] == "interrupted":
-                break
-            await anyio.sleep(0.2)
-    async with connect(f"{ws_base}/frontend/ws?token={token}&session_id={held}") as ws:
-        frame = await frames_until_response(ws)
-    assert frame["response"]["request_id"] == request_id
-    assert frame["response"]["response"]["response"] == INTERRUPTED
+        # A second tab of the conversation, on a live process, sends a message: it
+        # waits behind the held turn.
+        async with connect(held_url) as waiting:
+            await waiting.send(message)
+            with anyio.move_on_after(1.0):
+                await master.wait_seen(held, 2)
+            assert master.seen[str(held)] == 1
+            os.killpg(cluster.processes[victim].pid, signal.SIGKILL)
+            await cluster.processes[victim].wait()
+            with anyio.fail_after(10), contextlib.suppress(Exception):
+                await ws.recv()  # the socket is gone with its process
+            # A peer finds the process gone and interrupts its turn: the waiting tab is
+            # told, then its own turn runs.
+            frame = await frames_until_response(waiting, within=30)
+            assert frame["response"]["request_id"] == request_id
+            assert frame["response"]["response"]["response"] == INTERRUPTED
+            await master.wait_seen(held, 2)
+            master.release("*")
+            frame = await frames_until_response(waiting)
+            assert frame["response"]["response"]["is_success"] is True
+    turn = await http.get(f"/api/chat/turns/{request_id}", headers=auth)
+    assert turn.json()["status"] == "interrupted"
+    # A tab that reconnects resumes from the turn events: both turns, once each.
+    async with connect(f"{held_url}&after_seq=0") as again:
+        replayed = [json.loads(frame) for frame in await frames_for(again, 1.0)]
+    finals = [(f["kind"], f["request_id"]) for f in replayed if f.get("kind") in FINALS]
+    assert finals[0] == ("interrupted", request_id)
+    assert [kind for kind, _ in finals] == ["interrupted", "answered"]
     # The logs that reached a live process are stored, each once, whichever answers.
     stored = (
         await http.get("/api/logs/list", params={"session_id": str(logged)}, headers=auth)
@@ -297,7 +324,6 @@ async def _scenario(
     assert "echo across" in messages
     assert len(stored) == len({(log["created_at"], log["message"]) for log in stored})
     # The service goes on with two processes.
-    master.release("*")
     async with connect(f"{ws_base}/frontend/ws?token={token}&session_id={uuid.uuid4()}") as ws:
         await ws.send(message)
         frame = await frames_until_response(ws)
