@@ -107,11 +107,27 @@ async def event_numbers(sessionmaker: Sessions, session_id: uuid.UUID) -> list[t
     return [(row["seq"], row["kind"]) for row in rows]
 
 
+@pytest.fixture(name="processes")
+def _processes() -> tuple[uuid.UUID, uuid.UUID]:
+    return uuid.uuid4(), uuid.uuid4()
+
+
+@pytest.fixture(name="stores")
+def _stores(
+    sessionmaker: Sessions, processes: tuple[uuid.UUID, uuid.UUID]
+) -> tuple[ChatTurnStore, ChatTurnStore]:
+    """The turn statements of two processes."""
+    return tuple(ChatTurnStore(sessionmaker, process_id=p) for p in processes)  # type: ignore[return-value]
+
+
 async def test_a_second_running_turn_is_refused_whole(
-    sessionmaker: Sessions, alice: User, conversation: uuid.UUID
+    sessionmaker: Sessions,
+    alice: User,
+    conversation: uuid.UUID,
+    stores: tuple[ChatTurnStore, ChatTurnStore],
+    processes: tuple[uuid.UUID, uuid.UUID],
 ) -> None:
-    one = ChatTurnStore(sessionmaker, process_id=uuid.uuid4())
-    two = ChatTurnStore(sessionmaker, process_id=uuid.uuid4())
+    one, two = stores
     first, second = uuid.uuid4(), uuid.uuid4()
     await look_up(one, conversation, alice, starting(first, 1))
 
@@ -129,20 +145,22 @@ async def test_a_second_running_turn_is_refused_whole(
     async with two.connect() as db:
         with pytest.raises(TurnConflictError):
             await db.claim(conversation, owner_id=alice.id, request_id=second)
-        assert await db.running(conversation) == (first, one._process_id)
+        assert await db.running(conversation) == (first, processes[0])
     async with one.connect() as db:
         await db.store_writes(conversation, owner_id=alice.id, writes=finished(first, 3))
     async with two.connect() as db:
         assert await db.claim(conversation, owner_id=alice.id, request_id=second)
-        assert await db.running(conversation) == (second, two._process_id)
+        assert await db.running(conversation) == (second, processes[1])
     assert await statuses(sessionmaker, conversation) == {first: "answered", second: "running"}
 
 
 async def test_events_numbered_behind_another_process_are_refused_whole(
-    sessionmaker: Sessions, alice: User, conversation: uuid.UUID
+    sessionmaker: Sessions,
+    alice: User,
+    conversation: uuid.UUID,
+    stores: tuple[ChatTurnStore, ChatTurnStore],
 ) -> None:
-    one = ChatTurnStore(sessionmaker, process_id=uuid.uuid4())
-    two = ChatTurnStore(sessionmaker, process_id=uuid.uuid4())
+    one, two = stores
     first, second = uuid.uuid4(), uuid.uuid4()
     await look_up(one, conversation, alice, starting(first, 1))
     async with one.connect() as db:
