@@ -28,6 +28,7 @@ from ._actor import ChatDeps as ChatDeps
 from ._actor import ChatMessage as ChatMessage
 from ._actor import PostMessage as PostMessage
 from ._actor import Room as Room
+from ._actor import Rooms as Rooms
 from ._actor import Subscribe as Subscribe
 from ._actor import TurnObserver as TurnObserver
 from ._actor import Unsubscribe as Unsubscribe

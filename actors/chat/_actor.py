@@ -480,6 +480,10 @@ class Rooms:
         """Return the registered room of ``key``, if any."""
         return self._rooms.get(key)
 
+    def with_sockets(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """Return the keys of the rooms that have an open socket."""
+        return [key for key, room in self._rooms.items() if room.live()]
+
     def setdefault(self, key: tuple[uuid.UUID, uuid.UUID], make: Callable[[], Room]) -> Room:
         """Return the room of ``key``, registering ``make()`` if there is none."""
         room = self._rooms.get(key)

@@ -7,8 +7,10 @@ relay hears the other processes' notices and, for a conversation that has open s
 here, reads the reply once and sends it to them (it then counts as delivered). Its own
 process's notices are skipped: its chat actors answered their sockets themselves.
 
-A notice missed while the listener is down is not read back: the reply then reaches
-those sockets as an undelivered reply on their next connection, if no socket had it.
+A relay that was not listening (its connection lost, the database cut) reads back, on
+reconnecting, the turns other processes ended meanwhile in the conversations it has
+sockets on (by ``finished_at``, from a little before the loss and at most ``GAP_SECONDS``
+back), as if their notices had come; a reply it sent already is not sent again.
 
 A notice also wakes a turn here that waits for the conversation's running turn (one
 turn at a time per conversation, whichever process runs it).
@@ -33,29 +35,41 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from persistence import TURNS_CHANNEL, ChatTurnStore, is_database_unavailable, listen
+from persistence import TURNS_CHANNEL, ChatTurnStore, is_database_unavailable, listen, utcnow
 from runtime import ChildSpec, Restart
 
 from ..catalogue import ChannelWatcher
 from ._journal import TurnEvent
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy.engine import URL
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from ._actor import Rooms
     from ._directory import TurnDirectory
 
-__all__ = ["CancelAsked", "TurnEnded", "TurnRelay", "turn_relay_spec"]
+__all__ = ["GAP_SECONDS", "CancelAsked", "TurnEnded", "TurnRelay", "turn_relay_spec"]
 
 logger = logging.getLogger(__name__)
 
 # The most events of another process's turn read for the watchers here.
 _EVENTS = 1000
+#: How far back, in seconds, the turns ended while the listener was down are read at most
+#: (a UI cut for longer reloads; its next socket is sent what no socket had anyway).
+GAP_SECONDS = 60.0
+# Read from this long before the loss was seen: processes' clocks differ a little, and
+# what is read twice is sent once.
+_GAP_MARGIN = timedelta(seconds=5)
+_GAP_TURNS = 1000
+# Replies sent here lately, by request id: a notice and a read-back never send one twice.
+_REMEMBERED = 10_000
 # Steps for other processes that may wait to be sent; beyond, the oldest are dropped.
 _STEPS = 10_000
 _STEP_PREFIX = "step:"
@@ -138,8 +152,11 @@ class TurnRelay(ChannelWatcher):
         self._store = ChatTurnStore(sessionmaker, process_id=process_id)
         self._pending: collections.deque[TurnEnded] = collections.deque()
         self._wake = anyio.Event()
+        self._sent: collections.OrderedDict[uuid.UUID, None] = collections.OrderedDict()
+        self._lost_at: datetime | None = None
         self.notices = 0
         self.relayed = 0
+        self.gap_reads = 0
 
     async def on_start(self) -> None:
         await super().on_start()
@@ -224,10 +241,36 @@ class TurnRelay(ChannelWatcher):
             self._wake.set()
 
     async def heard(self, lost: anyio.Event) -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._relay)
-            await lost.wait()
-            tg.cancel_scope.cancel()
+        # Listening has begun: a turn that ends from now on is notified; one that ended
+        # while the listener was down is read back.
+        if self._lost_at is not None:
+            await self._read_gap(self._lost_at)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._relay)
+                await lost.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            self._lost_at = utcnow()
+
+    async def _read_gap(self, lost_at: datetime) -> None:
+        keys = set(self.rooms.with_sockets())
+        self.gap_reads += 1
+        if not keys:
+            return
+        since = max(lost_at - _GAP_MARGIN, utcnow() - timedelta(seconds=GAP_SECONDS))
+        async with self._store.connect() as db:
+            ended = await db.ended_since(
+                sorted({session for _, session in keys}),
+                since=since,
+                process_id=self.process_id,
+                limit=_GAP_TURNS,
+            )
+        missed = [TurnEnded(*row) for row in ended if (row[1], row[2]) in keys]
+        logger.info("read %d turns ended while not listening", len(missed))
+        if missed:
+            self._pending.extend(missed)
+            self._wake.set()
 
     async def _relay(self) -> None:
         while True:
@@ -253,7 +296,7 @@ class TurnRelay(ChannelWatcher):
 
     async def _send(self, notice: TurnEnded) -> None:
         room = self.rooms.get((notice.user_id, notice.session_id))
-        if room is None or not room.live():
+        if room is None or not room.live() or notice.request_id in self._sent:
             return
         known = room.last_seq
         async with self._store.connect() as db:
@@ -270,14 +313,18 @@ class TurnRelay(ChannelWatcher):
         events = [TurnEvent(seq, rid, kind, at, data) for seq, rid, kind, data, at in found.events]
         room.adopt(notice.session_id, events, found.last_seq)
         live = room.live()
-        frames = [reply] if reply is not None else []
-        frames += [
-            frame for request_id, frame in found.undelivered if request_id != notice.request_id
-        ]
-        for frame in frames:
+        frames = [(notice.request_id, reply)] if reply is not None else []
+        frames += [(rid, frame) for rid, frame in found.undelivered if rid != notice.request_id]
+        for request_id, frame in frames:
+            # Another turn's reply may have come along with an earlier one's read.
+            if request_id in self._sent:
+                continue
             for outbox in live:
                 outbox.send_nowait(frame)
-        self.relayed += len(frames)
+            self.relayed += 1
+            self._sent[request_id] = None
+            if len(self._sent) > _REMEMBERED:
+                self._sent.popitem(last=False)
 
 
 def turn_relay_spec(

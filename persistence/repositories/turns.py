@@ -390,6 +390,14 @@ SELECT request_id, process_id FROM chatturns WHERE session_id = $1 AND status = 
 
 _NOTIFY = "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload"
 
+_ENDED_SINCE = f"""
+SELECT process_id, user_id, session_id, request_id FROM chatturns
+WHERE session_id = ANY($1::uuid[]) AND status IN {_FINAL} AND finished_at >= $2
+    AND process_id IS DISTINCT FROM $3
+ORDER BY finished_at
+LIMIT $4
+"""
+
 # A running turn of this process whose end was never stored. $1 conversation, $2 request.
 _INTERRUPT = """
 UPDATE chatturns SET status = 'interrupted', finished_at = $3
@@ -582,6 +590,23 @@ class TurnStatements:
     async def interrupt(self, session_id: uuid.UUID, *, request_id: uuid.UUID) -> None:
         """End a running turn as ``interrupted`` (one this process left running)."""
         await self._driver.execute(_INTERRUPT, session_id, request_id, utcnow())
+
+    async def ended_since(
+        self,
+        session_ids: list[uuid.UUID],
+        *,
+        since: datetime,
+        process_id: uuid.UUID | None,
+        limit: int,
+    ) -> list[tuple[uuid.UUID | None, uuid.UUID, uuid.UUID, uuid.UUID]]:
+        """The turns of these conversations that another process than ``process_id``
+        finished at ``since`` or later, oldest first, at most ``limit``: ``(process, user,
+        session, request)``, as their ``genai_turns`` notices say."""
+        rows = await self._driver.fetch(_ENDED_SINCE, session_ids, since, process_id, limit)
+        return [
+            (row["process_id"], row["user_id"], row["session_id"], row["request_id"])
+            for row in rows
+        ]
 
     async def notify(self, channel: str, payloads: list[str]) -> None:
         """Send ``payloads`` on ``channel``, one notice each, in one statement."""

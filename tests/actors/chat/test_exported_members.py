@@ -26,6 +26,7 @@ def test_public_surface_is_pinned() -> None:
             "TurnJournal",
             "TurnStep",
             "TurnRelay",
+            "Rooms",
             "turn_relay_spec",
             "agent_response_body",
             "stored_content",
