@@ -93,6 +93,7 @@ __all__ = [
     "MasterInvoker",
     "PostMessage",
     "Reply",
+    "Rooms",
     "Subscribe",
     "TurnDirectory",
     "TurnEvent",

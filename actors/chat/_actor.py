@@ -733,7 +733,9 @@ class ChatActor(Actor[ChatMessage]):
                         raise
                 return True
             except Exception as exc:
-                if not is_database_unavailable(exc):
+                # A running row whose turn is being answered meanwhile (its look-up
+                # failed) conflicts until the answer's statement stores its end.
+                if not is_database_unavailable(exc) and not isinstance(exc, TurnConflictError):
                     raise
                 if attempt + 1 < attempts:
                     await anyio.sleep(pause)
@@ -905,8 +907,11 @@ class ChatActor(Actor[ChatMessage]):
         if self.deps.directory is not None:
             self.deps.directory.register(request_id, self.ref)
         # Taken now, so that no flush stores the running row before the look-up (which
-        # may find another process's turn running) has carried it.
+        # may find another process's turn running) has carried it. A flush is still
+        # asked for: what the look-up does not carry (events held until the numbering
+        # is known, a row queued again) is stored by it.
         writes = journal.take()
+        self._schedule_flush()
         self.start_soon(self._prepare_step, turn, writes, name=f"{self.name} turn")
 
     async def _prepare_step(self, turn: _Turn, writes: TurnWrites) -> None:

@@ -700,11 +700,13 @@ class TurnStatements:
 
         Raises:
             NotFoundError: The conversation went away under the statement.
+            TurnConflictError: The writes would start a turn while another runs.
         """
         try:
-            await self._driver.execute(
-                _STORE_WRITES, session_id, owner_id, *writes.parameters(self._process_id)
-            )
+            with _refused_as_conflict():
+                await self._driver.execute(
+                    _STORE_WRITES, session_id, owner_id, *writes.parameters(self._process_id)
+                )
         except asyncpg.ForeignKeyViolationError as exc:
             raise NotFoundError(f"conversation {session_id} not found") from exc
 
