@@ -16,7 +16,9 @@ turns is ``scale_server_cpu_ms_per_turn_N`` (``_pN`` for each process). The rati
 ``scale_speedup_N`` is turns/s over the one-process phase's, ``scale_cpu_ratio_N`` the
 CPU per turn over its. ``scale_db_cpu_ms_per_turn_N`` is the CPU time of every
 ``postgres`` process of the machine over the phase per turn (the database's share, for
-sizing a machine; other databases' work on the same server counts too). On a machine of
+sizing a machine; other databases' work on the same server counts too), and
+``scale_load_cpu_ms_per_turn_N`` this load generator's (the master and the 40 UIs). On a
+machine of
 C cores shared with PostgreSQL and this load generator, the speed-up is bounded by the
 cores the servers get, not by the design.
 """
@@ -188,10 +190,12 @@ async def _phase(database_url: str, count: int, seconds: float, log: Path) -> di
             await asyncio.sleep(0.5)
             await _sessions(cluster, token, min(2.0, seconds))  # warm-up
             before, db_before = cluster.cpu(), _postgres_cpu_seconds()
+            load_before = time.process_time()
             started = time.perf_counter()
             samples = await _sessions(cluster, token, seconds)
             elapsed = time.perf_counter() - started
             after, db_after = cluster.cpu(), _postgres_cpu_seconds()
+            load_used = time.process_time() - load_before
             answering.cancel()
     finally:
         await cluster.stop()
@@ -203,6 +207,7 @@ async def _phase(database_url: str, count: int, seconds: float, log: Path) -> di
         f"scale_p99_ms_{count}": quantiles[98] * 1000,
         f"scale_server_cpu_ms_per_turn_{count}": sum(used) * 1000 / len(samples),
         f"scale_db_cpu_ms_per_turn_{count}": (db_after - db_before) * 1000 / len(samples),
+        f"scale_load_cpu_ms_per_turn_{count}": load_used * 1000 / len(samples),
     }
     for index, seconds_used in enumerate(used):
         results[f"scale_server_cpu_ms_per_turn_{count}_p{index + 1}"] = (
