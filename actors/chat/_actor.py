@@ -497,6 +497,16 @@ class Rooms:
             del self._rooms[key]
 
 
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """How a turn that waited for another ended without running: the reply to answer it
+    with, or the reply frame (JSON text) another process stored for it."""
+
+    reply: Reply | None = None
+    status: TurnStatus | None = None
+    frame: str | None = None
+
+
 @dataclass(slots=True)
 class _Turn:
     request_id: uuid.UUID
@@ -925,10 +935,13 @@ class ChatActor(Actor[ChatMessage]):
             try:
                 while True:
                     if self.room.journal.suspended:
-                        stopped = await self._wait_for_turn(turn)
-                        if stopped is not None:
-                            reply, status = stopped
-                            await self._finish_step(turn, reply, status)
+                        ended = await self._wait_for_turn(turn)
+                        if ended is not None and ended.frame is not None:
+                            await self._pass_on(turn, ended.frame)
+                            return
+                        if ended is not None:
+                            assert ended.reply is not None
+                            await self._finish_step(turn, ended.reply, ended.status)
                             return
                         writes = self.room.journal.take()
                     try:
@@ -1050,7 +1063,7 @@ class ChatActor(Actor[ChatMessage]):
 
     # -- the database work ----------------------------------------------------------------
 
-    async def _wait_for_turn(self, turn: _Turn) -> tuple[Reply, TurnStatus | None] | None:
+    async def _wait_for_turn(self, turn: _Turn) -> _Ended | None:
         """Wait until ``turn`` may run: another process runs a turn of the conversation,
         or numbered events this process had not seen. The turn is ``queued`` meanwhile
         and its events are held (the journal is suspended); they are numbered after the
@@ -1063,28 +1076,28 @@ class ChatActor(Actor[ChatMessage]):
         as interrupted; a process that is gone is ended by its peers' heartbeats.
 
         Returns:
-            None once the turn may run; else how to answer it: it was cancelled, the
-            server is stopping, or it ended elsewhere (cancelled over REST, answered
-            with nothing here).
+            None once the turn may run; else how it ended: it was cancelled, the server
+            is stopping, the database is down, or it was ended elsewhere (a peer took
+            this process for gone while the database was cut, and answered it).
         """
         room = self.room
         drain = self.deps.drain
         pause = _WAIT_FIRST_PAUSE
-        outcome: tuple[Reply, TurnStatus | None] | None = None
+        outcome: _Ended | None = None
         logger.info("turn waits for another turn of the conversation")
         try:
             while True:
                 turn.wake = room.turn_ended = anyio.Event()
                 if turn.cancel_requested:
-                    outcome = (error_reply(CANCELLED), TurnStatus.CANCELLED)
+                    outcome = _Ended(error_reply(CANCELLED), TurnStatus.CANCELLED)
                     break
                 if drain is not None and drain.expired:
-                    outcome = (error_reply(SHUTTING_DOWN), None)
+                    outcome = _Ended(error_reply(SHUTTING_DOWN))
                     break
                 try:
                     if await self._claim_slot(turn):
                         break
-                    outcome = (error_reply(CHAT_NOT_FOUND.format(self.session_id)), None)
+                    outcome = await self._ended_elsewhere(turn)
                     break
                 except TurnConflictError:
                     pass
@@ -1092,7 +1105,7 @@ class ChatActor(Actor[ChatMessage]):
                     if not is_database_unavailable(exc):
                         raise
                     logger.warning("database unavailable while a turn waits: %r", exc)
-                    outcome = (error_reply(DATABASE_UNAVAILABLE), None)
+                    outcome = _Ended(error_reply(DATABASE_UNAVAILABLE))
                     break
                 with anyio.move_on_after(pause):
                     await turn.wake.wait()
@@ -1104,6 +1117,28 @@ class ChatActor(Actor[ChatMessage]):
             room.journal.turn(turn.request_id, TurnStatus.RUNNING)
             logger.info("turn runs after waiting")
         return outcome
+
+    async def _ended_elsewhere(self, turn: _Turn) -> _Ended:
+        """The turn could not take the slot: its reply stored elsewhere, to pass on, or
+        (the conversation is gone) the refusal."""
+        async with self._store.connect() as db:
+            frame = await db.reply_of(
+                self.session_id, owner_id=self.user_id, request_id=turn.request_id
+            )
+        if frame is None:
+            return _Ended(error_reply(CHAT_NOT_FOUND.format(self.session_id)))
+        logger.warning("turn was ended by another process while it waited")
+        return _Ended(frame=frame)
+
+    async def _pass_on(self, turn: _Turn, frame: str) -> None:
+        """Answer the sockets with the reply another process stored for ``turn``."""
+        turn.answered = turn.finishing = True
+        live = self.room.live()
+        for outbox in live:
+            outbox.send_nowait(frame)
+        self.room.answered(turn.request_id, live)
+        self.room.settle()
+        await self.ref.tell(_Answered(turn.request_id))
 
     async def _claim_slot(self, turn: _Turn) -> bool:
         """Try to make ``turn`` the conversation's running one (see `_wait_for_turn`).

@@ -13,8 +13,17 @@ import anyio
 import pytest
 from sqlalchemy import text
 
-from actors.chat import CANCELLED, ChatDeps, ChatInput, ChatsClient, chat_supervisor_spec
+from actors.chat import (
+    CANCELLED,
+    INTERRUPTED,
+    ChatDeps,
+    ChatInput,
+    ChatsClient,
+    chat_supervisor_spec,
+    stored_error,
+)
 from actors.fanout import LogFanoutClient, log_fanout_spec
+from persistence import TurnHistory
 from runtime import open_actor_system
 from tests.actors.janitor.rows import add_conversation, add_turn
 
@@ -127,3 +136,29 @@ async def test_a_running_turn_this_process_left_behind_does_not_hold_the_convers
         frame = await next_frame(chat, within=10)
     assert frame["response"]["response"]["response"] == "hi"
     assert await status(sessionmaker, stale) == "interrupted"
+
+
+async def test_a_waiting_turn_ended_by_a_peer_passes_its_stored_reply_on(
+    running: Running, world: World, master: FakeMaster, sessionmaker: Sessions
+) -> None:
+    """A peer took this process for gone (its database was cut for long) and ended its
+    queued turn as interrupted: the sockets here get that reply, once, and the turn
+    does not run."""
+    owner = await world.user()
+    session_id = await add_conversation(sessionmaker, owner.id)
+    await add_turn(sessionmaker, session_id, owner.id, "running", process_id=OTHER)
+    async with running.chats.open_session(owner.id, session_id) as chat:
+        await chat.post(MESSAGE)
+        mine = await queued(sessionmaker, session_id)
+        finished = await TurnHistory(sessionmaker).finish_turns_of(
+            [ME], reply_for=stored_error(INTERRUPTED)
+        )
+        assert finished == 1
+        frame = await next_frame(chat, within=10)
+        assert frame["response"]["request_id"] == str(mine)
+        assert frame["response"]["response"]["response"] == INTERRUPTED
+        with anyio.move_on_after(0.5):
+            extra = await next_frame(chat, within=5)
+            raise AssertionError(f"a second answer: {extra}")
+    assert master.calls == []
+    assert await status(sessionmaker, mine) == "interrupted"
