@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from ssl import SSLError
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import h11
+import hypercorn.asyncio.run
+import hypercorn.asyncio.tcp_server
 import hypercorn.protocol
 from hypercorn.asyncio.run import worker_serve
+from hypercorn.asyncio.task_group import TaskGroup, _handle
+from hypercorn.asyncio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.config import Config
+from hypercorn.events import Closed, RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.utils import wrap_app
 from quart.asgi import ASGIWebsocketConnection
@@ -25,10 +33,15 @@ if TYPE_CHECKING:
 
     from hypercorn.config import Sockets
     from hypercorn.typing import (
+        AppWrapper,
         ASGIReceiveCallable,
+        ASGIReceiveEvent,
         ASGISendCallable,
+        ASGISendEvent,
         H11SendableEvent,
+        Scope,
         WebsocketScope,
+        WorkerContext,
     )
     from quart import Quart
     from quart.wrappers import Websocket
@@ -70,12 +83,50 @@ def _reason_phrase(status_code: int) -> bytes:
         return b""
 
 
+class _ReadGate:
+    """Stands for the event an HTTP/1.1 connection waits on while h11 is paused.
+
+    h11 pauses only between a response and the next request of a keep-alive
+    connection, and a WebSocket connection never again: the event (a deque and more,
+    about 900 B) is made when a connection first waits, not for every connection.
+    """
+
+    __slots__ = ("_context", "_event", "_set")
+
+    def __init__(self, context: WorkerContext) -> None:
+        self._context = context
+        self._event: Any = None
+        self._set = False
+
+    async def clear(self) -> None:
+        self._set = False
+        if self._event is not None:
+            await self._event.clear()
+
+    async def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            await self._event.set()
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        if self._event is None:
+            self._event = self._context.event_class()
+        await self._event.wait()
+
+
 class _H11ProtocolWithReasons(H11Protocol):
     """Hypercorn's HTTP/1.1 protocol, sending the standard reason phrase.
 
     Hypercorn leaves it empty (``HTTP/1.1 401 ``), which clients print in their errors
-    ("Client error '401 '") as if something were wrong with the answer itself.
+    ("Client error '401 '") as if something were wrong with the answer itself. Its
+    read gate is made when first waited on (see `_ReadGate`).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.can_read = _ReadGate(self.context)  # type: ignore[assignment]
 
     async def _send_h11_event(self, event: H11SendableEvent) -> None:
         if isinstance(event, h11.Response | h11.InformationalResponse) and not event.reason:
@@ -87,14 +138,107 @@ class _H11ProtocolWithReasons(H11Protocol):
         await super()._send_h11_event(event)
 
 
-def _send_reason_phrases() -> None:
-    """Make hypercorn's connections speak HTTP/1.1 through `_H11ProtocolWithReasons`.
+class _AppEvents:
+    """The ASGI events hypercorn hands one connection's app, in order, at most ``limit``
+    waiting (0: no limit), as the `asyncio.Queue` it uses would.
 
-    Hypercorn builds its protocol by name from its ``protocol`` package and has no
-    setting for it, so the name is pointed at the subclass (idempotent, process-wide;
-    HTTP/2 has no reason phrases).
+    That queue holds three deques and an event (about 3 KB) for every connection, most
+    of them idle WebSockets whose app waits for the next message: here the events'
+    deque exists only while some wait, and an event only while a side waits.
+    """
+
+    __slots__ = ("_events", "_limit", "_readable", "_writable")
+
+    def __init__(self, limit: int) -> None:
+        self._events: collections.deque[ASGIReceiveEvent] | None = None
+        self._limit = limit
+        self._readable: anyio.Event | None = None
+        self._writable: anyio.Event | None = None
+
+    async def put(self, event: ASGIReceiveEvent) -> None:
+        while self._limit > 0 and self._events is not None and len(self._events) >= self._limit:
+            if self._writable is None:
+                self._writable = anyio.Event()
+            await self._writable.wait()
+        if self._events is None:
+            self._events = collections.deque()
+        self._events.append(event)
+        readable, self._readable = self._readable, None
+        if readable is not None:
+            readable.set()
+
+    async def get(self) -> ASGIReceiveEvent:
+        while not self._events:
+            if self._readable is None:
+                self._readable = anyio.Event()
+            await self._readable.wait()
+        event = self._events.popleft()
+        if not self._events:
+            self._events = None
+        writable, self._writable = self._writable, None
+        if writable is not None:
+            writable.set()
+        return event
+
+
+class _TaskGroup(TaskGroup):
+    """Hypercorn's per-connection task group, handing the app its events through
+    `_AppEvents` instead of an `asyncio.Queue`."""
+
+    async def spawn_app(
+        self,
+        app: AppWrapper,
+        config: Config,
+        scope: Scope,
+        send: Callable[[ASGISendEvent | None], Awaitable[None]],
+    ) -> Callable[[ASGIReceiveEvent], Awaitable[None]]:
+        events = _AppEvents(config.max_app_queue_size)
+        self.spawn(
+            _handle,
+            app,
+            config,
+            scope,
+            events.get,
+            send,
+            # For WSGI apps only: the ASGI wrapper calls neither.
+            partial(self._loop.run_in_executor, None),
+            _no_call_soon,
+        )
+        return events.put
+
+
+def _no_call_soon(func: Callable[..., Any], *args: Any) -> Any:
+    raise RuntimeError("only a WSGI app calls back into the loop")
+
+
+class _TCPServer(TCPServer):
+    """Hypercorn's connection, reading without a `wait_for` frame per connection when
+    no read timeout is set (as in `hypercorn_config`)."""
+
+    async def _read_data(self) -> None:
+        if self.config.read_timeout is not None:
+            await super()._read_data()
+            return
+        while not self.reader.at_eof():
+            try:
+                data = await self.reader.read(MAX_RECV)
+            except (ConnectionError, OSError, SSLError):
+                break
+            await self.protocol.handle(RawData(data))
+        await self.protocol.handle(Closed())
+
+
+def _send_reason_phrases() -> None:
+    """Make hypercorn's connections speak HTTP/1.1 through `_H11ProtocolWithReasons`,
+    and run them as `_TCPServer`s with a `_TaskGroup`.
+
+    Hypercorn builds these by name from its modules and has no setting for them, so
+    the names are pointed at the subclasses (idempotent, process-wide; HTTP/2 has no
+    reason phrases).
     """
     vars(hypercorn.protocol)["H11Protocol"] = _H11ProtocolWithReasons
+    vars(hypercorn.asyncio.tcp_server)["TaskGroup"] = _TaskGroup
+    vars(hypercorn.asyncio.run)["TCPServer"] = _TCPServer
 
 
 class _Inbox:
