@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from quart import Quart, Response
+from quart.sessions import NullSession, SecureCookieSessionInterface
 from quart_schema import Info, QuartSchema, hide
 
 from ._headers import install_security_headers
@@ -21,6 +22,19 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 __all__ = ["create_app"]
+
+
+class _SessionInterface(SecureCookieSessionInterface):
+    """Quart's cookie sessions, with one null session shared by every request.
+
+    The app sets no secret key, so every request and socket gets a null session, which
+    refuses every change; each open socket would otherwise keep one of its own (0.6 KB).
+    """
+
+    _null = NullSession()
+
+    async def make_null_session(self, app: Quart) -> NullSession:
+        return self._null
 
 
 def create_app(
@@ -41,6 +55,7 @@ def create_app(
         A Quart app, not yet serving.
     """
     app = Quart("genai_backend")
+    app.session_interface = _SessionInterface()
     # Serve "/api/agents" and "/api/agents/" alike, with no redirect to lose headers on.
     app.url_map.strict_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_UPLOAD_BYTES

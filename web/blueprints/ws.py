@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 from uuid import UUID, uuid4
 
 import anyio
@@ -170,43 +171,18 @@ def _refusal(text: str, session_id: UUID) -> str:
 @blueprint.websocket("/frontend/ws")
 async def frontend_ws() -> None:
     """Authenticate, subscribe to the conversation, then relay frames both ways."""
+    admitted = await _admit()
+    if admitted is None:
+        return
+    # Only what the open socket needs stays in this frame for its whole life.
+    user_id, session_id, events, after_seq = admitted
+    del admitted
     sockets = services().sockets
-    if not sockets.acquire_pending_nowait(services().settings.MAX_PENDING_HANDSHAKES):
-        # Before the token is looked at: a flood of handshakes costs no database work.
-        await websocket.accept()
-        await websocket.close(CLOSE_TRY_AGAIN, TOO_MANY_HANDSHAKES)
-        return
-    try:
-        caller = await resolve_token(websocket.args.get("token") or "", allow_agent=False)
-    finally:
-        sockets.release_pending()
-    if caller is None:
-        await websocket.close(CLOSE_POLICY, BAD_TOKEN)
-        return
-    raw_session = websocket.args.get("session_id")
-    try:
-        session_id = UUID(raw_session) if raw_session is not None else uuid4()
-    except ValueError:
-        await websocket.close(CLOSE_POLICY, BAD_SESSION)
-        return
-    watch = _watch_options(websocket.args.get("events"), websocket.args.get("after_seq"))
-    if isinstance(watch, str):
-        await websocket.close(CLOSE_POLICY, watch)
-        return
-    events, after_seq = watch
     drain = services().drain
-    await websocket.accept()
-    if drain is not None and drain.draining:
-        await websocket.close(CLOSE_TRY_AGAIN, SERVER_STOPPING)
-        return
-    if not sockets.acquire_nowait(caller.user_id, services().settings.MAX_SOCKETS_PER_USER):
-        await websocket.send(_error_frame(TOO_MANY_SOCKETS))
-        await websocket.close(CLOSE_TRY_AGAIN, TOO_MANY_SOCKETS)
-        return
     try:
         async with (
             services().chats.open_session(
-                caller.user_id, session_id, events=events, after_seq=after_seq
+                user_id, session_id, events=events, after_seq=after_seq
             ) as chat,
             anyio.create_task_group() as tg,
         ):
@@ -225,7 +201,58 @@ async def frontend_ws() -> None:
                 if drain is not None:
                     drain.forget_closed(chat.outbox)
     finally:
-        sockets.release(caller.user_id)
+        sockets.release(user_id)
+
+
+async def _admit() -> tuple[UUID, UUID, bool, int | None] | None:
+    """Check the handshake; return the socket's user, session and watch options once it
+    is accepted and holds a place, or None once it is closed."""
+    sockets = services().sockets
+    if not sockets.acquire_pending_nowait(services().settings.MAX_PENDING_HANDSHAKES):
+        # Before the token is looked at: a flood of handshakes costs no database work.
+        await websocket.accept()
+        await websocket.close(CLOSE_TRY_AGAIN, TOO_MANY_HANDSHAKES)
+        return None
+    args = _query_args()
+    try:
+        caller = await resolve_token(args.get("token") or "", allow_agent=False)
+    finally:
+        sockets.release_pending()
+    if caller is None:
+        await websocket.close(CLOSE_POLICY, BAD_TOKEN)
+        return None
+    raw_session = args.get("session_id")
+    try:
+        session_id = UUID(raw_session) if raw_session is not None else uuid4()
+    except ValueError:
+        await websocket.close(CLOSE_POLICY, BAD_SESSION)
+        return None
+    watch = _watch_options(args.get("events"), args.get("after_seq"))
+    if isinstance(watch, str):
+        await websocket.close(CLOSE_POLICY, watch)
+        return None
+    drain = services().drain
+    await websocket.accept()
+    if drain is not None and drain.draining:
+        await websocket.close(CLOSE_TRY_AGAIN, SERVER_STOPPING)
+        return None
+    if not sockets.acquire_nowait(caller.user_id, services().settings.MAX_SOCKETS_PER_USER):
+        await websocket.send(_error_frame(TOO_MANY_SOCKETS))
+        await websocket.close(CLOSE_TRY_AGAIN, TOO_MANY_SOCKETS)
+        return None
+    return caller.user_id, session_id, *watch
+
+
+def _query_args() -> dict[str, str]:
+    """The socket's query parameters (the first value of each), read as ``websocket.args``
+    reads them but not kept: that one stays cached on the socket for its whole life."""
+    found: dict[str, str] = {}
+    pairs = parse_qsl(
+        websocket.query_string.decode(), keep_blank_values=True, errors="werkzeug.url_quote"
+    )
+    for name, value in pairs:
+        found.setdefault(name, value)
+    return found
 
 
 def _watch_options(events: str | None, after_seq: str | None) -> tuple[bool, int | None] | str:
