@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
@@ -368,16 +367,16 @@ class ChatsClient:
             return False
         return outcome == "cancelled"
 
-    @contextlib.asynccontextmanager
-    async def open_session(
+    def open_session(
         self,
         user_id: uuid.UUID,
         session_id: uuid.UUID,
         *,
         events: bool = False,
         after_seq: int | None = None,
-    ) -> AsyncIterator[ChatSession]:
-        """Subscribe a new socket to ``user_id``'s ``session_id`` and its live logs.
+    ) -> _OpenSession:
+        """Subscribe a new socket to ``user_id``'s ``session_id`` and its live logs
+        (``async with``, which gives the `ChatSession`).
 
         ``events``: the socket also gets ``turn_event`` frames; ``after_seq``: first
         those numbered after it. Such a watcher is subscribed to the chat actor, started
@@ -390,23 +389,61 @@ class ChatsClient:
         (and raises `ChatUnavailableError` while it cannot), so every message the
         socket sends can still be answered.
         """
-        outbox = SocketOutbox(self._outbox_capacity)
-        watch = events or after_seq is not None
-        subscription = Subscribe(outbox, events=True, after_seq=after_seq) if watch else None
-        chat = ChatSession(self, user_id, session_id, outbox, subscription)
-        fanout = self._fanout
+        return _OpenSession(self, user_id, session_id, events or after_seq is not None, after_seq)
+
+
+class _OpenSession:
+    """`ChatsClient.open_session`'s context: an object of its own rather than an async
+    generator, whose frame and context manager every open socket would keep (0.5 KB)."""
+
+    __slots__ = ("_after_seq", "_chat", "_client", "_session_id", "_user_id", "_watch")
+
+    def __init__(
+        self,
+        client: ChatsClient,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        watch: bool,
+        after_seq: int | None,
+    ) -> None:
+        self._client = client
+        self._user_id = user_id
+        self._session_id = session_id
+        self._watch = watch
+        self._after_seq = after_seq
+        self._chat: ChatSession | None = None
+
+    async def __aenter__(self) -> ChatSession:
+        client, user_id, session_id = self._client, self._user_id, self._session_id
+        outbox = SocketOutbox(client._outbox_capacity)
+        subscription = (
+            Subscribe(outbox, events=True, after_seq=self._after_seq) if self._watch else None
+        )
+        chat = self._chat = ChatSession(client, user_id, session_id, outbox, subscription)
         try:
             try:
                 if subscription is not None:
-                    chat._ref, chat._room = await self._attach(user_id, session_id, subscription)
+                    chat._ref, chat._room = await client._attach(user_id, session_id, subscription)
                 else:
-                    await self._join(chat, self._supervisor())
+                    await client._join(chat, client._supervisor())
             except ChatUnavailableError as exc:
                 logger.warning("socket of session %s opened unattached: %s", session_id, exc)
-            if fanout is not None:
-                await fanout.subscribe(user_id, session_id, outbox)
-            yield chat
-        finally:
-            chat._detach()
-            if fanout is not None:
-                fanout.unsubscribe_nowait(user_id, session_id, outbox)
+            if client._fanout is not None:
+                await client._fanout.subscribe(user_id, session_id, outbox)
+        except BaseException:
+            self._leave()
+            raise
+        return chat
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._leave()
+
+    def _leave(self) -> None:
+        chat = self._chat
+        if chat is None:
+            return
+        self._chat = None
+        chat._detach()
+        fanout = chat._client._fanout
+        if fanout is not None:
+            fanout.unsubscribe_nowait(chat.user_id, chat.session_id, chat.outbox)
