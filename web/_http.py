@@ -6,7 +6,6 @@ import collections
 import functools
 import logging
 from dataclasses import dataclass
-from functools import partial
 from http import HTTPStatus
 from ssl import SSLError
 from typing import TYPE_CHECKING, Any
@@ -202,15 +201,16 @@ class _TaskGroup(TaskGroup):
             scope,
             events.get,
             send,
-            # For WSGI apps only: the ASGI wrapper calls neither.
-            partial(self._loop.run_in_executor, None),
-            _no_call_soon,
+            # For a WSGI app only (its thread and its calls back into the loop); the
+            # ASGI wrapper of the app served here calls neither.
+            _wsgi_only,
+            _wsgi_only,
         )
         return events.put
 
 
-def _no_call_soon(func: Callable[..., Any], *args: Any) -> Any:
-    raise RuntimeError("only a WSGI app calls back into the loop")
+def _wsgi_only(*args: Any) -> Any:
+    raise RuntimeError("only a WSGI app runs in a thread or calls back into the loop")
 
 
 class _TCPServer(TCPServer):
