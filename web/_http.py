@@ -22,7 +22,7 @@ from hypercorn.asyncio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.config import Config
 from hypercorn.events import Closed, RawData
 from hypercorn.protocol.h11 import H11Protocol
-from hypercorn.utils import wrap_app
+from quart import Quart
 from quart.asgi import ASGIWebsocketConnection, _normalise_path
 from quart.signals import websocket_received
 from werkzeug.datastructures import Headers
@@ -30,7 +30,7 @@ from werkzeug.datastructures import Headers
 from runtime import Actor
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Coroutine
 
     from hypercorn.config import Sockets
     from hypercorn.typing import (
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
         WebsocketScope,
         WorkerContext,
     )
-    from quart import Quart
     from quart.wrappers import Websocket
 
 __all__ = ["GetAddresses", "HttpServer", "hypercorn_config"]
@@ -322,6 +321,33 @@ class _WebsocketConnection(ASGIWebsocketConnection):
                 await anyio.sleep_forever()  # cancelled at once
 
 
+class _AppWrapper:
+    """Hypercorn's wrapper of the ASGI app, handing a WebSocket straight to the app's
+    connection class, as Quart's `asgi_app` does, with no coroutine of its own: each
+    open socket keeps three frames fewer (hypercorn's wrapper, Quart's ``__call__`` and
+    ``asgi_app``, 0.7 KB). An app whose ``asgi_app`` was replaced (a middleware) is
+    called as usual."""
+
+    __slots__ = ("_app", "_direct")
+
+    def __init__(self, app: Quart) -> None:
+        self._app = app
+        self._direct = getattr(app.asgi_app, "__func__", None) is Quart.asgi_app
+
+    def __call__(
+        self,
+        scope: Scope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        sync_spawn: Callable[..., Any],
+        call_soon: Callable[..., Any],
+    ) -> Coroutine[Any, Any, None]:
+        app = self._app
+        if self._direct and scope["type"] == "websocket":
+            return app.asgi_websocket_class(app, scope)(receive, send)
+        return app(scope, receive, send)
+
+
 @dataclass(frozen=True, slots=True)
 class GetAddresses:
     """Ask for the ``(host, port)`` pairs the server listens on."""
@@ -362,7 +388,7 @@ class HttpServer(Actor[GetAddresses]):
     async def _serve(self, sockets: Sockets) -> None:
         try:
             await worker_serve(
-                wrap_app(self.app, self.config.wsgi_max_body_size, None),
+                _AppWrapper(self.app),
                 self.config,
                 sockets=sockets,
                 shutdown_trigger=self._shutdown.wait,
