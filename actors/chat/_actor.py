@@ -297,24 +297,24 @@ class Room:
         drain: The server's stop, which counts admitted messages too.
     """
 
-    # Most rooms hold one idle socket: no instance dict, and the journal and the answers'
-    # memory are made only when a chat actor needs them.
+    # Most rooms hold one idle socket: no instance dict, and the journal, the answers'
+    # memory, the watchers and the queue's bookkeeping are made only when first needed.
     __slots__ = (
         "_answered_to",
+        "_cancelled",
+        "_catching_up",
         "_drain",
         "_journal",
         "_known_seq",
         "_limit",
         "_outboxes",
+        "_queued",
+        "_watchers",
         "activating",
         "actor_running",
-        "cancelled",
-        "catching_up",
         "passivating",
         "pending",
-        "queued",
         "turn_ended",
-        "watchers",
     )
 
     def __init__(self, *, limit: int | None = None, drain: ChatDrain | None = None) -> None:
@@ -326,14 +326,10 @@ class Room:
         self._journal: TurnJournal | None = None
         # The conversation's last stored number, read before the journal was made.
         self._known_seq: int | None = None
-        self.watchers: dict[SocketOutbox, int] = {}
-        """Sockets that get ``turn_event`` frames, with the last number each was sent."""
-        self.catching_up: set[SocketOutbox] = set()
-        """Watchers being replayed what they missed: live events wait for them."""
-        self.queued: dict[uuid.UUID, ChatInput] = {}
-        """Requests announced as queued behind a running turn, and their messages."""
-        self.cancelled: set[uuid.UUID] = set()
-        """Queued requests answered as cancelled: skipped when their turn comes."""
+        self._watchers: dict[SocketOutbox, int] | None = None
+        self._catching_up: set[SocketOutbox] | None = None
+        self._queued: dict[uuid.UUID, ChatInput] | None = None
+        self._cancelled: set[uuid.UUID] | None = None
         self._answered_to: collections.deque[tuple[uuid.UUID, frozenset[int]]] | None = None
         self.actor_running = False
         """A chat actor runs this conversation (from its start to its passivation)."""
@@ -344,6 +340,34 @@ class Room:
         self.turn_ended: anyio.Event | None = None
         """Set while a turn here waits for another process's turn of the conversation;
         fires when a turn of another process ends (`TurnRelay`)."""
+
+    @property
+    def watchers(self) -> dict[SocketOutbox, int]:
+        """Sockets that get ``turn_event`` frames, with the last number each was sent."""
+        if self._watchers is None:
+            self._watchers = {}
+        return self._watchers
+
+    @property
+    def catching_up(self) -> set[SocketOutbox]:
+        """Watchers being replayed what they missed: live events wait for them."""
+        if self._catching_up is None:
+            self._catching_up = set()
+        return self._catching_up
+
+    @property
+    def queued(self) -> dict[uuid.UUID, ChatInput]:
+        """Requests announced as queued behind a running turn, and their messages."""
+        if self._queued is None:
+            self._queued = {}
+        return self._queued
+
+    @property
+    def cancelled(self) -> set[uuid.UUID]:
+        """Queued requests answered as cancelled: skipped when their turn comes."""
+        if self._cancelled is None:
+            self._cancelled = set()
+        return self._cancelled
 
     @property
     def journal(self) -> TurnJournal:
@@ -390,14 +414,16 @@ class Room:
     def remove(self, outbox: SocketOutbox) -> None:
         if outbox in self._outboxes:
             self._outboxes.remove(outbox)
-        self.watchers.pop(outbox, None)
-        self.catching_up.discard(outbox)
+        if self._watchers is not None:
+            self._watchers.pop(outbox, None)
+        if self._catching_up is not None:
+            self._catching_up.discard(outbox)
 
     def live(self) -> list[SocketOutbox]:
         """Return the open outboxes, forgetting the closed ones."""
         if any(outbox.closed for outbox in self._outboxes):
             self._outboxes = [outbox for outbox in self._outboxes if not outbox.closed]
-            for gone in [outbox for outbox in self.watchers if outbox.closed]:
+            for gone in [outbox for outbox in self._watchers or () if outbox.closed]:
                 self.remove(gone)
         return list(self._outboxes)
 
@@ -427,7 +453,11 @@ class Room:
         self.publish_ready(session_id)
 
     def _send_watchers(self, session_id: uuid.UUID, events: Iterable[TurnEvent]) -> None:
+        """Send ``events`` to the watchers not being replayed; every event is taken from
+        ``events`` (they count as sent), watchers or not."""
         for event in events:
+            if not self._watchers:
+                continue
             frame = turn_event_frame(session_id, event)
             for outbox, last in self.watchers.items():
                 if outbox not in self.catching_up and event.seq > last:
@@ -437,11 +467,7 @@ class Room:
     def publish_ready(self, session_id: uuid.UUID) -> None:
         """Send the journal's events that are ready, in order, to the watchers that are
         not being replayed. Never waits."""
-        events = self.journal.publishable()
-        if self.watchers:
-            self._send_watchers(session_id, events)
-        else:  # they count as sent all the same
-            collections.deque(events, maxlen=0)
+        self._send_watchers(session_id, self.journal.publishable())
 
     def admit(self) -> None:
         """Count one more message to answer (does not wait).
