@@ -86,13 +86,22 @@ async def end(sessionmaker: Sessions, request_id: uuid.UUID) -> None:
         )
 
 
+async def held_by(
+    world: World, sessionmaker: Sessions, process: uuid.UUID
+) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    """A user's conversation whose running turn is ``process``'s: (owner, conversation,
+    that turn)."""
+    owner = await world.user()
+    session_id = await add_conversation(sessionmaker, owner.id)
+    running = await add_turn(sessionmaker, session_id, owner.id, "running", process_id=process)
+    return owner.id, session_id, running
+
+
 async def test_a_turn_waits_for_another_process_turn_then_runs(
     running: Running, world: World, master: FakeMaster, sessionmaker: Sessions
 ) -> None:
-    owner = await world.user()
-    session_id = await add_conversation(sessionmaker, owner.id)
-    theirs = await add_turn(sessionmaker, session_id, owner.id, "running", process_id=OTHER)
-    async with running.chats.open_session(owner.id, session_id, events=True) as chat:
+    owner, session_id, theirs = await held_by(world, sessionmaker, OTHER)
+    async with running.chats.open_session(owner, session_id, events=True) as chat:
         await chat.post(MESSAGE)
         # Queued behind the other process's turn: its row says so, and the master has
         # not been asked. Its events wait too (they will follow the other's).
@@ -112,13 +121,11 @@ async def test_a_turn_waits_for_another_process_turn_then_runs(
 async def test_a_waiting_turn_can_be_cancelled(
     running: Running, world: World, master: FakeMaster, sessionmaker: Sessions
 ) -> None:
-    owner = await world.user()
-    session_id = await add_conversation(sessionmaker, owner.id)
-    theirs = await add_turn(sessionmaker, session_id, owner.id, "running", process_id=OTHER)
-    async with running.chats.open_session(owner.id, session_id) as chat:
+    owner, session_id, theirs = await held_by(world, sessionmaker, OTHER)
+    async with running.chats.open_session(owner, session_id) as chat:
         await chat.post(MESSAGE)
         request_id = await queued(sessionmaker, session_id)
-        assert await running.chats.cancel_turn(owner.id, session_id, request_id)
+        assert await running.chats.cancel_turn(owner, session_id, request_id)
         frame = await next_frame(chat, within=10)
     assert frame["response"]["response"]["response"] == CANCELLED
     assert master.calls == []
@@ -128,10 +135,8 @@ async def test_a_waiting_turn_can_be_cancelled(
 async def test_a_running_turn_this_process_left_behind_does_not_hold_the_conversation(
     running: Running, world: World, master: FakeMaster, sessionmaker: Sessions
 ) -> None:
-    owner = await world.user()
-    session_id = await add_conversation(sessionmaker, owner.id)
-    stale = await add_turn(sessionmaker, session_id, owner.id, "running", process_id=ME)
-    async with running.chats.open_session(owner.id, session_id) as chat:
+    owner, session_id, stale = await held_by(world, sessionmaker, ME)
+    async with running.chats.open_session(owner, session_id) as chat:
         await chat.post(MESSAGE)
         frame = await next_frame(chat, within=10)
     assert frame["response"]["response"]["response"] == "hi"
@@ -144,10 +149,8 @@ async def test_a_waiting_turn_ended_by_a_peer_passes_its_stored_reply_on(
     """A peer took this process for gone (its database was cut for long) and ended its
     queued turn as interrupted: the sockets here get that reply, once, and the turn
     does not run."""
-    owner = await world.user()
-    session_id = await add_conversation(sessionmaker, owner.id)
-    await add_turn(sessionmaker, session_id, owner.id, "running", process_id=OTHER)
-    async with running.chats.open_session(owner.id, session_id) as chat:
+    owner, session_id, _ = await held_by(world, sessionmaker, OTHER)
+    async with running.chats.open_session(owner, session_id) as chat:
         await chat.post(MESSAGE)
         mine = await queued(sessionmaker, session_id)
         finished = await TurnHistory(sessionmaker).finish_turns_of(
