@@ -177,6 +177,10 @@ class LocalConnector:
         except (LookupError, ActorDeadError, TimeoutError, MailboxFullError) as exc:
             inbox.close()
             raise RouterConnectionError(f"router connection failed: {exc!r}") from exc
+        except BaseException:
+            # Cancelled while the hub opened it (the tree stopping): nobody will close it.
+            inbox.close()
+            raise
         if conn_id is None:
             inbox.close()
             raise RouterConnectionError("the router refused the connection")
