@@ -12,6 +12,7 @@ sockets, and an upstream router still gets real sockets (`WebSocketConnector`).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -33,8 +34,6 @@ from ._connection import parse_object
 from ._exceptions import RouterConnectionError
 
 if TYPE_CHECKING:
-    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-
     from actors.router import HubMessage
     from runtime import ActorRef
 
@@ -49,38 +48,47 @@ class _Inbox:
     """The outbox the hub fills for one local connection (`actors.router.Outbox`).
 
     It takes the hub's frame objects as they are; only frames that are text already
-    (kept while no back-end was connected) are parsed.
+    (kept while no back-end was connected) are parsed. A plain deque and an event made
+    only while the reader waits: an inbox that nobody closes (its owner was cancelled
+    with the tree) is just garbage, never a resource left open.
     """
 
-    __slots__ = ("_receive", "_send", "overflowed")
+    __slots__ = ("_capacity", "_closed", "_ended", "_frames", "_ready", "overflowed")
 
     def __init__(self, capacity: int) -> None:
-        self._send: MemoryObjectSendStream[Frame | str]
-        self._receive: MemoryObjectReceiveStream[Frame | str]
-        self._send, self._receive = anyio.create_memory_object_stream[Frame | str](capacity)
+        self._capacity = capacity
+        self._frames: collections.deque[Frame | str] = collections.deque()
+        # No frame comes any more (overflowed or closed); closed: none is read either.
+        self._ended = False
+        self._closed = False
+        self._ready: anyio.Event | None = None
         self.overflowed = False
 
     def send_nowait(self, frame: Frame | str) -> bool:
-        try:
-            self._send.send_nowait(frame)
-        except anyio.WouldBlock:
+        if self._ended:
+            return True  # we closed it; frames still in flight to us are dropped
+        if len(self._frames) >= self._capacity:
             return False
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # we closed it; frames still in flight to us are dropped, as on a socket
+        self._frames.append(frame)
+        self._wake()
         return True
 
     def overflow(self) -> None:
         self.overflowed = True
-        self._send.close()
+        self._ended = True
+        self._wake()
 
     async def receive(self) -> Frame:
         while True:
-            try:
-                frame = await self._receive.receive()
-            except (anyio.EndOfStream, anyio.ClosedResourceError) as exc:
-                self._receive.close()
-                reason = "its outbox overflowed" if self.overflowed else "it is closed"
-                raise RouterConnectionError(f"local router connection lost: {reason}") from exc
+            while not self._frames or self._closed:
+                if self._ended:
+                    self.close()
+                    reason = "its outbox overflowed" if self.overflowed else "it is closed"
+                    raise RouterConnectionError(f"local router connection lost: {reason}")
+                if self._ready is None:
+                    self._ready = anyio.Event()
+                await self._ready.wait()
+            frame = self._frames.popleft()
             if not isinstance(frame, str):
                 return frame
             parsed = parse_object(frame)
@@ -88,8 +96,14 @@ class _Inbox:
                 return parsed
 
     def close(self) -> None:
-        self._send.close()
-        self._receive.close()
+        self._ended = self._closed = True
+        self._frames.clear()
+        self._wake()
+
+    def _wake(self) -> None:
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            ready.set()
 
 
 class _LocalConnection:
