@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 __all__ = ["GAP_SECONDS", "CancelAsked", "TurnEnded", "TurnRelay", "turn_relay_spec"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # The most events of another process's turn read for the watchers here.
 _EVENTS = 1000
@@ -113,6 +115,25 @@ Cancel = Callable[[uuid.UUID, uuid.UUID, uuid.UUID], Awaitable[bool]]
 """Cancels a turn of this process: ``(user id, session id, request id)``."""
 
 
+class _Waiting(collections.deque[T]):
+    """A deque its one consumer task can wait on until something is in it."""
+
+    def __init__(self, maxlen: int | None = None) -> None:
+        super().__init__(maxlen=maxlen)
+        self._added = anyio.Event()
+
+    def add(self, *items: T) -> None:
+        """Append ``items`` (never waits) and wake the consumer."""
+        self.extend(items)
+        self._added.set()
+
+    async def wait(self) -> None:
+        """Return once the deque holds something."""
+        if not self:
+            self._added = anyio.Event()
+            await self._added.wait()
+
+
 class TurnRelay(ChannelWatcher):
     """Send the replies of turns other processes ended to the sockets open here.
 
@@ -144,14 +165,12 @@ class TurnRelay(ChannelWatcher):
         super().__init__()
         self._cancel = cancel
         self._directory = directory
-        self._steps: collections.deque[str] = collections.deque(maxlen=_STEPS)
-        self._steps_wake = anyio.Event()
+        self._steps: _Waiting[str] = _Waiting(maxlen=_STEPS)
         self.url = url
         self.process_id = process_id
         self.rooms = rooms
         self._store = ChatTurnStore(sessionmaker, process_id=process_id)
-        self._pending: collections.deque[TurnEnded] = collections.deque()
-        self._wake = anyio.Event()
+        self._pending: _Waiting[TurnEnded] = _Waiting()
         self._sent: collections.OrderedDict[uuid.UUID, None] = collections.OrderedDict()
         self._lost_at: datetime | None = None
         self.notices = 0
@@ -180,14 +199,11 @@ class TurnRelay(ChannelWatcher):
             return
         if len(self._steps) == self._steps.maxlen:
             logger.warning("agent steps for other processes dropped: too many wait")
-        self._steps.append(notice)
-        self._steps_wake.set()
+        self._steps.add(notice)
 
     async def _send_steps(self) -> None:
         while True:
-            if not self._steps:
-                self._steps_wake = anyio.Event()
-                await self._steps_wake.wait()
+            await self._steps.wait()
             notices = list(self._steps)
             self._steps.clear()
             try:
@@ -226,8 +242,7 @@ class TurnRelay(ChannelWatcher):
             return
         if asked:
             if notice.process == self.process_id and self._cancel is not None:
-                self._pending.append(notice)
-                self._wake.set()
+                self._pending.add(notice)
             return
         if notice.process == self.process_id:
             return
@@ -237,8 +252,7 @@ class TurnRelay(ChannelWatcher):
         if room is not None:
             if room.turn_ended is not None:
                 room.turn_ended.set()  # a turn here waits for the conversation
-            self._pending.append(notice)
-            self._wake.set()
+            self._pending.add(notice)
 
     async def heard(self, lost: anyio.Event) -> None:
         # Listening has begun: a turn that ends from now on is notified; one that ended
@@ -269,14 +283,11 @@ class TurnRelay(ChannelWatcher):
         missed = [TurnEnded(*row) for row in ended if (row[1], row[2]) in keys]
         logger.info("read %d turns ended while not listening", len(missed))
         if missed:
-            self._pending.extend(missed)
-            self._wake.set()
+            self._pending.add(*missed)
 
     async def _relay(self) -> None:
         while True:
-            if not self._pending:
-                self._wake = anyio.Event()
-                await self._wake.wait()
+            await self._pending.wait()
             notice = self._pending[0]
             try:
                 if isinstance(notice, CancelAsked):
